@@ -1,0 +1,3 @@
+from voxtral_desktop.cli import main
+
+raise SystemExit(main())

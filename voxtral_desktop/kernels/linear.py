@@ -1,0 +1,97 @@
+"""The kernel interface: a linear layer and an embedding table over dense or Q4_0 weights.
+
+The model is written against plain `nn.Linear` / `nn.Embedding`; after a checkpoint is read,
+`swap_in_weights` replaces each one with the module that fits its weight (gpt-fast style), so
+`model/` stays float-only. Every module here has a plain torch reference path; faster backends
+(CPU int4pack, CUDA tinygemm/Triton, WGSL) plug in behind the same two classes by choosing a
+`Q4Backend` for the device, and are tested against `q4_linear_reference`.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+from torch import nn
+
+from voxtral_desktop.kernels.q4 import Q4Weight, dequantize_q4_0, q4_embedding_reference, q4_linear_reference
+
+
+class Q4Backend(Protocol):
+    """How one device multiplies by a Q4_0 matrix. `prepare` runs once at load time."""
+
+    name: str
+
+    def prepare(self, weight: Q4Weight) -> object: ...
+
+    def linear(self, x: torch.Tensor, prepared: object, bias: torch.Tensor | None) -> torch.Tensor: ...
+
+
+class ReferenceQ4Backend:
+    """Dequantise on the fly with `dequantize_q4_0`: exact, slow, works on every device."""
+
+    name = "reference"
+
+    def prepare(self, weight: Q4Weight) -> Q4Weight:
+        return weight
+
+    def linear(self, x: torch.Tensor, prepared: object, bias: torch.Tensor | None) -> torch.Tensor:
+        assert isinstance(prepared, Q4Weight)
+        return q4_linear_reference(x, prepared, bias)
+
+
+REFERENCE = ReferenceQ4Backend()
+
+
+class Q4Linear(nn.Module):
+    """y = x W^T + b with W stored as Q4_0 blocks."""
+
+    def __init__(self, weight: Q4Weight, bias: torch.Tensor | None, backend: Q4Backend = REFERENCE) -> None:
+        super().__init__()
+        self.out_features, self.in_features = weight.shape
+        self.weight_q4 = weight
+        self.backend = backend
+        self.prepared = backend.prepare(weight)
+        self.bias = None if bias is None else nn.Parameter(bias, requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        bias = None if self.bias is None else self.bias.to(x.dtype)
+        return self.backend.linear(x, self.prepared, bias)
+
+    def extra_repr(self) -> str:
+        return f"in={self.in_features}, out={self.out_features}, q4_0, backend={self.backend.name}"
+
+
+class TiedEmbedding(nn.Module):
+    """The token table, used both to embed ids and (tied) as the output head."""
+
+    def __init__(self, weight: torch.Tensor | Q4Weight, backend: Q4Backend = REFERENCE) -> None:
+        super().__init__()
+        self.backend = backend
+        if isinstance(weight, Q4Weight):
+            self.q4: Q4Weight | None = weight
+            self.prepared = backend.prepare(weight)
+            self.weight = None
+        else:
+            self.q4 = None
+            self.weight = nn.Parameter(weight, requires_grad=False)
+
+    def embed(self, ids: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """[...] int64 -> [..., dim]."""
+        if self.q4 is not None:
+            return q4_embedding_reference(ids, self.q4, dtype)
+        assert self.weight is not None
+        return nn.functional.embedding(ids, self.weight).to(dtype)
+
+    def logits(self, h: torch.Tensor) -> torch.Tensor:
+        """[..., dim] -> [..., vocab]."""
+        if self.q4 is not None:
+            return self.backend.linear(h, self.prepared, None)
+        assert self.weight is not None
+        return nn.functional.linear(h, self.weight.to(h.dtype))
+
+    def dense_weight(self, dtype: torch.dtype) -> torch.Tensor:
+        if self.q4 is not None:
+            return dequantize_q4_0(self.q4.blocks, dtype)
+        assert self.weight is not None
+        return self.weight.to(dtype)

@@ -1,0 +1,104 @@
+"""The Mistral-style text decoder with delay-conditioned ("Ada") RMS norm.
+
+Names mirror the checkpoint (`layers.N.attention.wq`, `layers.N.ada_rms_norm_t_cond.0`, ...).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from voxtral_desktop.config import DecoderConfig
+from voxtral_desktop.model.cache import KVCache
+from voxtral_desktop.model.layers import Attention, FeedForward, RMSNorm, rope_tables
+
+
+def delay_embedding(n_delay_tokens: int, dim: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """t_cond = [cos(n f), sin(n f)] with f_i = 10000^(-i / (dim/2)): [dim] (cos half first)."""
+    half = dim // 2
+    inv_freq = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32, device=device) / half)
+    angles = torch.tensor(float(n_delay_tokens), device=device).to(dtype) * inv_freq.to(dtype)  # [dim/2]
+    return torch.cat([angles.cos(), angles.sin()])
+
+
+@dataclass
+class DecoderState:
+    cache: KVCache
+    ada_scales: torch.Tensor  # [n_layers, dim]: (1 + ada(t_cond)) of each layer, fixed by the delay
+
+    @classmethod
+    def allocate(
+        cls,
+        config: DecoderConfig,
+        ada_scales: torch.Tensor,
+        *,
+        batch: int,
+        max_chunk: int,
+        device: torch.device,
+        dtype: torch.dtype,
+    ) -> DecoderState:
+        cache = KVCache(
+            n_layers=config.n_layers,
+            batch=batch,
+            n_kv_heads=config.n_kv_heads,
+            head_dim=config.head_dim,
+            window=config.sliding_window,
+            capacity=config.sliding_window + max_chunk - 1,
+            device=device,
+            dtype=dtype,
+        )
+        return cls(cache=cache, ada_scales=ada_scales)
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, config: DecoderConfig) -> None:
+        super().__init__()
+        self.attention_norm = RMSNorm(config.dim, config.norm_eps)
+        self.attention = Attention(config.dim, config.n_heads, config.n_kv_heads, config.head_dim, biases=False)
+        self.ffn_norm = RMSNorm(config.dim, config.norm_eps)
+        self.feed_forward = FeedForward(config.dim, config.hidden_dim, out_bias=False)
+        # W2 gelu(W1 t_cond): indices 0 and 2 are the checkpoint's names.
+        self.ada_rms_norm_t_cond = nn.Sequential(
+            nn.Linear(config.dim, config.ada_t_cond_dim, bias=False),
+            nn.GELU(),
+            nn.Linear(config.ada_t_cond_dim, config.dim, bias=False),
+        )
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        cache: KVCache,
+        index: int,
+        mask: torch.Tensor,
+        ada_scale: torch.Tensor,
+    ) -> torch.Tensor:
+        x = x + self.attention(self.attention_norm(x), cos, sin, cache, index, mask)
+        return x + self.feed_forward(self.ffn_norm(x) * ada_scale.to(x.dtype))
+
+
+class Decoder(nn.Module):
+    """The decoder stack without the embedding table (which the model shares with the head)."""
+
+    def __init__(self, config: DecoderConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.layers = nn.ModuleList(DecoderLayer(config) for _ in range(config.n_layers))
+        self.norm = RMSNorm(config.dim, config.norm_eps)
+
+    def ada_scales(self, n_delay_tokens: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        """(1 + W2 gelu(W1 t_cond)) for every layer: [n_layers, dim]. Computed once per delay."""
+        t_cond = delay_embedding(n_delay_tokens, self.config.dim, device, dtype)
+        return torch.stack([1 + layer.ada_rms_norm_t_cond(t_cond) for layer in self.layers])
+
+    def forward(self, x: torch.Tensor, state: DecoderState) -> torch.Tensor:
+        """Embeddings [B, T, dim] of the next T positions -> normed hidden states [B, T, dim]."""
+        positions, mask = state.cache.begin(x.shape[1])
+        cos, sin = rope_tables(positions, self.config.head_dim, self.config.rope_theta)
+        for index, layer in enumerate(self.layers):
+            x = layer(x, cos, sin, state.cache, index, mask, state.ada_scales[index])
+        return self.norm(x)

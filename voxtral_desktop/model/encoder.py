@@ -1,0 +1,112 @@
+"""The causal Whisper-style audio encoder: conv stem + sliding-window transformer.
+
+Module and attribute names mirror the checkpoint (`conv_layers.0.conv`, `transformer.layers.N.
+attention.wq`, ...), so tensors load by name. The encoder runs on chunks of whole decoder
+positions (8 mel frames -> 4 encoder frames each); the conv tails and the KV cache carried in
+`EncoderState` make any chunking give the frames of one pass over the whole stream.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from voxtral_desktop.config import CONV_STRIDE, EncoderConfig
+from voxtral_desktop.model.cache import KVCache
+from voxtral_desktop.model.layers import Attention, FeedForward, RMSNorm, rope_tables
+
+
+@dataclass
+class EncoderState:
+    """Conv tails (the causal left context of each conv) and the encoder KV cache."""
+
+    conv1_tail: torch.Tensor  # [B, n_mels, 2]: last 2 mel frames (conv1: kernel 3, stride 1)
+    conv2_tail: torch.Tensor  # [B, dim, 1]: last conv1 output (conv2: kernel 3, stride 2)
+    cache: KVCache
+
+    @classmethod
+    def allocate(
+        cls, config: EncoderConfig, *, batch: int, max_chunk_frames: int, device: torch.device, dtype: torch.dtype
+    ) -> EncoderState:
+        cache = KVCache(
+            n_layers=config.n_layers,
+            batch=batch,
+            n_kv_heads=config.n_heads,
+            head_dim=config.head_dim,
+            window=config.sliding_window,
+            capacity=config.sliding_window + max_chunk_frames - 1,
+            device=device,
+            dtype=dtype,
+        )
+        return cls(
+            conv1_tail=torch.zeros(batch, config.n_mels, 2, device=device, dtype=dtype),
+            conv2_tail=torch.zeros(batch, config.dim, 1, device=device, dtype=dtype),
+            cache=cache,
+        )
+
+    def reset(self) -> None:
+        self.conv1_tail.zero_()
+        self.conv2_tail.zero_()
+        self.cache.reset()
+
+    def copy_from(self, other: EncoderState) -> None:
+        self.conv1_tail.copy_(other.conv1_tail)
+        self.conv2_tail.copy_(other.conv2_tail)
+        self.cache.copy_from(other.cache)
+
+
+class ConvLayer(nn.Module):
+    def __init__(self, c_in: int, c_out: int, stride: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(c_in, c_out, kernel_size=3, stride=stride)
+
+
+class EncoderLayer(nn.Module):
+    def __init__(self, config: EncoderConfig) -> None:
+        super().__init__()
+        self.attention_norm = RMSNorm(config.dim, config.norm_eps)
+        self.attention = Attention(config.dim, config.n_heads, config.n_heads, config.head_dim, biases=True)
+        self.ffn_norm = RMSNorm(config.dim, config.norm_eps)
+        self.feed_forward = FeedForward(config.dim, config.hidden_dim, out_bias=True)
+
+    def forward(
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache, index: int, mask: torch.Tensor
+    ) -> torch.Tensor:
+        x = x + self.attention(self.attention_norm(x), cos, sin, cache, index, mask)
+        return x + self.feed_forward(self.ffn_norm(x))
+
+
+class Transformer(nn.Module):
+    def __init__(self, config: EncoderConfig) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(EncoderLayer(config) for _ in range(config.n_layers))
+        self.norm = RMSNorm(config.dim, config.norm_eps)
+
+
+class WhisperEncoder(nn.Module):
+    def __init__(self, config: EncoderConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.conv_layers = nn.ModuleList([ConvLayer(config.n_mels, config.dim, 1), ConvLayer(config.dim, config.dim, CONV_STRIDE)])
+        self.transformer = Transformer(config)
+
+    def forward(self, mel: torch.Tensor, state: EncoderState) -> torch.Tensor:
+        """mel [B, n_mels, T] (T even) -> encoder frames [B, T/2, dim], advancing `state`."""
+        if mel.shape[-1] % CONV_STRIDE:
+            raise ValueError(f"the encoder takes an even number of mel frames, got {mel.shape[-1]}")
+        x = torch.cat([state.conv1_tail, mel.to(state.conv1_tail.dtype)], dim=-1)  # [B, n_mels, T+2]
+        state.conv1_tail.copy_(x[..., -2:])
+        x = F.gelu(self.conv_layers[0].conv(x))  # [B, dim, T]
+        x = torch.cat([state.conv2_tail, x], dim=-1)  # [B, dim, T+1]
+        state.conv2_tail.copy_(x[..., -1:])
+        x = F.gelu(self.conv_layers[1].conv(x))  # [B, dim, T/2]
+        x = x.transpose(1, 2)  # [B, T/2, dim]
+
+        positions, mask = state.cache.begin(x.shape[1])
+        cos, sin = rope_tables(positions, self.config.head_dim, self.config.rope_theta)
+        for index, layer in enumerate(self.transformer.layers):
+            x = layer(x, cos, sin, state.cache, index, mask)
+        return self.transformer.norm(x)
