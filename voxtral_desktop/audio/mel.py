@@ -1,0 +1,273 @@
+"""The log-mel front end: one incremental implementation for live streams and whole files.
+
+The features equal Hugging Face's `VoxtralRealtimeFeatureExtractor` (center=True):
+
+* centred STFT, n_fft = window = 400 (periodic Hann), hop 160, reflect padding of 200 samples
+  at both ends; frame k covers samples [k*160 - 200, k*160 + 200);
+* power spectrum |X|^2 over 201 bins, and the LAST STFT frame is dropped, so a signal of n
+  samples gives exactly n // 160 frames;
+* 128 Slaney mel filters (0-8000 Hz, Slaney area normalisation);
+* log10(max(x, 1e-10)), then max(x, 1.5 - 8) with the fixed `global_log_mel_max` 1.5 (never
+  the per-utterance max), then (x + 4) / 4. No upper clamp.
+
+`LogMelStream` emits frame k as soon as its 400-sample window is complete, i.e. once the
+stream holds samples up to index k*160 + 200 (exclusive). A live stream always starts with
+2.56 s of digital silence, so the stream takes zeros as the left context before sample 0; that
+equals reflect padding whenever the signal's first 201 samples are zeros. `flush()` ends the
+stream and emits the remaining frames with reflect padding on the right, exactly like the
+offline STFT. `log_mel()` runs the same stream over a whole signal (with a reflected left
+context), so the offline and the streaming paths cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import torch
+
+from voxtral_desktop.config import HOP_LENGTH, N_FFT, SAMPLE_RATE
+
+N_MELS = 128
+N_FREQ_BINS = N_FFT // 2 + 1  # 201
+GLOBAL_LOG_MEL_MAX = 1.5
+_HALF_WINDOW = N_FFT // 2  # 200: centred frames reach this far either side of k*160
+_LOG_FLOOR = 1e-10
+_DYNAMIC_RANGE = 8.0  # log10 units kept below global_log_mel_max
+# Frames computed per STFT call: bounds the transient [201, frames] complex buffer (~3 MB)
+# when a whole file is pushed at once.
+_MAX_FRAMES_PER_BLOCK = 2048
+
+__all__ = [
+    "GLOBAL_LOG_MEL_MAX",
+    "N_MELS",
+    "LogMelStream",
+    "log_mel",
+    "mel_filters",
+    "n_frames_for",
+]
+
+
+# --- mel filter bank (Slaney scale, Slaney area normalisation) --------------------------------
+
+
+def _hz_to_mel_slaney(freq: np.ndarray) -> np.ndarray:
+    """Slaney's mel scale: linear (3 mel per 200 Hz) below 1 kHz, logarithmic above."""
+    freq = np.asarray(freq, dtype=np.float64)
+    mels = 3.0 * freq / 200.0
+    log_region = freq >= 1000.0
+    mels[log_region] = 15.0 + np.log(freq[log_region] / 1000.0) * (27.0 / np.log(6.4))
+    return mels
+
+
+def _mel_to_hz_slaney(mels: np.ndarray) -> np.ndarray:
+    mels = np.asarray(mels, dtype=np.float64)
+    freq = 200.0 * mels / 3.0
+    log_region = mels >= 15.0
+    freq[log_region] = 1000.0 * np.exp((np.log(6.4) / 27.0) * (mels[log_region] - 15.0))
+    return freq
+
+
+@functools.lru_cache(maxsize=8)
+def _mel_filters_cached(n_mels: int, sr: int, n_fft: int, fmin: float, fmax: float) -> np.ndarray:
+    # Same float64 arithmetic, in the same order, as transformers.audio_utils.mel_filter_bank, so
+    # the float32 cast is bit-identical to what the HF feature extractor multiplies with.
+    mel_edges = np.linspace(
+        _hz_to_mel_slaney(np.array([fmin]))[0], _hz_to_mel_slaney(np.array([fmax]))[0], n_mels + 2
+    )
+    edge_hz = _mel_to_hz_slaney(mel_edges)  # [n_mels + 2]: left edge, centres, right edge
+    fft_hz = np.linspace(0, sr // 2, n_fft // 2 + 1)  # [n_freq]
+    slopes = edge_hz[None, :] - fft_hz[:, None]  # [n_freq, n_mels + 2]
+    widths = np.diff(edge_hz)  # [n_mels + 1]
+    down = -slopes[:, :-2] / widths[:-1]  # [n_freq, n_mels] rising edge of filter m
+    up = slopes[:, 2:] / widths[1:]  # [n_freq, n_mels] falling edge of filter m
+    weights = np.maximum(0.0, np.minimum(down, up))  # [n_freq, n_mels]
+    # Slaney area normalisation: every filter integrates to roughly the same energy.
+    weights *= 2.0 / (edge_hz[2 : n_mels + 2] - edge_hz[:n_mels])[None, :]
+    filters = np.ascontiguousarray(weights.T, dtype=np.float32)  # [n_mels, n_freq]
+    filters.setflags(write=False)  # shared by every caller through the cache
+    return filters
+
+
+def mel_filters(
+    n_mels: int = N_MELS,
+    sr: int = SAMPLE_RATE,
+    n_fft: int = N_FFT,
+    fmin: float = 0.0,
+    fmax: float = 8000.0,
+) -> np.ndarray:
+    """Slaney mel filter bank as a read-only float32 array [n_mels, n_fft // 2 + 1].
+
+    This is the transpose of HF's `mel_filter_bank(..., norm="slaney", mel_scale="slaney")`,
+    which returns [n_freq, n_mels].
+    """
+    return _mel_filters_cached(int(n_mels), int(sr), int(n_fft), float(fmin), float(fmax))
+
+
+@functools.lru_cache(maxsize=1)
+def _torch_constants() -> tuple[torch.Tensor, torch.Tensor]:
+    """(periodic Hann window [400], mel filters [128, 201]) as float32 CPU tensors."""
+    window = torch.hann_window(N_FFT, periodic=True, dtype=torch.float32)
+    filters = torch.from_numpy(mel_filters().copy())
+    return window, filters
+
+
+def n_frames_for(n_samples: int) -> int:
+    """Number of log-mel frames of a whole signal of `n_samples` samples (the last STFT frame
+    is dropped, so a multiple of 160 samples gives exactly n / 160 frames)."""
+    return max(0, int(n_samples)) // HOP_LENGTH
+
+
+def _frames_to_log_mel(segment: np.ndarray, n_frames: int) -> np.ndarray:
+    """Log-mel of `n_frames` consecutive frames whose windows tile `segment`.
+
+    segment: float32 [(n_frames - 1) * 160 + 400], frame j = segment[j*160 : j*160 + 400].
+    Returns float32 [n_mels, n_frames].
+    """
+    window, filters = _torch_constants()
+    x = torch.from_numpy(segment)  # [(n_frames - 1) * 160 + 400]
+    spec = torch.stft(
+        x, N_FFT, HOP_LENGTH, window=window, center=False, return_complex=True
+    )  # [201, n_frames] complex64
+    # abs() then square, like HF, rather than re^2 + im^2: keeps the rounding identical.
+    power = spec.abs() ** 2  # [201, n_frames]
+    mel = filters @ power  # [128, 201] @ [201, n_frames] -> [128, n_frames]
+    log_spec = torch.clamp(mel, min=_LOG_FLOOR).log10()
+    log_spec = torch.clamp(log_spec, min=GLOBAL_LOG_MEL_MAX - _DYNAMIC_RANGE)
+    return ((log_spec + 4.0) / 4.0).numpy()  # [128, n_frames] float32
+
+
+class LogMelStream:
+    """Incremental log-mel: push samples, get the frames that became computable.
+
+    State, in absolute sample indices (sample 0 is the first pushed sample):
+
+    * `_next`: index of the next frame to emit; its window starts at `_next * 160 - 200`;
+    * `_buf`: the samples from that window start to the newest sample. Before sample 0 it holds
+      the left context (200 zeros for a live stream). Invariant after each push:
+      `len(_buf) == n_samples - (_next * 160 - 200)`, which is below 400 (and at least 240 once
+      a frame was emitted), so memory does not grow with the stream.
+    """
+
+    def __init__(self) -> None:
+        self._left_context = np.zeros(_HALF_WINDOW, dtype=np.float32)
+        self.reset()
+
+    @classmethod
+    def _with_left_context(cls, left_context: np.ndarray) -> LogMelStream:
+        """A stream whose samples before index 0 are `left_context` [200] (used by `log_mel`
+        for the reflect padding HF applies to a whole signal)."""
+        stream = cls()
+        stream._left_context = np.asarray(left_context, dtype=np.float32).copy()
+        stream.reset()
+        return stream
+
+    def reset(self) -> None:
+        """Forget everything: the next push is sample 0 of a new stream."""
+        self._buf = self._left_context.copy()  # [200 + samples not yet fully consumed]
+        self._next = 0
+        self._n_samples = 0
+        self._finished = False
+
+    @property
+    def n_samples(self) -> int:
+        """Samples pushed since the last reset."""
+        return self._n_samples
+
+    @property
+    def n_frames(self) -> int:
+        """Frames emitted since the last reset."""
+        return self._next
+
+    @property
+    def buffered_samples(self) -> int:
+        """Samples held in memory (bounded: below 400)."""
+        return len(self._buf)
+
+    def push(self, samples: np.ndarray) -> np.ndarray:
+        """Append mono float32 samples; return the newly complete frames, float32 [n_mels, k]
+        (k may be 0)."""
+        if self._finished:
+            raise RuntimeError("flush() ended this LogMelStream; call reset() to start a new one")
+        samples = np.asarray(samples, dtype=np.float32)
+        if samples.ndim != 1:
+            raise ValueError(f"LogMelStream.push expects 1-D mono samples, got shape {samples.shape}")
+        # Feed big pushes in pieces so one STFT call never covers more than a block of frames.
+        step = _MAX_FRAMES_PER_BLOCK * HOP_LENGTH
+        out = [self._consume(samples[i : i + step]) for i in range(0, len(samples), step)]
+        return _concat_frames(out)
+
+    def flush(self) -> np.ndarray:
+        """End the stream: return the frames still missing so that the stream has emitted
+        `n_samples // 160` frames in all, with the right edge reflect-padded like HF's STFT.
+
+        Only the last frame or so reaches past the end (by at most 40 samples). The stream
+        accepts no more samples until `reset()`.
+        """
+        if self._finished:
+            return _empty_frames()
+        self._finished = True
+        total = n_frames_for(self._n_samples)
+        if total <= self._next:
+            return _empty_frames()
+        # The last frame's window ends at (total - 1) * 160 + 200 <= n_samples + 40.
+        need = (total - 1) * HOP_LENGTH + _HALF_WINDOW - self._n_samples
+        if need > 0:
+            # Reflect padding (no repeat of the edge sample): x[n-2], x[n-3], ..., x[n-1-need].
+            # `total >= 1` means n_samples >= 160 > need, so these are real samples, never the
+            # left context.
+            pad = self._buf[-2 : -2 - need : -1]  # [need]
+            self._buf = np.concatenate([self._buf, pad])
+        return self._emit(total - self._next)
+
+    # ---- internals ----------------------------------------------------------------------
+
+    def _consume(self, samples: np.ndarray) -> np.ndarray:
+        self._buf = np.concatenate([self._buf, samples])  # [window start of _next .. newest]
+        self._n_samples += len(samples)
+        # Frame k is complete once n_samples >= k*160 + 200.
+        n_complete = (self._n_samples - _HALF_WINDOW) // HOP_LENGTH + 1 if self._n_samples >= 200 else 0
+        return self._emit(n_complete - self._next)
+
+    def _emit(self, count: int) -> np.ndarray:
+        """Compute `count` frames starting at `_next` from the head of `_buf`, then drop the
+        samples no later frame needs."""
+        if count <= 0:
+            return _empty_frames()
+        span = (count - 1) * HOP_LENGTH + N_FFT  # samples covered by `count` frames
+        frames = _frames_to_log_mel(self._buf[:span], count)  # [n_mels, count]
+        self._next += count
+        # The next window starts count * 160 samples later; copy so the buffer never pins a
+        # large array that was pushed in one go.
+        self._buf = self._buf[count * HOP_LENGTH :].copy()
+        return frames
+
+
+def _empty_frames() -> np.ndarray:
+    return np.zeros((N_MELS, 0), dtype=np.float32)
+
+
+def _concat_frames(parts: list[np.ndarray]) -> np.ndarray:
+    parts = [p for p in parts if p.shape[1]]
+    if not parts:
+        return _empty_frames()
+    return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)  # [n_mels, sum k]
+
+
+def log_mel(samples: np.ndarray) -> np.ndarray:
+    """Log-mel of a whole signal: float32 [n_mels, len(samples) // 160], equal to HF's
+    `VoxtralRealtimeFeatureExtractor` (reflect padding at both ends).
+
+    In the model's use the signal is already padded with zeros on both sides, so the reflect
+    padding is zeros and the result equals a `LogMelStream` fed the same samples and flushed.
+    """
+    samples = np.asarray(samples, dtype=np.float32)
+    if samples.ndim != 1:
+        raise ValueError(f"log_mel expects 1-D mono samples, got shape {samples.shape}")
+    if n_frames_for(len(samples)) == 0:
+        return _empty_frames()
+    # HF (torch.stft center=True) reflects x[200], ..., x[1] in front of x[0]. np.pad also
+    # handles signals shorter than 201 samples, where torch.stft itself would refuse.
+    left = np.pad(samples, (_HALF_WINDOW, 0), mode="reflect")[:_HALF_WINDOW]  # [200]
+    stream = LogMelStream._with_left_context(left)
+    return _concat_frames([stream.push(samples), stream.flush()])
