@@ -7,6 +7,7 @@ Test-only: transformers is never imported by the package.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 
 import numpy as np
@@ -139,11 +140,14 @@ def hf_features(padded: np.ndarray) -> torch.Tensor:
 def hf_greedy_tokens(model, features: torch.Tensor, stream: StreamConfig) -> list[int]:
     """Every id HF generates after the prompt, stopping before EOS."""
     prompt = torch.tensor([stream.prompt_ids()])
-    out = model.generate(
-        input_ids=prompt,
-        input_features=features,
-        num_delay_tokens=stream.n_delay_tokens,
-        do_sample=False,
-    )
+    with warnings.catch_warnings():
+        # HF sets max_length from the audio itself; it warns that it is not `max_new_tokens`.
+        warnings.filterwarnings("ignore", message=".*max_length.*")
+        out = model.generate(
+            input_ids=prompt,
+            input_features=features,
+            num_delay_tokens=stream.n_delay_tokens,
+            do_sample=False,
+        )
     generated = out[0, prompt.shape[1] :].tolist()
     return generated[: generated.index(2)] if 2 in generated else generated

@@ -22,6 +22,8 @@ class Q4Backend(Protocol):
 
     name: str
 
+    def supports(self, weight: Q4Weight) -> bool: ...
+
     def prepare(self, weight: Q4Weight) -> object: ...
 
     def linear(self, x: torch.Tensor, prepared: object, bias: torch.Tensor | None) -> torch.Tensor: ...
@@ -31,6 +33,10 @@ class ReferenceQ4Backend:
     """Dequantise on the fly with `dequantize_q4_0`: exact, slow, works on every device."""
 
     name = "reference"
+
+    @staticmethod
+    def supports(weight: Q4Weight) -> bool:
+        return True
 
     def prepare(self, weight: Q4Weight) -> Q4Weight:
         return weight
@@ -50,6 +56,8 @@ class Q4Linear(nn.Module):
         super().__init__()
         self.out_features, self.in_features = weight.shape
         self.weight_q4 = weight
+        # Shapes a fast kernel cannot take (e.g. tiny test models) use the exact reference.
+        backend = backend if backend.supports(weight) else REFERENCE
         self.backend = backend
         self.prepared = backend.prepare(weight)
         self.bias = None if bias is None else nn.Parameter(bias, requires_grad=False)
@@ -67,14 +75,15 @@ class TiedEmbedding(nn.Module):
 
     def __init__(self, weight: torch.Tensor | Q4Weight, backend: Q4Backend = REFERENCE) -> None:
         super().__init__()
-        self.backend = backend
         if isinstance(weight, Q4Weight):
+            backend = backend if backend.supports(weight) else REFERENCE
             self.q4: Q4Weight | None = weight
             self.prepared = backend.prepare(weight)
             self.weight = None
         else:
             self.q4 = None
             self.weight = nn.Parameter(weight, requires_grad=False)
+        self.backend = backend
 
     def embed(self, ids: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         """[...] int64 -> [..., dim]."""

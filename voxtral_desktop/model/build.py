@@ -14,7 +14,7 @@ from torch import nn
 
 from voxtral_desktop.config import ModelConfig
 from voxtral_desktop.kernels.linear import REFERENCE, Q4Backend, Q4Linear, TiedEmbedding
-from voxtral_desktop.kernels.q4 import Q4Weight
+from voxtral_desktop.kernels.q4 import Q4Weight, dequantize_q4_0
 from voxtral_desktop.model.voxtral import VoxtralModel, checkpoint_name
 
 WeightLike = torch.Tensor | Q4Weight
@@ -32,9 +32,15 @@ def build_model(
     *,
     device: torch.device,
     dtype: torch.dtype,
-    q4_backend: Q4Backend = REFERENCE,
+    q4_backend: Q4Backend | None = REFERENCE,
 ) -> VoxtralModel:
-    """Tensors are keyed by checkpoint name and already validated against `expected_tensors`."""
+    """Tensors are keyed by checkpoint name and already validated against `expected_tensors`.
+
+    `q4_backend=None` dequantises every Q4_0 matrix once, here, into dense `dtype` weights.
+    """
+    if q4_backend is None:
+        tensors = {k: dequantize_q4_0(v.blocks.to(device), dtype) if isinstance(v, Q4Weight) else v for k, v in tensors.items()}
+        q4_backend = REFERENCE
     with torch.device("meta"):
         model = VoxtralModel(config)
 

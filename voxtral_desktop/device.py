@@ -1,0 +1,59 @@
+"""The one place that decides the compute device and dtype.
+
+`auto` picks CUDA, then Apple MPS, then the CPU, and says why. The dtype follows the device:
+fp32 on the CPU (the exact reference path), bf16 on CUDA, fp16 on MPS (M1/M2 lack bf16).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+
+from voxtral_desktop.errors import DeviceError
+
+log = logging.getLogger(__name__)
+
+DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
+
+
+@dataclass(frozen=True)
+class DeviceChoice:
+    device: torch.device
+    dtype: torch.dtype
+    reason: str
+
+    def describe(self) -> str:
+        return f"{self.device.type} ({str(self.dtype).removeprefix('torch.')}): {self.reason}"
+
+
+def _mps_available() -> bool:
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend is not None and backend.is_available())
+
+
+def resolve_device(name: str = "auto", dtype: torch.dtype | None = None) -> DeviceChoice:
+    if name not in DEVICE_CHOICES:
+        raise DeviceError(f"unknown device {name!r}: choose one of {', '.join(DEVICE_CHOICES)}")
+    if name == "auto":
+        if torch.cuda.is_available():
+            choice = DeviceChoice(torch.device("cuda"), torch.bfloat16, f"CUDA GPU {torch.cuda.get_device_name(0)}")
+        elif _mps_available():
+            choice = DeviceChoice(torch.device("mps"), torch.float16, "Apple GPU (MPS); no CUDA GPU found")
+        else:
+            choice = DeviceChoice(torch.device("cpu"), torch.float32, "no CUDA or MPS GPU found")
+    elif name == "cuda":
+        if not torch.cuda.is_available():
+            raise DeviceError("device 'cuda' is not available: this PyTorch build sees no CUDA GPU")
+        choice = DeviceChoice(torch.device("cuda"), torch.bfloat16, "requested")
+    elif name == "mps":
+        if not _mps_available():
+            raise DeviceError("device 'mps' is not available: it needs an Apple-silicon Mac and PyTorch with MPS")
+        choice = DeviceChoice(torch.device("mps"), torch.float16, "requested")
+    else:
+        choice = DeviceChoice(torch.device("cpu"), torch.float32, "requested")
+    if dtype is not None:
+        choice = DeviceChoice(choice.device, dtype, choice.reason)
+    log.info("compute device: %s", choice.describe())
+    return choice

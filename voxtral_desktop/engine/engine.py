@@ -1,0 +1,87 @@
+"""A loaded model, its tokenizer and its device: what the CLI and the app's worker thread hold.
+
+Loading is the only slow, failure-prone step; everything that can go wrong with a user's files
+surfaces here as a one-line `VoxtralError`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from voxtral_desktop.config import DEFAULT_DELAY_MS, StreamConfig
+from voxtral_desktop.device import DeviceChoice, resolve_device
+from voxtral_desktop.engine.events import ModelInfo
+from voxtral_desktop.engine.session import StreamingSession
+from voxtral_desktop.engine.tokenizer import TekkenTokenizer
+from voxtral_desktop.errors import DeviceError
+from voxtral_desktop.kernels.q4 import Q4Weight
+from voxtral_desktop.kernels.select import choose_q4_backend
+from voxtral_desktop.model.build import build_model
+from voxtral_desktop.model.voxtral import VoxtralModel
+from voxtral_desktop.weights.checkpoint import open_checkpoint
+
+log = logging.getLogger(__name__)
+
+# The 13 languages Voxtral Mini 4B Realtime was trained on; it detects the language itself.
+LANGUAGES = ("ar", "de", "en", "es", "fr", "hi", "it", "ja", "ko", "nl", "pt", "ru", "zh")
+
+
+@dataclass
+class Engine:
+    model: VoxtralModel
+    tokenizer: TekkenTokenizer
+    device: DeviceChoice
+    info: ModelInfo
+
+    @classmethod
+    def load(
+        cls,
+        model_path: str | Path,
+        *,
+        tokenizer_path: str | Path | None = None,
+        device: str = "auto",
+        kernel: str = "auto",
+    ) -> Engine:
+        """`kernel` picks the Q4_0 matmul (see kernels/select.py); `reference` is the exact one."""
+        started = time.perf_counter()
+        choice = resolve_device(device)
+        backend = choose_q4_backend(choice.device, kernel)
+        checkpoint = open_checkpoint(Path(model_path), tokenizer_path=None if tokenizer_path is None else Path(tokenizer_path))
+        tokenizer = TekkenTokenizer.from_bytes(checkpoint.tekken_json)
+        if tokenizer.vocab_size != checkpoint.config.decoder.vocab_size:
+            log.warning(
+                "tokenizer has %d ids, the model %d; ids past the tokenizer decode to nothing",
+                tokenizer.vocab_size,
+                checkpoint.config.decoder.vocab_size,
+            )
+        try:
+            model = build_model(
+                checkpoint.config, checkpoint.tensors, device=choice.device, dtype=choice.dtype, q4_backend=backend
+            )
+        except torch.OutOfMemoryError:
+            raise DeviceError(f"not enough memory on {choice.device} for this model; try --device cpu") from None
+        n_params = sum(
+            (t.shape[0] * t.shape[1]) if isinstance(t, Q4Weight) else t.numel() for t in checkpoint.tensors.values()
+        )
+        kernel_name = "dense" if backend is None else backend.name
+        info = ModelInfo(
+            source=checkpoint.description,
+            device=f"{choice.describe()}; Q4 kernel: {kernel_name}",
+            n_parameters=n_params,
+            languages=LANGUAGES,
+        )
+        log.info("loaded %s on %s in %.2f s", info.source, info.device, time.perf_counter() - started)
+        return cls(model=model, tokenizer=tokenizer, device=choice, info=info)
+
+    @property
+    def default_delay_ms(self) -> int:
+        """The tokenizer's own transcription delay if it names one, else 480 ms."""
+        return self.tokenizer.audio_delay_ms or DEFAULT_DELAY_MS
+
+    def session(self, config: StreamConfig | None = None) -> StreamingSession:
+        return StreamingSession(self.model, self.tokenizer, config or StreamConfig(self.default_delay_ms))

@@ -1,0 +1,208 @@
+"""The streaming session: PCM in, tokens and text out, one code path for the mic and for files.
+
+Decoding protocol (see the README's model notes):
+- the stream is the user's audio behind 32 tokens (2.56 s) of digital silence; `flush` adds
+  silence up to a token boundary plus (delay + 1 + 10) tokens, exactly like the offline padding;
+- positions 0..L-1 (L = 1 + 32 + n_delay) hold BOS + [STREAMING_PAD]s and are prefilled
+  together; then each 80 ms position p adds its audio vector to the embedding of the token the
+  previous position chose; greedy argmax; emitted tokens are never revised;
+- the offline reference generates one token less than there are positions, so after `flush` the
+  last position is never run.
+Feeding any chunking (1 sample .. minutes) runs the same positions in the same order.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from voxtral_desktop.audio.mel import LogMelStream
+from voxtral_desktop.config import (
+    EOS_ID,
+    HOP_LENGTH,
+    MEL_FRAMES_PER_TOKEN,
+    N_FFT,
+    N_LEFT_PAD_TOKENS,
+    SAMPLE_RATE,
+    SAMPLES_PER_TOKEN,
+    StreamConfig,
+)
+from voxtral_desktop.engine.events import SessionUpdate, TimedToken
+from voxtral_desktop.engine.tokenizer import StreamingDetokenizer, TekkenTokenizer
+from voxtral_desktop.model.decoder import DecoderState
+from voxtral_desktop.model.encoder import EncoderState
+from voxtral_desktop.model.voxtral import VoxtralModel
+
+log = logging.getLogger(__name__)
+
+# Positions of audio the encoder takes per call: large enough to be efficient on files, and the
+# encoder KV cache holds its window plus one chunk.
+MAX_CHUNK_TOKENS = 64
+# A centred STFT frame reaches this many samples past its own hop: the lookahead behind the
+# last frame of a token.
+MEL_LOOKAHEAD = N_FFT // 2 - HOP_LENGTH
+
+
+@dataclass
+class SessionState:
+    """Everything that carries over between two `feed` calls; bounded however long it runs."""
+
+    mel: LogMelStream
+    encoder: EncoderState
+    decoder: DecoderState
+    mel_pending: np.ndarray  # [n_mels, < 8] frames not yet making up a whole position
+    audio_pending: list[torch.Tensor] = field(default_factory=list)  # [1, n, dim] vectors not yet decoded
+    n_embedded: int = 0  # positions whose audio vector exists
+    n_decoded: int = 0  # positions the decoder has run
+    last_token: int = -1
+    samples_fed: int = 0  # real (unpadded) samples
+    finished: bool = False
+
+
+class StreamingSession:
+    """One stream at a time; create it once per model and `reset` it between utterances."""
+
+    def __init__(self, model: VoxtralModel, tokenizer: TekkenTokenizer, config: StreamConfig) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.config = config
+        device, dtype = model.device, model.dtype
+        self._device, self._dtype = device, dtype
+        mcfg = model.config
+        with torch.no_grad():
+            ada = model.decoder.ada_scales(config.n_delay_tokens, device, dtype)
+        self.state = SessionState(
+            mel=LogMelStream(),
+            encoder=EncoderState.allocate(
+                mcfg.encoder,
+                batch=1,
+                max_chunk_frames=MAX_CHUNK_TOKENS * mcfg.downsample_factor,
+                device=device,
+                dtype=dtype,
+            ),
+            decoder=DecoderState.allocate(
+                mcfg.decoder, ada, batch=1, max_chunk=config.n_prompt_tokens, device=device, dtype=dtype
+            ),
+            mel_pending=np.zeros((mcfg.encoder.n_mels, 0), np.float32),
+        )
+        self.detokenizer = StreamingDetokenizer(tokenizer)
+        self._prompt = torch.tensor([config.prompt_ids()], device=device)
+        self._start()
+
+    # ---- public API -------------------------------------------------------------------------
+    def reset(self) -> None:
+        """Start a new stream without reallocating anything."""
+        st = self.state
+        st.mel.reset()
+        st.encoder.reset()
+        st.decoder.cache.reset()
+        st.mel_pending = st.mel_pending[:, :0]
+        st.audio_pending.clear()
+        st.n_embedded = st.n_decoded = st.samples_fed = 0
+        st.last_token = -1
+        st.finished = False
+        self.detokenizer.reset()
+        self._start()
+
+    @property
+    def finished(self) -> bool:
+        return self.state.finished
+
+    @property
+    def audio_seconds(self) -> float:
+        return self.state.samples_fed / SAMPLE_RATE
+
+    def feed(self, pcm: np.ndarray) -> SessionUpdate:
+        """Add mono float32 16 kHz samples; return the tokens that became decidable."""
+        if self.state.finished:
+            return SessionUpdate(finished=True)
+        samples = np.ascontiguousarray(pcm, dtype=np.float32).reshape(-1)
+        self.state.samples_fed += samples.size
+        tokens = self._advance(samples, limit=None)
+        return SessionUpdate(tuple(tokens), finished=self.state.finished)
+
+    def flush(self) -> SessionUpdate:
+        """End the stream: pad it like the offline reference and return every remaining token."""
+        st = self.state
+        if st.finished:
+            return SessionUpdate(finished=True)
+        real = st.samples_fed
+        partial = -real % SAMPLES_PER_TOKEN
+        pad = partial + self.config.n_right_pad_tokens * SAMPLES_PER_TOKEN
+        n_positions = N_LEFT_PAD_TOKENS + (real + partial) // SAMPLES_PER_TOKEN + self.config.n_right_pad_tokens
+        # The right edge of the centred STFT reflects the (silent) pad: feed its lookahead as zeros.
+        tokens = self._advance(np.zeros(pad + MEL_LOOKAHEAD, np.float32), limit=n_positions)
+        tail = self.detokenizer.flush()
+        if tail and tokens:
+            last = tokens[-1]
+            tokens[-1] = TimedToken(last.id, last.step, last.time_s, last.text + tail)
+        st.finished = True
+        return SessionUpdate(tuple(tokens), finished=True)
+
+    # ---- internals --------------------------------------------------------------------------
+    def _start(self) -> None:
+        """Every stream begins with the left pad of silence."""
+        self._advance(np.zeros(N_LEFT_PAD_TOKENS * SAMPLES_PER_TOKEN, np.float32), limit=None)
+
+    def _advance(self, samples: np.ndarray, limit: int | None) -> list[TimedToken]:
+        """Push samples through mel -> encoder -> decoder. `limit` caps the positions (flush)."""
+        st = self.state
+        frames = st.mel.push(samples)  # [n_mels, k]
+        if frames.shape[1]:
+            st.mel_pending = np.concatenate([st.mel_pending, frames], axis=1)
+        n_ready = st.mel_pending.shape[1] // MEL_FRAMES_PER_TOKEN
+        if limit is not None:
+            n_ready = min(n_ready, limit - st.n_embedded)
+        emitted: list[TimedToken] = []
+        with torch.no_grad():
+            for start in range(0, n_ready, MAX_CHUNK_TOKENS):
+                count = min(MAX_CHUNK_TOKENS, n_ready - start)
+                mel = st.mel_pending[:, : count * MEL_FRAMES_PER_TOKEN]
+                st.mel_pending = st.mel_pending[:, count * MEL_FRAMES_PER_TOKEN :]
+                mel_t = torch.from_numpy(np.ascontiguousarray(mel)).to(self._device, self._dtype)[None]
+                st.audio_pending.append(self.model.embed_audio(mel_t, st.encoder))  # [1, count, dim]
+                st.n_embedded += count
+                # The reference never runs the very last position of a flushed stream.
+                decodable = st.n_embedded if limit is None else min(st.n_embedded, limit - 1)
+                emitted.extend(self._decode_until(decodable))
+                if st.finished:
+                    break
+        return emitted
+
+    def _take_audio(self, n: int) -> torch.Tensor:
+        """Pop the next n pending audio vectors: [1, n, dim]."""
+        st = self.state
+        pending = torch.cat(st.audio_pending, dim=1) if len(st.audio_pending) > 1 else st.audio_pending[0]
+        taken, rest = pending[:, :n], pending[:, n:]
+        st.audio_pending[:] = [rest] if rest.shape[1] else []
+        return taken
+
+    def _decode_until(self, n_positions: int) -> list[TimedToken]:
+        st, cfg = self.state, self.config
+        out: list[TimedToken] = []
+        n_prompt = cfg.n_prompt_tokens
+        if st.n_decoded == 0:
+            if n_positions < n_prompt:
+                return out
+            logits = self.model.decode(self._prompt, self._take_audio(n_prompt), st.decoder)
+            st.n_decoded = n_prompt
+            out.append(self._emit(logits, step=n_prompt - 1))
+        while st.n_decoded < n_positions and not st.finished:
+            ids = torch.tensor([[st.last_token]], device=self._device)
+            logits = self.model.decode(ids, self._take_audio(1), st.decoder)
+            out.append(self._emit(logits, step=st.n_decoded))
+            st.n_decoded += 1
+        return [t for t in out if t.id != EOS_ID]
+
+    def _emit(self, logits: torch.Tensor, step: int) -> TimedToken:
+        st = self.state
+        token = int(logits.argmax(-1)[0])
+        st.last_token = token
+        if token == EOS_ID and self.config.stop_at_eos:
+            st.finished = True
+            return TimedToken(token, step, 0.0, "")
+        time_s = max(0.0, (step + 1 - N_LEFT_PAD_TOKENS) * SAMPLES_PER_TOKEN / SAMPLE_RATE)
+        return TimedToken(token, step, time_s, self.detokenizer.push(token))

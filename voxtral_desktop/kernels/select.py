@@ -1,0 +1,38 @@
+"""Which Q4_0 matmul a device uses. Decided once, at load time.
+
+- `reference`: dequantise on the fly in the activation dtype (exact, slow; the oracle).
+- `int4`: PyTorch's tinygemm int4 kernels with bf16 activations (CPU; CUDA on SM80+).
+- `dense`: dequantise every matrix once at load into the compute dtype and use plain matmuls
+  (MPS, pre-Ampere CUDA, and large batches where int4 kernels lose to cuBLAS).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from voxtral_desktop.errors import ConfigError
+from voxtral_desktop.kernels.int4pack import CpuInt4Backend, CudaInt4Backend
+from voxtral_desktop.kernels.linear import REFERENCE, Q4Backend
+
+KERNELS = ("auto", "reference", "int4", "dense")
+
+
+def choose_q4_backend(device: torch.device, kernel: str = "auto") -> Q4Backend | None:
+    """The backend for Q4_0 weights on `device`; None means "dequantise to dense at load"."""
+    if kernel not in KERNELS:
+        raise ConfigError(f"unknown kernel {kernel!r}: choose one of {', '.join(KERNELS)}")
+    if kernel == "reference":
+        return REFERENCE
+    if kernel == "dense":
+        return None
+    if device.type == "cpu":
+        return CpuInt4Backend()
+    if device.type == "cuda":
+        if torch.cuda.get_device_capability(device) >= (8, 0):
+            return CudaInt4Backend()
+        if kernel == "int4":
+            raise ConfigError("the int4 kernel needs an Ampere (SM80) or newer GPU; use --kernel dense")
+        return None
+    if kernel == "int4":
+        raise ConfigError(f"no int4 kernel for {device.type}; use --kernel dense or reference")
+    return None
