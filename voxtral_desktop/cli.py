@@ -1,0 +1,348 @@
+"""`voxtral-desktop` command line: transcribe files, convert checkpoints, make a tiny test model.
+
+This module never imports Qt, and imports torch (through the engine) only inside the command
+that needs it, so `--help` and argument errors answer instantly.
+
+Every `VoxtralError` becomes one line, `voxtral-desktop: error: <message>`, on stderr and the
+error's exit code; Ctrl-C exits 130 quietly. Any other exception is a bug and keeps its
+traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
+
+from voxtral_desktop import __version__
+from voxtral_desktop.errors import AudioError, ConfigError, VoxtralError
+
+if TYPE_CHECKING:
+    from voxtral_desktop.engine.events import SessionUpdate
+
+PROG = "voxtral-desktop"
+# Mirrors device.DEVICE_CHOICES; repeated here because device.py imports torch.
+DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
+OUTPUT_FORMATS = ("txt", "srt", "vtt", "json", "all")
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: `voxtral-desktop transcribe ... | head`
+
+log = logging.getLogger("voxtral_desktop.cli")
+
+
+# ---- parser ---------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    # -v works before or after the subcommand; SUPPRESS keeps a subcommand from resetting it.
+    verbose = argparse.ArgumentParser(add_help=False)
+    verbose.add_argument(
+        "-v", "--verbose", action="count", default=argparse.SUPPRESS, help="more log output (-vv: debug)"
+    )
+
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Local, private transcription with Voxtral Mini 4B Realtime.",
+    )
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    tr = commands.add_parser(
+        "transcribe",
+        parents=[verbose],
+        help="transcribe audio or video files",
+        description="Transcribe audio or video files (anything ffmpeg decodes). Without --output-dir "
+        "the transcript goes to stdout (JSON: one object per line per file).",
+    )
+    tr.add_argument("files", nargs="+", metavar="FILE", type=Path, help="audio or video files")
+    tr.add_argument(
+        "--model", required=True, type=Path, help="GGUF file, GGUF shard folder or native model folder"
+    )
+    tr.add_argument("--tokenizer", type=Path, help="tekken.json (default: the one in or beside the model)")
+    tr.add_argument(
+        "-f", "--output-format", choices=OUTPUT_FORMATS, default="txt", help="output format (default: txt)"
+    )
+    tr.add_argument(
+        "-o",
+        "--output-dir",
+        type=Path,
+        help="write FILE-stem.<format> files here instead of printing (--output-format all "
+        "without it writes into the current folder)",
+    )
+    tr.add_argument(
+        "--delay-ms",
+        type=int,
+        help="transcription delay: a multiple of 80 from 80 to 2400; more is more accurate "
+        "(default: the tokenizer's, else 480)",
+    )
+    tr.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="compute device (default: auto)")
+    tr.add_argument(
+        "--language", help="language of the audio, recorded in the output (the model detects it itself)"
+    )
+    tr.set_defaults(func=_cmd_transcribe)
+
+    cv = commands.add_parser(
+        "convert",
+        parents=[verbose],
+        help="convert a Mistral-native model folder to a Q4_0 GGUF",
+        description="Convert a Mistral-native model folder (params.json, consolidated.safetensors, "
+        "tekken.json) to a self-contained Q4_0 GGUF.",
+    )
+    cv.add_argument("src", type=Path, metavar="SRC", help="native model folder")
+    cv.add_argument("out", type=Path, metavar="OUT.gguf", help="output file (a folder with --shard-size)")
+    cv.add_argument(
+        "--shard-size", metavar="SIZE", help="split the output into SIZE pieces in folder OUT (e.g. 512M)"
+    )
+    cv.add_argument("--tokenizer", type=Path, help="tekken.json to embed (default: SRC/tekken.json)")
+    cv.set_defaults(func=_cmd_convert)
+
+    mt = commands.add_parser(
+        "make-tiny",
+        parents=[verbose],
+        help="write a tiny random model for tests and demos",
+        description="Write a tiny random Voxtral model (real architecture, toy sizes): "
+        "OUT_DIR/native/ and/or OUT_DIR/tiny-q4.gguf. It runs everything in seconds but "
+        "transcribes nothing meaningful.",
+    )
+    mt.add_argument("out_dir", type=Path, metavar="OUT_DIR")
+    mt.add_argument("--format", choices=("native", "gguf", "both"), default="both", help="default: both")
+    mt.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    mt.add_argument("--text-tokens", type=int, default=512, help="text vocabulary size (default: 512)")
+    mt.add_argument("--delay-ms", type=int, default=480, help="the tokenizer's default delay (default: 480)")
+    mt.set_defaults(func=_cmd_make_tiny)
+    return parser
+
+
+# ---- entry point ----------------------------------------------------------------------------
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        # The desktop app will take over the no-argument case; until then, say what exists.
+        parser.print_help(sys.stderr)
+        return 2
+    with _cli_logging(args.verbose):
+        try:
+            return int(args.func(args))
+        except VoxtralError as exc:
+            _Live.end_line()
+            message = " ".join(str(exc).split()) or type(exc).__name__
+            print(f"{PROG}: error: {message}", file=sys.stderr)
+            return exc.exit_code or 1
+        except KeyboardInterrupt:
+            _Live.end_line()
+            return EXIT_INTERRUPTED
+        except BrokenPipeError:
+            # The reader went away (`| head`); stop quietly, and keep Python's exit-time flush
+            # of stdout from raising a second time.
+            _silence_stdout()
+            return EXIT_BROKEN_PIPE
+
+
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever `sys.stderr` is at the time of the record (pytest swaps it)."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: TextIO) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def _cli_logging(verbosity: int) -> Iterator[None]:
+    """Package logs to stderr for the duration of one command, then the previous setup again
+    (main() runs many times in one process under the tests)."""
+    level = logging.WARNING if verbosity <= 0 else logging.INFO if verbosity == 1 else logging.DEBUG
+    logger = logging.getLogger("voxtral_desktop")
+    handler = _StderrHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+    previous_level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(level)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(previous_level)
+
+
+def _silence_stdout() -> None:
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
+# ---- live progress --------------------------------------------------------------------------
+class _Live:
+    """Streams the text as it is decoded to stderr, only when stderr is a terminal."""
+
+    _open_line = False
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.enabled = stream.isatty()
+
+    def start(self, path: Path, index: int, total: int) -> None:
+        if self.enabled:
+            counter = f"[{index}/{total}] " if total > 1 else ""
+            self._write(f"{counter}{path.name}: ")
+
+    def update(self, update: SessionUpdate) -> None:
+        if self.enabled and update.text:
+            self._write(update.text)
+
+    def done(self) -> None:
+        if self.enabled:
+            self.stream.write("\n")
+            self.stream.flush()
+            _Live._open_line = False
+
+    def _write(self, text: str) -> None:
+        self.stream.write(text)
+        self.stream.flush()
+        _Live._open_line = True
+
+    @classmethod
+    def end_line(cls) -> None:
+        """Before an error line: finish a half-written progress line."""
+        if cls._open_line:
+            sys.stderr.write("\n")
+            cls._open_line = False
+
+
+# ---- transcribe -----------------------------------------------------------------------------
+def _check_language(code: str | None, languages: Sequence[str]) -> str | None:
+    if code is None:
+        return None
+    norm = code.strip().lower()
+    if norm not in languages:
+        raise ConfigError(f"unsupported language {code!r}: choose one of {', '.join(languages)}")
+    return norm
+
+
+def _check_inputs(files: Sequence[Path]) -> None:
+    # Before the (slow) model load, so a typo fails at once.
+    for path in files:
+        if not path.exists():
+            raise AudioError(f"no such file: {path}")
+        if path.is_dir():
+            raise AudioError(f"{path} is a directory, not an audio file")
+
+
+def _check_collisions(files: Sequence[Path], out_dir: Path) -> None:
+    seen: dict[str, Path] = {}
+    for path in files:
+        if path.stem in seen:
+            raise ConfigError(
+                f"{seen[path.stem]} and {path} would both be written as {out_dir / path.stem}.*; "
+                "transcribe them separately or rename one"
+            )
+        seen[path.stem] = path
+
+
+def _cmd_transcribe(args: argparse.Namespace) -> int:
+    from voxtral_desktop.config import StreamConfig, check_delay_ms
+    from voxtral_desktop.engine.engine import LANGUAGES, Engine
+    from voxtral_desktop.engine.transcribe import transcribe_file
+    from voxtral_desktop.engine.writers import FORMATS, dumps_json, format_json, render, write_outputs
+
+    if args.delay_ms is not None:
+        check_delay_ms(args.delay_ms)
+    language = _check_language(args.language, LANGUAGES)
+    files: list[Path] = args.files
+    _check_inputs(files)
+    formats = FORMATS if args.output_format == "all" else (args.output_format,)
+    out_dir: Path | None = args.output_dir
+    if out_dir is None and args.output_format == "all":
+        out_dir = Path.cwd()  # four formats cannot share stdout
+    if out_dir is not None:
+        if out_dir.exists() and not out_dir.is_dir():
+            raise ConfigError(f"--output-dir {out_dir} is a file, not a folder")
+        _check_collisions(files, out_dir)
+
+    engine = Engine.load(args.model, tokenizer_path=args.tokenizer, device=args.device)
+    delay_ms = args.delay_ms if args.delay_ms is not None else engine.default_delay_ms
+    session = engine.session(StreamConfig(delay_ms=delay_ms))  # one session, reset per file
+    live = _Live(sys.stderr)
+    for index, path in enumerate(files, start=1):
+        live.start(path, index, len(files))
+        transcript = transcribe_file(session, path, language=language, on_update=live.update)
+        live.done()
+        log.info("%s: %.1f s of audio, %d tokens", path, transcript.duration_s, len(transcript.tokens))
+        if out_dir is not None:
+            for written in write_outputs(transcript, out_dir / path.stem, formats):
+                print(written)
+        elif args.output_format == "json":
+            # One compact object per line: a stream of several files stays parseable (JSON Lines).
+            print(dumps_json(format_json(transcript), indent=None))
+        elif args.output_format == "txt":
+            print(transcript.text.strip())
+        else:
+            sys.stdout.write(render(transcript, args.output_format))
+        sys.stdout.flush()
+    return 0
+
+
+# ---- convert --------------------------------------------------------------------------------
+def _byte_bar(description: str, *, disable: bool = False) -> Any:
+    from tqdm import tqdm
+
+    # disable=None: a bar on a terminal, nothing in logs and pipes.
+    return tqdm(
+        desc=description,
+        unit="B",
+        unit_scale=True,
+        unit_divisor=1024,
+        file=sys.stderr,
+        disable=True if disable else None,
+    )
+
+
+def _progress(bar: Any) -> Any:
+    def report(done: int, total: int) -> None:
+        if bar.total != total:
+            bar.total = total
+        bar.update(done - bar.n)
+
+    return report
+
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from voxtral_desktop.weights.convert import convert_native_to_gguf, parse_size
+
+    shard_size = parse_size(args.shard_size) if args.shard_size is not None else None
+    with _byte_bar("converting") as bar:
+        paths = convert_native_to_gguf(
+            args.src, args.out, shard_size=shard_size, progress=_progress(bar), tokenizer_path=args.tokenizer
+        )
+    for path in paths:
+        print(path)
+    return 0
+
+
+# ---- make-tiny ------------------------------------------------------------------------------
+def _cmd_make_tiny(args: argparse.Namespace) -> int:
+    from voxtral_desktop.synthetic.tiny import make_tiny_model
+
+    # Only the GGUF conversion takes long enough to deserve a bar.
+    with _byte_bar("writing GGUF", disable=args.format == "native") as bar:
+        written = make_tiny_model(
+            args.out_dir,
+            fmt=args.format,
+            seed=args.seed,
+            n_text_tokens=args.text_tokens,
+            delay_ms=args.delay_ms,
+            progress=_progress(bar),
+        )
+    for path in written.values():
+        print(path)
+    return 0
