@@ -423,3 +423,13 @@ def test_convert_errors(
     code, _, err = run(capsys, *argv)
     assert_one_error_line(code, err)
     assert not (tmp_path / "o.gguf").exists()
+
+
+def test_kernel_and_device_lists_match_the_modules() -> None:
+    """The CLI keeps torch-free copies of these lists for a fast --help."""
+    from voxtral_desktop import cli
+    from voxtral_desktop.device import DEVICE_CHOICES
+    from voxtral_desktop.kernels.select import KERNELS
+
+    assert cli.DEVICE_CHOICES == DEVICE_CHOICES
+    assert cli.KERNELS == KERNELS

@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from hf_reference import hf_features, hf_greedy_tokens, hf_model, pad_audio
+
 from voxtral_desktop.config import StreamConfig
 from voxtral_desktop.engine.session import StreamingSession
 from voxtral_desktop.engine.transcribe import transcribe_stream
@@ -54,7 +54,10 @@ def our_tokens(session: StreamingSession, audio: np.ndarray, chunk: int | None =
         (0, {}),
         (1, {}),
         (2, dict(encoder_n_layers=3, decoder_n_layers=3, decoder_n_kv_heads=4)),
-        (3, dict(encoder_dim=96, encoder_n_heads=6, decoder_dim=128, decoder_n_heads=8, decoder_n_kv_heads=2)),
+        (
+            3,
+            dict(encoder_dim=96, encoder_n_heads=6, decoder_dim=128, decoder_n_heads=8, decoder_n_kv_heads=2),
+        ),
     ],
 )
 def test_tokens_equal_reference(seed: int, shape: dict, tokenizer_small) -> None:
@@ -142,7 +145,12 @@ def test_padding_matches_mistral_common() -> None:
             streaming_look_back_ms=52.5,
             transcription_format="streaming",
         )
-        encoder = AudioEncoder(cfg, SpecialAudioIDs(audio=24, begin_audio=25, streaming_pad=32, text_to_audio=None, audio_to_text=None))
+        encoder = AudioEncoder(
+            cfg,
+            SpecialAudioIDs(
+                audio=24, begin_audio=25, streaming_pad=32, text_to_audio=None, audio_to_text=None
+            ),
+        )
         for n in (1, 1279, 1280, 16000, 23456):
             left, right = encoder._get_streaming_pad(n, delay_ms)
             ours = pad_audio(np.ones(n, np.float32), StreamConfig(delay_ms))

@@ -27,7 +27,8 @@ if TYPE_CHECKING:
 
 PROG = "voxtral-desktop"
 # Mirrors device.DEVICE_CHOICES; repeated here because device.py imports torch.
-DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
+DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")  # as in device.py, which imports torch
+KERNELS = ("auto", "reference", "int4", "triton", "dense")  # as in kernels/select.py
 OUTPUT_FORMATS = ("txt", "srt", "vtt", "json", "all")
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: `voxtral-desktop transcribe ... | head`
@@ -81,6 +82,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tr.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="compute device (default: auto)")
     tr.add_argument(
+        "--kernel",
+        choices=KERNELS,
+        default="auto",
+        help="Q4 matmul: auto (fast int4 on CPU/CUDA), reference (exact, slow), triton, dense "
+        "(default: auto)",
+    )
+    tr.add_argument(
         "--language", help="language of the audio, recorded in the output (the model detects it itself)"
     )
     tr.set_defaults(func=_cmd_transcribe)
@@ -114,6 +122,32 @@ def build_parser() -> argparse.ArgumentParser:
     mt.add_argument("--text-tokens", type=int, default=512, help="text vocabulary size (default: 512)")
     mt.add_argument("--delay-ms", type=int, default=480, help="the tokenizer's default delay (default: 480)")
     mt.set_defaults(func=_cmd_make_tiny)
+
+    bn = commands.add_parser(
+        "bench",
+        parents=[verbose],
+        help="measure speed with a full-size random model built in memory",
+        description="Build a full-size model with random Q4_0 weights in memory (no download) and "
+        "measure load time, streaming step latency, time to first token, a long file's speed, a "
+        "folder batch's throughput and peak memory.",
+    )
+    bn.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="compute device (default: auto)")
+    bn.add_argument("--kernel", choices=KERNELS, default="auto", help="Q4 matmul (default: auto)")
+    bn.add_argument("--steps", type=int, default=1000, help="streaming steps to time (default: 1000)")
+    bn.add_argument(
+        "--file-seconds", type=float, default=600.0, help="long file length, 0 to skip (default: 600)"
+    )
+    bn.add_argument(
+        "--batch-files", type=int, default=64, help="files in the folder batch, 0 to skip (default: 64)"
+    )
+    bn.add_argument(
+        "--batch-seconds", type=float, default=60.0, help="length of each batch file (default: 60)"
+    )
+    bn.add_argument(
+        "--compare", choices=("transformers",), help="also time HF transformers on the same audio"
+    )
+    bn.add_argument("--json", type=Path, help="write the results as JSON here")
+    bn.set_defaults(func=_cmd_bench)
     return parser
 
 
@@ -269,7 +303,7 @@ def _cmd_transcribe(args: argparse.Namespace) -> int:
             raise ConfigError(f"--output-dir {out_dir} is a file, not a folder")
         _check_collisions(files, out_dir)
 
-    engine = Engine.load(args.model, tokenizer_path=args.tokenizer, device=args.device)
+    engine = Engine.load(args.model, tokenizer_path=args.tokenizer, device=args.device, kernel=args.kernel)
     delay_ms = args.delay_ms if args.delay_ms is not None else engine.default_delay_ms
     session = engine.session(StreamConfig(delay_ms=delay_ms))  # one session, reset per file
     live = _Live(sys.stderr)
@@ -326,6 +360,26 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         )
     for path in paths:
         print(path)
+    return 0
+
+
+# ---- bench ----------------------------------------------------------------------------------
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from voxtral_desktop.benchmark import format_table, run_bench, write_json
+
+    result = run_bench(
+        device=args.device,
+        kernel=args.kernel,
+        steps=args.steps,
+        file_seconds=args.file_seconds,
+        batch_files=args.batch_files,
+        batch_seconds=args.batch_seconds,
+        compare_transformers=args.compare == "transformers",
+        report=lambda line: print(line, file=sys.stderr, flush=True),
+    )
+    print(format_table(result))
+    if args.json is not None:
+        print(write_json(result, args.json))
     return 0
 
 

@@ -38,7 +38,9 @@ def resolve_device(name: str = "auto", dtype: torch.dtype | None = None) -> Devi
         raise DeviceError(f"unknown device {name!r}: choose one of {', '.join(DEVICE_CHOICES)}")
     if name == "auto":
         if torch.cuda.is_available():
-            choice = DeviceChoice(torch.device("cuda"), torch.bfloat16, f"CUDA GPU {torch.cuda.get_device_name(0)}")
+            choice = DeviceChoice(
+                torch.device("cuda"), torch.bfloat16, f"CUDA GPU {torch.cuda.get_device_name(0)}"
+            )
         elif _mps_available():
             choice = DeviceChoice(torch.device("mps"), torch.float16, "Apple GPU (MPS); no CUDA GPU found")
         else:
@@ -49,11 +51,17 @@ def resolve_device(name: str = "auto", dtype: torch.dtype | None = None) -> Devi
         choice = DeviceChoice(torch.device("cuda"), torch.bfloat16, "requested")
     elif name == "mps":
         if not _mps_available():
-            raise DeviceError("device 'mps' is not available: it needs an Apple-silicon Mac and PyTorch with MPS")
+            raise DeviceError(
+                "device 'mps' is not available: it needs an Apple-silicon Mac and PyTorch with MPS"
+            )
         choice = DeviceChoice(torch.device("mps"), torch.float16, "requested")
     else:
         choice = DeviceChoice(torch.device("cpu"), torch.float32, "requested")
     if dtype is not None:
         choice = DeviceChoice(choice.device, dtype, choice.reason)
+    if choice.device.type == "cuda" and choice.dtype == torch.float32:
+        # fp32 is asked for to be exact: keep cuDNN's convolutions and cuBLAS off TF32.
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
     log.info("compute device: %s", choice.describe())
     return choice

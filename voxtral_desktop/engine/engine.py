@@ -7,6 +7,7 @@ surfaces here as a one-line `VoxtralError`.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,11 +20,11 @@ from voxtral_desktop.engine.events import ModelInfo
 from voxtral_desktop.engine.session import StreamingSession
 from voxtral_desktop.engine.tokenizer import TekkenTokenizer
 from voxtral_desktop.errors import DeviceError
-from voxtral_desktop.kernels.q4 import Q4Weight
 from voxtral_desktop.kernels.select import choose_q4_backend
 from voxtral_desktop.model.build import build_model
 from voxtral_desktop.model.voxtral import VoxtralModel
 from voxtral_desktop.weights.checkpoint import open_checkpoint
+from voxtral_desktop.weights.names import expected_tensors
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,9 @@ class Engine:
         started = time.perf_counter()
         choice = resolve_device(device)
         backend = choose_q4_backend(choice.device, kernel)
-        checkpoint = open_checkpoint(Path(model_path), tokenizer_path=None if tokenizer_path is None else Path(tokenizer_path))
+        checkpoint = open_checkpoint(
+            Path(model_path), tokenizer_path=None if tokenizer_path is None else Path(tokenizer_path)
+        )
         tokenizer = TekkenTokenizer.from_bytes(checkpoint.tekken_json)
         if tokenizer.vocab_size != checkpoint.config.decoder.vocab_size:
             log.warning(
@@ -61,13 +64,18 @@ class Engine:
             )
         try:
             model = build_model(
-                checkpoint.config, checkpoint.tensors, device=choice.device, dtype=choice.dtype, q4_backend=backend
+                checkpoint.config,
+                checkpoint.tensors,
+                device=choice.device,
+                dtype=choice.dtype,
+                q4_backend=backend,
+                fuse=True,
             )
         except torch.OutOfMemoryError:
-            raise DeviceError(f"not enough memory on {choice.device} for this model; try --device cpu") from None
-        n_params = sum(
-            (t.shape[0] * t.shape[1]) if isinstance(t, Q4Weight) else t.numel() for t in checkpoint.tensors.values()
-        )
+            raise DeviceError(
+                f"not enough memory on {choice.device} for this model; try --device cpu"
+            ) from None
+        n_params = sum(math.prod(spec.shape) for spec in expected_tensors(checkpoint.config))
         kernel_name = "dense" if backend is None else backend.name
         info = ModelInfo(
             source=checkpoint.description,
@@ -84,4 +92,10 @@ class Engine:
         return self.tokenizer.audio_delay_ms or DEFAULT_DELAY_MS
 
     def session(self, config: StreamConfig | None = None) -> StreamingSession:
-        return StreamingSession(self.model, self.tokenizer, config or StreamConfig(self.default_delay_ms))
+        """A new stream; on CUDA every step after the prompt replays a captured graph."""
+        return StreamingSession(
+            self.model,
+            self.tokenizer,
+            config or StreamConfig(self.default_delay_ms),
+            cuda_graphs=self.device.device.type == "cuda",
+        )

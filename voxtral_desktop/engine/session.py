@@ -13,6 +13,7 @@ Feeding any chunking (1 sample .. minutes) runs the same positions in the same o
 
 from __future__ import annotations
 
+import copy
 import logging
 from dataclasses import dataclass, field
 
@@ -34,6 +35,7 @@ from voxtral_desktop.engine.events import SessionUpdate, TimedToken
 from voxtral_desktop.engine.tokenizer import StreamingDetokenizer, TekkenTokenizer
 from voxtral_desktop.model.decoder import DecoderState
 from voxtral_desktop.model.encoder import EncoderState
+from voxtral_desktop.model.graph_step import GraphStep
 from voxtral_desktop.model.voxtral import VoxtralModel
 
 log = logging.getLogger(__name__)
@@ -65,7 +67,15 @@ class SessionState:
 class StreamingSession:
     """One stream at a time; create it once per model and `reset` it between utterances."""
 
-    def __init__(self, model: VoxtralModel, tokenizer: TekkenTokenizer, config: StreamConfig) -> None:
+    def __init__(
+        self,
+        model: VoxtralModel,
+        tokenizer: TekkenTokenizer,
+        config: StreamConfig,
+        *,
+        cuda_graphs: bool = False,
+    ) -> None:
+        """`cuda_graphs` runs every position after the prompt as one replayed CUDA graph."""
         self.model = model
         self.tokenizer = tokenizer
         self.config = config
@@ -90,22 +100,22 @@ class StreamingSession:
         )
         self.detokenizer = StreamingDetokenizer(tokenizer)
         self._prompt = torch.tensor([config.prompt_ids()], device=device)
+        # Captured before anything runs: capture scribbles on the state, then resets it.
+        self.graph = GraphStep(model, self.state.encoder, self.state.decoder) if cuda_graphs else None
         self._start()
+        # The left pad is the same silence for every stream: keep its state and restore it on reset.
+        self._silent_prefix = self._snapshot()
 
     # ---- public API -------------------------------------------------------------------------
     def reset(self) -> None:
         """Start a new stream without reallocating anything."""
         st = self.state
-        st.mel.reset()
-        st.encoder.reset()
         st.decoder.cache.reset()
-        st.mel_pending = st.mel_pending[:, :0]
-        st.audio_pending.clear()
-        st.n_embedded = st.n_decoded = st.samples_fed = 0
+        st.n_decoded = st.samples_fed = 0
         st.last_token = -1
         st.finished = False
         self.detokenizer.reset()
-        self._start()
+        self._restore(self._silent_prefix)
 
     @property
     def finished(self) -> bool:
@@ -132,7 +142,9 @@ class StreamingSession:
         real = st.samples_fed
         partial = -real % SAMPLES_PER_TOKEN
         pad = partial + self.config.n_right_pad_tokens * SAMPLES_PER_TOKEN
-        n_positions = N_LEFT_PAD_TOKENS + (real + partial) // SAMPLES_PER_TOKEN + self.config.n_right_pad_tokens
+        n_positions = (
+            N_LEFT_PAD_TOKENS + (real + partial) // SAMPLES_PER_TOKEN + self.config.n_right_pad_tokens
+        )
         # The right edge of the centred STFT reflects the (silent) pad: feed its lookahead as zeros.
         tokens = self._advance(np.zeros(pad + MEL_LOOKAHEAD, np.float32), limit=n_positions)
         tail = self.detokenizer.flush()
@@ -147,6 +159,30 @@ class StreamingSession:
         """Every stream begins with the left pad of silence."""
         self._advance(np.zeros(N_LEFT_PAD_TOKENS * SAMPLES_PER_TOKEN, np.float32), limit=None)
 
+    def _snapshot(self) -> dict[str, object]:
+        st = self.state
+        assert st.n_decoded == 0, "the silent prefix is taken before any decoding"
+        return {
+            "mel": copy.deepcopy(st.mel),
+            "mel_pending": st.mel_pending.copy(),
+            "encoder": st.encoder.snapshot(),
+            "audio": [a.clone() for a in st.audio_pending],
+            "n_embedded": st.n_embedded,
+        }
+
+    def _restore(self, snap: dict[str, object]) -> None:
+        st = self.state
+        mel, pending, encoder, audio, n_embedded = (
+            snap["mel"], snap["mel_pending"], snap["encoder"], snap["audio"], snap["n_embedded"]
+        )  # fmt: skip
+        assert isinstance(mel, LogMelStream) and isinstance(pending, np.ndarray) and isinstance(encoder, dict)
+        assert isinstance(audio, list) and isinstance(n_embedded, int)
+        st.mel = copy.deepcopy(mel)
+        st.mel_pending = pending.copy()
+        st.encoder.restore(encoder)
+        st.audio_pending[:] = [a.clone() for a in audio]
+        st.n_embedded = n_embedded
+
     def _advance(self, samples: np.ndarray, limit: int | None) -> list[TimedToken]:
         """Push samples through mel -> encoder -> decoder. `limit` caps the positions (flush)."""
         st = self.state
@@ -155,22 +191,46 @@ class StreamingSession:
             st.mel_pending = np.concatenate([st.mel_pending, frames], axis=1)
         n_ready = st.mel_pending.shape[1] // MEL_FRAMES_PER_TOKEN
         if limit is not None:
-            n_ready = min(n_ready, limit - st.n_embedded)
+            # The reference never runs the very last position of a flushed stream.
+            n_ready = min(n_ready, limit - 1 - st.n_embedded)
         emitted: list[TimedToken] = []
+        n_prompt = self.config.n_prompt_tokens
         with torch.no_grad():
-            for start in range(0, n_ready, MAX_CHUNK_TOKENS):
-                count = min(MAX_CHUNK_TOKENS, n_ready - start)
-                mel = st.mel_pending[:, : count * MEL_FRAMES_PER_TOKEN]
-                st.mel_pending = st.mel_pending[:, count * MEL_FRAMES_PER_TOKEN :]
-                mel_t = torch.from_numpy(np.ascontiguousarray(mel)).to(self._device, self._dtype)[None]
-                st.audio_pending.append(self.model.embed_audio(mel_t, st.encoder))  # [1, count, dim]
+            while n_ready > 0 and not st.finished:
+                if self.graph is not None and st.n_decoded >= n_prompt:
+                    emitted.append(self._graph_step())
+                    n_ready -= 1
+                    continue
+                count = min(MAX_CHUNK_TOKENS, n_ready)
+                if self.graph is not None:
+                    count = min(count, n_prompt - st.n_embedded)  # after the prompt, graphs take over
+                st.audio_pending.append(
+                    self.model.embed_audio(self._pop_mel(count), st.encoder)
+                )  # [1, count, dim]
                 st.n_embedded += count
-                # The reference never runs the very last position of a flushed stream.
-                decodable = st.n_embedded if limit is None else min(st.n_embedded, limit - 1)
-                emitted.extend(self._decode_until(decodable))
-                if st.finished:
-                    break
-        return emitted
+                n_ready -= count
+                emitted.extend(self._decode_until(st.n_embedded))
+        return [t for t in emitted if t.id != EOS_ID]
+
+    def _pop_mel(self, n_positions: int) -> torch.Tensor:
+        """The next n positions' mel frames as [1, n_mels, 8n] on the model's device."""
+        st = self.state
+        n = n_positions * MEL_FRAMES_PER_TOKEN
+        mel, st.mel_pending = st.mel_pending[:, :n], st.mel_pending[:, n:]
+        return torch.from_numpy(np.ascontiguousarray(mel)).to(self._device, self._dtype)[None]
+
+    def _graph_step(self) -> TimedToken:
+        st = self.state
+        assert self.graph is not None and st.n_embedded == st.n_decoded
+        feed = (
+            torch.tensor([st.last_token], device=self._device)
+            if st.n_decoded == self.config.n_prompt_tokens
+            else None
+        )
+        token = int(self.graph.run(self._pop_mel(1), feed)[0])
+        st.n_embedded += 1
+        st.n_decoded += 1
+        return self._emit(token, step=st.n_decoded - 1)
 
     def _take_audio(self, n: int) -> torch.Tensor:
         """Pop the next n pending audio vectors: [1, n, dim]."""
@@ -189,20 +249,22 @@ class StreamingSession:
                 return out
             logits = self.model.decode(self._prompt, self._take_audio(n_prompt), st.decoder)
             st.n_decoded = n_prompt
-            out.append(self._emit(logits, step=n_prompt - 1))
+            out.append(self._emit(int(logits.argmax(-1)[0]), step=n_prompt - 1))
         while st.n_decoded < n_positions and not st.finished:
             ids = torch.tensor([[st.last_token]], device=self._device)
             logits = self.model.decode(ids, self._take_audio(1), st.decoder)
-            out.append(self._emit(logits, step=st.n_decoded))
+            out.append(self._emit(int(logits.argmax(-1)[0]), step=st.n_decoded))
             st.n_decoded += 1
-        return [t for t in out if t.id != EOS_ID]
+        return out
 
-    def _emit(self, logits: torch.Tensor, step: int) -> TimedToken:
+    def _emit(self, token: int, step: int) -> TimedToken:
         st = self.state
-        token = int(logits.argmax(-1)[0])
         st.last_token = token
         if token == EOS_ID and self.config.stop_at_eos:
             st.finished = True
             return TimedToken(token, step, 0.0, "")
         time_s = max(0.0, (step + 1 - N_LEFT_PAD_TOKENS) * SAMPLES_PER_TOKEN / SAMPLE_RATE)
-        return TimedToken(token, step, time_s, self.detokenizer.push(token))
+        # A model whose vocabulary outgrows its tokenizer (a mismatched tekken.json) emits ids
+        # with no text; they stay in the token list.
+        text = self.detokenizer.push(token) if token < self.tokenizer.vocab_size else ""
+        return TimedToken(token, step, time_s, text)

@@ -47,16 +47,18 @@ class CpuInt4Backend:
         n, k = weight.shape
         return n % 16 == 0 and k % 32 == 0
 
-    def prepare(self, weight: Q4Weight) -> PackedInt4:
-        codes, scales = q4_0_codes(weight)
-        packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes.to(torch.int32).cpu(), 2)
-        return PackedInt4(packed, _scales_and_zeros(scales.cpu()), *weight.shape)
+    def prepare(self, weight: Q4Weight, device: torch.device) -> PackedInt4:
+        codes, scales = q4_0_codes(weight.to("cpu"))
+        packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes.to(torch.int32), 2)
+        return PackedInt4(packed, _scales_and_zeros(scales), *weight.shape)
 
     def linear(self, x: torch.Tensor, prepared: object, bias: torch.Tensor | None) -> torch.Tensor:
         assert isinstance(prepared, PackedInt4)
         lead = x.shape[:-1]
-        x2 = x.reshape(-1, prepared.in_features).to(torch.bfloat16)  # [M, K]
-        y = torch.ops.aten._weight_int4pack_mm_for_cpu(x2, prepared.packed, Q4_0_BLOCK, prepared.scales_and_zeros)
+        x2 = x.reshape(-1, prepared.in_features).to(torch.bfloat16).contiguous()  # [M, K]
+        y = torch.ops.aten._weight_int4pack_mm_for_cpu(
+            x2, prepared.packed, Q4_0_BLOCK, prepared.scales_and_zeros
+        )
         y = y.to(x.dtype).reshape(*lead, prepared.out_features)
         return y if bias is None else y + bias
 
@@ -72,11 +74,10 @@ class CudaInt4Backend:
         n, k = weight.shape
         return n % 8 == 0 and k % (CudaInt4Backend.inner_k_tiles * 16) == 0
 
-    def prepare(self, weight: Q4Weight) -> PackedInt4:
-        codes, scales = q4_0_codes(weight)
-        device = weight.blocks.device
+    def prepare(self, weight: Q4Weight, device: torch.device) -> PackedInt4:
+        codes, scales = q4_0_codes(weight.to(device))
         # The CUDA packer takes uint8 [N, K/2] with the even element in the high nibble.
-        pairs = ((codes[:, ::2] << 4) | codes[:, 1::2]).to(torch.uint8).to(device)
+        pairs = ((codes[:, ::2] << 4) | codes[:, 1::2]).to(torch.uint8)
         packed = torch.ops.aten._convert_weight_to_int4pack(pairs, self.inner_k_tiles)
         return PackedInt4(packed, _scales_and_zeros(scales).to(device), *weight.shape)
 

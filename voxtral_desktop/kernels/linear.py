@@ -24,7 +24,7 @@ class Q4Backend(Protocol):
 
     def supports(self, weight: Q4Weight) -> bool: ...
 
-    def prepare(self, weight: Q4Weight) -> object: ...
+    def prepare(self, weight: Q4Weight, device: torch.device) -> object: ...
 
     def linear(self, x: torch.Tensor, prepared: object, bias: torch.Tensor | None) -> torch.Tensor: ...
 
@@ -38,8 +38,8 @@ class ReferenceQ4Backend:
     def supports(weight: Q4Weight) -> bool:
         return True
 
-    def prepare(self, weight: Q4Weight) -> Q4Weight:
-        return weight
+    def prepare(self, weight: Q4Weight, device: torch.device) -> Q4Weight:
+        return weight.to(device)
 
     def linear(self, x: torch.Tensor, prepared: object, bias: torch.Tensor | None) -> torch.Tensor:
         assert isinstance(prepared, Q4Weight)
@@ -52,14 +52,20 @@ REFERENCE = ReferenceQ4Backend()
 class Q4Linear(nn.Module):
     """y = x W^T + b with W stored as Q4_0 blocks."""
 
-    def __init__(self, weight: Q4Weight, bias: torch.Tensor | None, backend: Q4Backend = REFERENCE) -> None:
+    def __init__(
+        self,
+        weight: Q4Weight,
+        bias: torch.Tensor | None,
+        backend: Q4Backend = REFERENCE,
+        device: torch.device | None = None,
+    ) -> None:
         super().__init__()
         self.out_features, self.in_features = weight.shape
-        self.weight_q4 = weight
         # Shapes a fast kernel cannot take (e.g. tiny test models) use the exact reference.
         backend = backend if backend.supports(weight) else REFERENCE
         self.backend = backend
-        self.prepared = backend.prepare(weight)
+        # Only the backend's own layout lives on the device (not the GGUF blocks as well).
+        self.prepared = backend.prepare(weight, device or weight.blocks.device)
         self.bias = None if bias is None else nn.Parameter(bias, requires_grad=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -73,12 +79,18 @@ class Q4Linear(nn.Module):
 class TiedEmbedding(nn.Module):
     """The token table, used both to embed ids and (tied) as the output head."""
 
-    def __init__(self, weight: torch.Tensor | Q4Weight, backend: Q4Backend = REFERENCE) -> None:
+    def __init__(
+        self,
+        weight: torch.Tensor | Q4Weight,
+        backend: Q4Backend = REFERENCE,
+        device: torch.device | None = None,
+    ) -> None:
         super().__init__()
         if isinstance(weight, Q4Weight):
             backend = backend if backend.supports(weight) else REFERENCE
-            self.q4: Q4Weight | None = weight
-            self.prepared = backend.prepare(weight)
+            device = device or weight.blocks.device
+            self.q4: Q4Weight | None = weight.to(device)  # rows are dequantised on lookup
+            self.prepared = self.q4 if backend is REFERENCE else backend.prepare(weight, device)
             self.weight = None
         else:
             self.q4 = None

@@ -30,7 +30,9 @@ class Q4Weight:
             raise ValueError(f"Q4_0 needs in_features divisible by 32, got {cols}")
         expect = (rows, cols // Q4_0_BLOCK * Q4_0_BLOCK_BYTES)
         if self.blocks.dtype != torch.uint8 or tuple(self.blocks.shape) != expect:
-            raise ValueError(f"Q4_0 blocks must be uint8 {expect}, got {self.blocks.dtype} {tuple(self.blocks.shape)}")
+            raise ValueError(
+                f"Q4_0 blocks must be uint8 {expect}, got {self.blocks.dtype} {tuple(self.blocks.shape)}"
+            )
 
     def to(self, device: torch.device | str) -> Q4Weight:
         return Q4Weight(self.blocks.to(device), self.shape)

@@ -2,6 +2,8 @@
 
 - `reference`: dequantise on the fly in the activation dtype (exact, slow; the oracle).
 - `int4`: PyTorch's tinygemm int4 kernels with bf16 activations (CPU; CUDA on SM80+).
+- `triton`: a Triton GEMV over the GGUF codes with fp32 accumulation (CUDA; exact like the
+  reference, slower than tinygemm on the H100 but needing no repack and no SM80).
 - `dense`: dequantise every matrix once at load into the compute dtype and use plain matmuls
   (MPS, pre-Ampere CUDA, and large batches where int4 kernels lose to cuBLAS).
 """
@@ -14,7 +16,7 @@ from voxtral_desktop.errors import ConfigError
 from voxtral_desktop.kernels.int4pack import CpuInt4Backend, CudaInt4Backend
 from voxtral_desktop.kernels.linear import REFERENCE, Q4Backend
 
-KERNELS = ("auto", "reference", "int4", "dense")
+KERNELS = ("auto", "reference", "int4", "triton", "dense")
 
 
 def choose_q4_backend(device: torch.device, kernel: str = "auto") -> Q4Backend | None:
@@ -25,6 +27,12 @@ def choose_q4_backend(device: torch.device, kernel: str = "auto") -> Q4Backend |
         return REFERENCE
     if kernel == "dense":
         return None
+    if kernel == "triton":
+        from voxtral_desktop.kernels.triton_q4 import TritonQ4Backend, triton_available
+
+        if device.type != "cuda" or not triton_available():
+            raise ConfigError("the triton kernel needs a CUDA GPU and the triton package")
+        return TritonQ4Backend()
     if device.type == "cpu":
         return CpuInt4Backend()
     if device.type == "cuda":

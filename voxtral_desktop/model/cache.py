@@ -2,6 +2,13 @@
 
 Keys are stored after RoPE (absolute positions), so a ring buffer needs no re-rotation when it
 wraps: only the mask changes. Memory is fixed at construction however long a stream runs.
+
+Two ways to reserve positions:
+- eager (`graph_view is None`): positions come from the host counter and attention reads only
+  the slots in use, which is the fast choice when every call runs Python anyway;
+- graph (`graph_view = V`): positions come from a device counter and attention reads a fixed
+  prefix of V slots, so the same kernels can be captured once in a CUDA graph and replayed.
+  The caller advances the host mirror (`advance_host`) after each replay.
 """
 
 from __future__ import annotations
@@ -31,33 +38,51 @@ class KVCache:
         shape = (n_layers, batch, n_kv_heads, capacity, head_dim)
         self.k = torch.zeros(shape, device=device, dtype=dtype)
         self.v = torch.zeros(shape, device=device, dtype=dtype)
-        self.slot_pos = torch.full((capacity,), -1, dtype=torch.long, device=device)  # position held by each slot
+        self.slot_pos = torch.full(
+            (capacity,), -1, dtype=torch.long, device=device
+        )  # position held by each slot
+        self.pos_t = torch.zeros((), dtype=torch.long, device=device)  # device mirror of next_pos
         self.window = window
         self.capacity = capacity
         self.next_pos = 0  # absolute position of the next entry
-        self._slots = torch.empty(0, dtype=torch.long, device=device)
+        self.graph_view: int | None = None
+        self._arange = torch.arange(capacity, device=device)
+        self._slots = self._arange[:0]
         self._used = 0
 
     def reset(self) -> None:
         self.slot_pos.fill_(-1)
+        self.pos_t.zero_()
         self.next_pos = 0
         self._used = 0
 
     def begin(self, n_new: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Reserve slots for the next `n_new` positions; return (positions [T], mask [T, S_used])."""
-        if n_new + self.window - 1 > self.capacity:
-            raise ValueError(f"{n_new} new positions do not fit a window of {self.window} in {self.capacity} slots")
-        device = self.slot_pos.device
-        positions = torch.arange(self.next_pos, self.next_pos + n_new, device=device)  # [T]
+        """Reserve slots for the next `n_new` positions; return (positions [T], mask [T, S])."""
+        # A cache smaller than window + T - 1 is fine for a stream that never wraps it (file batches).
+        if n_new + self.window - 1 > self.capacity and self.next_pos + n_new > self.capacity:
+            raise ValueError(
+                f"{n_new} new positions do not fit a window of {self.window} in {self.capacity} slots"
+            )
+        if self.graph_view is None:
+            positions = self._arange[:n_new] + self.next_pos  # [T]
+            # Slots fill in order 0..capacity-1, so before the first wrap only a prefix is in use.
+            self._used = min(self.next_pos + n_new, self.capacity)
+            self.pos_t.fill_(self.next_pos + n_new)
+        else:
+            positions = self._arange[:n_new] + self.pos_t
+            self.pos_t.add_(n_new)
+            self._used = self.graph_view
         self._slots = positions % self.capacity
-        self.slot_pos[self._slots] = positions
+        self.slot_pos.index_copy_(0, self._slots, positions)
         self.next_pos += n_new
-        # Slots fill in order 0..capacity-1, so before the first wrap only a prefix is in use.
-        self._used = min(self.next_pos, self.capacity)
         held = self.slot_pos[: self._used]  # [S]
         distance = positions[:, None] - held[None, :]  # [T, S]
         mask = (held[None, :] >= 0) & (distance >= 0) & (distance < self.window)
         return positions, mask
+
+    def advance_host(self, n_new: int) -> None:
+        """Account on the host for `n_new` positions a replayed graph reserved on the device."""
+        self.next_pos += n_new
 
     def write(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Store k, v [B, Hkv, T, D] of the positions reserved by `begin`; return the used cache."""
@@ -65,10 +90,26 @@ class KVCache:
         self.v[layer].index_copy_(2, self._slots, v.to(self.v.dtype))
         return self.k[layer, :, :, : self._used], self.v[layer, :, :, : self._used]
 
-    def copy_from(self, other: KVCache) -> None:
-        """Become an exact copy of `other` (same geometry), e.g. a precomputed silent prefix."""
-        self.k.copy_(other.k)
-        self.v.copy_(other.v)
-        self.slot_pos.copy_(other.slot_pos)
-        self.next_pos = other.next_pos
-        self._used = other._used
+    def snapshot(self) -> dict[str, object]:
+        """A compact copy of the state before the first wrap (only the slots in use)."""
+        used = min(self.next_pos, self.capacity)
+        return {
+            "k": self.k[..., :used, :].clone(),
+            "v": self.v[..., :used, :].clone(),
+            "slot_pos": self.slot_pos.clone(),
+            "next_pos": self.next_pos,
+        }
+
+    def restore(self, snap: dict[str, object]) -> None:
+        k, v, slot_pos, next_pos = snap["k"], snap["v"], snap["slot_pos"], snap["next_pos"]
+        assert (
+            isinstance(k, torch.Tensor) and isinstance(v, torch.Tensor) and isinstance(slot_pos, torch.Tensor)
+        )
+        assert isinstance(next_pos, int)
+        used = k.shape[-2]
+        self.k[..., :used, :].copy_(k)
+        self.v[..., :used, :].copy_(v)
+        self.slot_pos.copy_(slot_pos)
+        self.next_pos = next_pos
+        self.pos_t.fill_(next_pos)
+        self._used = used

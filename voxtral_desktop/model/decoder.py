@@ -13,7 +13,7 @@ from torch import nn
 
 from voxtral_desktop.config import DecoderConfig
 from voxtral_desktop.model.cache import KVCache
-from voxtral_desktop.model.layers import Attention, FeedForward, RMSNorm, rope_tables
+from voxtral_desktop.model.layers import Attention, FeedForward, RMSNorm, attention_bias, rope_tables
 
 
 def delay_embedding(n_delay_tokens: int, dim: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
@@ -39,14 +39,19 @@ class DecoderState:
         max_chunk: int,
         device: torch.device,
         dtype: torch.dtype,
+        max_positions: int | None = None,
     ) -> DecoderState:
+        """`max_positions` bounds the cache for streams known to be short (file batches)."""
+        capacity = config.sliding_window + max_chunk - 1
+        if max_positions is not None:
+            capacity = min(capacity, max_positions)
         cache = KVCache(
             n_layers=config.n_layers,
             batch=batch,
             n_kv_heads=config.n_kv_heads,
             head_dim=config.head_dim,
             window=config.sliding_window,
-            capacity=config.sliding_window + max_chunk - 1,
+            capacity=capacity,
             device=device,
             dtype=dtype,
         )
@@ -57,7 +62,9 @@ class DecoderLayer(nn.Module):
     def __init__(self, config: DecoderConfig) -> None:
         super().__init__()
         self.attention_norm = RMSNorm(config.dim, config.norm_eps)
-        self.attention = Attention(config.dim, config.n_heads, config.n_kv_heads, config.head_dim, biases=False)
+        self.attention = Attention(
+            config.dim, config.n_heads, config.n_kv_heads, config.head_dim, biases=False
+        )
         self.ffn_norm = RMSNorm(config.dim, config.norm_eps)
         self.feed_forward = FeedForward(config.dim, config.hidden_dim, out_bias=False)
         # W2 gelu(W1 t_cond): indices 0 and 2 are the checkpoint's names.
@@ -70,14 +77,13 @@ class DecoderLayer(nn.Module):
     def forward(
         self,
         x: torch.Tensor,
-        cos: torch.Tensor,
-        sin: torch.Tensor,
+        rotations: torch.Tensor,
         cache: KVCache,
         index: int,
-        mask: torch.Tensor,
+        bias: torch.Tensor,
         ada_scale: torch.Tensor,
     ) -> torch.Tensor:
-        x = x + self.attention(self.attention_norm(x), cos, sin, cache, index, mask)
+        x = x + self.attention(self.attention_norm(x), rotations, cache, index, bias)
         return x + self.feed_forward(self.ffn_norm(x) * ada_scale.to(x.dtype))
 
 
@@ -98,7 +104,8 @@ class Decoder(nn.Module):
     def forward(self, x: torch.Tensor, state: DecoderState) -> torch.Tensor:
         """Embeddings [B, T, dim] of the next T positions -> normed hidden states [B, T, dim]."""
         positions, mask = state.cache.begin(x.shape[1])
-        cos, sin = rope_tables(positions, self.config.head_dim, self.config.rope_theta)
+        bias = attention_bias(mask, self.config.n_heads // self.config.n_kv_heads, x.dtype)
+        rotations = rope_tables(positions, self.config.head_dim, self.config.rope_theta)
         for index, layer in enumerate(self.layers):
-            x = layer(x, cos, sin, state.cache, index, mask, state.ada_scales[index])
+            x = layer(x, rotations, state.cache, index, bias, state.ada_scales[index])
         return self.norm(x)

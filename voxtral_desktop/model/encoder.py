@@ -16,7 +16,7 @@ from torch.nn import functional as F
 
 from voxtral_desktop.config import CONV_STRIDE, EncoderConfig
 from voxtral_desktop.model.cache import KVCache
-from voxtral_desktop.model.layers import Attention, FeedForward, RMSNorm, rope_tables
+from voxtral_desktop.model.layers import Attention, FeedForward, RMSNorm, attention_bias, rope_tables
 
 
 @dataclass
@@ -29,7 +29,13 @@ class EncoderState:
 
     @classmethod
     def allocate(
-        cls, config: EncoderConfig, *, batch: int, max_chunk_frames: int, device: torch.device, dtype: torch.dtype
+        cls,
+        config: EncoderConfig,
+        *,
+        batch: int,
+        max_chunk_frames: int,
+        device: torch.device,
+        dtype: torch.dtype,
     ) -> EncoderState:
         cache = KVCache(
             n_layers=config.n_layers,
@@ -52,10 +58,19 @@ class EncoderState:
         self.conv2_tail.zero_()
         self.cache.reset()
 
-    def copy_from(self, other: EncoderState) -> None:
-        self.conv1_tail.copy_(other.conv1_tail)
-        self.conv2_tail.copy_(other.conv2_tail)
-        self.cache.copy_from(other.cache)
+    def snapshot(self) -> dict[str, object]:
+        return {
+            "conv1": self.conv1_tail.clone(),
+            "conv2": self.conv2_tail.clone(),
+            "cache": self.cache.snapshot(),
+        }
+
+    def restore(self, snap: dict[str, object]) -> None:
+        conv1, conv2, cache = snap["conv1"], snap["conv2"], snap["cache"]
+        assert isinstance(conv1, torch.Tensor) and isinstance(conv2, torch.Tensor) and isinstance(cache, dict)
+        self.conv1_tail.copy_(conv1)
+        self.conv2_tail.copy_(conv2)
+        self.cache.restore(cache)
 
 
 class ConvLayer(nn.Module):
@@ -73,9 +88,9 @@ class EncoderLayer(nn.Module):
         self.feed_forward = FeedForward(config.dim, config.hidden_dim, out_bias=True)
 
     def forward(
-        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache, index: int, mask: torch.Tensor
+        self, x: torch.Tensor, rotations: torch.Tensor, cache: KVCache, index: int, bias: torch.Tensor
     ) -> torch.Tensor:
-        x = x + self.attention(self.attention_norm(x), cos, sin, cache, index, mask)
+        x = x + self.attention(self.attention_norm(x), rotations, cache, index, bias)
         return x + self.feed_forward(self.ffn_norm(x))
 
 
@@ -90,7 +105,9 @@ class WhisperEncoder(nn.Module):
     def __init__(self, config: EncoderConfig) -> None:
         super().__init__()
         self.config = config
-        self.conv_layers = nn.ModuleList([ConvLayer(config.n_mels, config.dim, 1), ConvLayer(config.dim, config.dim, CONV_STRIDE)])
+        self.conv_layers = nn.ModuleList(
+            [ConvLayer(config.n_mels, config.dim, 1), ConvLayer(config.dim, config.dim, CONV_STRIDE)]
+        )
         self.transformer = Transformer(config)
 
     def forward(self, mel: torch.Tensor, state: EncoderState) -> torch.Tensor:
@@ -106,7 +123,8 @@ class WhisperEncoder(nn.Module):
         x = x.transpose(1, 2)  # [B, T/2, dim]
 
         positions, mask = state.cache.begin(x.shape[1])
-        cos, sin = rope_tables(positions, self.config.head_dim, self.config.rope_theta)
+        bias = attention_bias(mask, 1, x.dtype)
+        rotations = rope_tables(positions, self.config.head_dim, self.config.rope_theta)
         for index, layer in enumerate(self.transformer.layers):
-            x = layer(x, cos, sin, state.cache, index, mask)
+            x = layer(x, rotations, state.cache, index, bias)
         return self.transformer.norm(x)

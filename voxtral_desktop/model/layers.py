@@ -1,7 +1,7 @@
 """Building blocks shared by the encoder and the decoder.
 
-Layers follow the dtype of their input; RMSNorm statistics are always computed in fp32, as the
-reference does. Rotary embeddings use the interleaved (GPT-J pair) layout because that is how
+Layers follow the dtype of their input; RMSNorm statistics are always accumulated in fp32, as
+the reference does. Rotary embeddings use the interleaved (GPT-J pair) layout because that is how
 Mistral-native checkpoints store wq/wk; HF permutes the same weights to rotate-half, which gives
 identical numbers.
 """
@@ -22,26 +22,51 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim), requires_grad=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x32 = x.float()
-        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight.to(x.dtype) * x32.to(x.dtype)
+        # One fused kernel; the statistics are accumulated in fp32 whatever the input dtype.
+        return F.rms_norm(x, (x.shape[-1],), self.weight.to(x.dtype), self.eps)
 
 
-def rope_tables(positions: torch.Tensor, head_dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos, sin of shape [T, head_dim // 2] (fp32) for integer positions [T]."""
-    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32, device=positions.device) / head_dim))
+def rope_tables(positions: torch.Tensor, head_dim: int, theta: float) -> torch.Tensor:
+    """Unit complex rotations e^(i p f_k) of shape [T, head_dim // 2] for integer positions [T]."""
+    inv_freq = 1.0 / (
+        theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32, device=positions.device) / head_dim)
+    )
     angles = positions.to(torch.float32)[:, None] * inv_freq[None, :]  # [T, D/2]
-    return angles.cos(), angles.sin()
+    return torch.polar(torch.ones_like(angles), angles)
 
 
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate interleaved pairs (x[2i], x[2i+1]) of x [B, T, H, D] by the angles of each position."""
-    pairs = x.unflatten(-1, (-1, 2))  # [B, T, H, D/2, 2]
-    x0, x1 = pairs[..., 0], pairs[..., 1]
-    c = cos.to(x.dtype)[None, :, None, :]  # [1, T, 1, D/2]
-    s = sin.to(x.dtype)[None, :, None, :]
-    out = torch.stack((x0 * c - x1 * s, x0 * s + x1 * c), dim=-1)  # [B, T, H, D/2, 2]
-    return out.flatten(-2)
+def apply_rope(x: torch.Tensor, rotations: torch.Tensor) -> torch.Tensor:
+    """Rotate interleaved pairs (x[2i], x[2i+1]) of x [B, T, H, D], in fp32, by [T, D/2] rotations."""
+    pairs = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))  # [B, T, H, D/2] complex
+    return torch.view_as_real(pairs * rotations[None, :, None, :]).flatten(-2).to(x.dtype)
+
+
+def attention_bias(mask: torch.Tensor, groups: int, dtype: torch.dtype) -> torch.Tensor:
+    """Visibility mask [T, S] -> additive bias [G*T, S] (0 or -inf), rows ordered (group, t)."""
+    bias = torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(~mask, float("-inf"))
+    return bias.repeat(groups, 1)
+
+
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """Masked softmax attention with grouped KV heads, as plain matmuls.
+
+    q [B, H, T, D], k/v [B, Hkv, S, D], bias [G*T, S] from `attention_bias` -> [B, H, T, D]. Scores are
+    softmaxed in fp32 like the reference. Query heads are grouped onto their KV head by a
+    reshape, so keys are never repeated in memory. Plain matmuls (rather than a fused kernel
+    chosen per shape) keep every step's kernels the same whatever the cache fill, which is what
+    CUDA graphs need, and are as fast at these sizes (T <= 4 per streaming step).
+    """
+    B, H, T, D = q.shape
+    Hkv, S = k.shape[1], k.shape[2]
+    groups = H // Hkv
+    qg = q.reshape(B * Hkv, groups * T, D)  # [B Hkv, G T, D]: rows are (group, t)
+    # scale, matmul and mask in one kernel; the softmax accumulates in fp32 like the reference
+    scores = torch.baddbmm(
+        bias.expand(B * Hkv, groups * T, S), qg, k.reshape(B * Hkv, S, D).transpose(1, 2), alpha=D**-0.5
+    )
+    weights = torch.softmax(scores, dim=-1)  # [B Hkv, G T, S]
+    out = torch.bmm(weights, v.reshape(B * Hkv, S, D))  # [B Hkv, G T, D]
+    return out.view(B, H, T, D)
 
 
 class Attention(nn.Module):
@@ -58,28 +83,38 @@ class Attention(nn.Module):
         self.wk = nn.Linear(dim, n_kv_heads * head_dim, bias=False)
         self.wv = nn.Linear(dim, n_kv_heads * head_dim, bias=biases)
         self.wo = nn.Linear(n_heads * head_dim, dim, bias=biases)
+        self.wqkv: nn.Module | None = None  # set by `fuse_projections`: one matmul instead of three
+
+    def project_qkv(
+        self, x: torch.Tensor, rotations: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x [B, T, dim] -> rotated q [B, T, H, D], rotated k and v [B, T, Hkv, D]."""
+        B, T, _ = x.shape
+        heads = self.n_heads + self.n_kv_heads
+        if self.wqkv is None:
+            qk = torch.cat([self.wq(x), self.wk(x)], dim=-1)
+            v = self.wv(x)
+        else:
+            qkv = self.wqkv(x)  # [B, T, (H + 2 Hkv) D]
+            qk, v = qkv[..., : heads * self.head_dim], qkv[..., heads * self.head_dim :]
+        # q and k heads are rotated together: one kernel sequence instead of two.
+        qk = apply_rope(qk.reshape(B, T, heads, self.head_dim), rotations)  # [B, T, H + Hkv, D]
+        q, k = qk.split([self.n_heads, self.n_kv_heads], dim=2)
+        return q, k, v.reshape(B, T, self.n_kv_heads, self.head_dim)
 
     def forward(
         self,
         x: torch.Tensor,
-        cos: torch.Tensor,
-        sin: torch.Tensor,
+        rotations: torch.Tensor,
         cache: KVCache,
         layer: int,
-        mask: torch.Tensor,
+        bias: torch.Tensor,
     ) -> torch.Tensor:
+        """`bias` [G*T, S] comes from `attention_bias` of the cache's mask (shared by all layers)."""
         B, T, _ = x.shape
-        q = self.wq(x).view(B, T, self.n_heads, self.head_dim)
-        k = self.wk(x).view(B, T, self.n_kv_heads, self.head_dim)
-        v = self.wv(x).view(B, T, self.n_kv_heads, self.head_dim)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        q, k, v = self.project_qkv(x, rotations)
         keys, values = cache.write(layer, k.transpose(1, 2), v.transpose(1, 2))  # [B, Hkv, S, D]
-        q = q.transpose(1, 2)  # [B, H, T, D]
-        groups = self.n_heads // self.n_kv_heads
-        if groups > 1:
-            keys = keys.repeat_interleave(groups, dim=1)  # [B, H, S, D]
-            values = values.repeat_interleave(groups, dim=1)
-        out = F.scaled_dot_product_attention(q, keys.to(q.dtype), values.to(q.dtype), attn_mask=mask)  # [B,H,T,D]
+        out = attend(q.transpose(1, 2), keys.to(q.dtype), values.to(q.dtype), bias)  # [B, H, T, D]
         return self.wo(out.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim))
 
 
@@ -91,6 +126,11 @@ class FeedForward(nn.Module):
         self.w1 = nn.Linear(dim, hidden_dim, bias=False)
         self.w2 = nn.Linear(hidden_dim, dim, bias=out_bias)
         self.w3 = nn.Linear(dim, hidden_dim, bias=False)
+        self.w13: nn.Module | None = None  # set by `fuse_projections`: gate and up in one matmul
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.w2(F.silu(self.w1(x)) * self.w3(x))
+        if self.w13 is None:
+            gate, up = self.w1(x), self.w3(x)
+        else:
+            gate, up = self.w13(x).chunk(2, dim=-1)
+        return self.w2(F.silu(gate) * up)

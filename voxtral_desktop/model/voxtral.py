@@ -57,7 +57,9 @@ class VoxtralModel(nn.Module):
         """mel [B, n_mels, 8n] -> one audio vector per decoder position [B, n, dec_dim]."""
         frames = self.encoder(mel, state)  # [B, 4n, enc_dim]
         B, T, D = frames.shape
-        stacked = frames.reshape(B, T // self.config.downsample_factor, D * self.config.downsample_factor)  # [B, n, 4D]
+        stacked = frames.reshape(
+            B, T // self.config.downsample_factor, D * self.config.downsample_factor
+        )  # [B, n, 4D]
         return self.adapter(stacked)
 
     def decode(self, token_ids: torch.Tensor, audio: torch.Tensor, state: DecoderState) -> torch.Tensor:

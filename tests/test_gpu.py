@@ -1,0 +1,176 @@
+"""CUDA paths: run on the lent GPU machine with `pytest -m gpu` (skipped with a reason elsewhere).
+
+- Kernels against the torch reference (tinygemm int4, the Triton Q4_0 GEMV).
+- Exactness of the fast machinery (fused projections, CUDA graphs with bucketed attention,
+  the batched file decoder): in fp32 with the exact Triton kernel, tokens equal HF's.
+- The bf16 fast path on the full-size random model: logits within a stated tolerance of the
+  fp32 reference path on the same inputs (teacher-forced).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from test_parity import VOCAB, reference_tokens, speechlike
+
+from voxtral_desktop.config import ModelConfig, StreamConfig
+from voxtral_desktop.engine.batch import BatchDecoder
+from voxtral_desktop.engine.session import StreamingSession
+from voxtral_desktop.engine.transcribe import transcribe_stream
+from voxtral_desktop.kernels.int4pack import CudaInt4Backend
+from voxtral_desktop.kernels.q4 import Q4Weight, q4_linear_reference, quantize_q4_0
+from voxtral_desktop.kernels.triton_q4 import TritonQ4Backend
+from voxtral_desktop.model.build import build_model
+from voxtral_desktop.model.decoder import DecoderState
+from voxtral_desktop.model.encoder import EncoderState
+from voxtral_desktop.synthetic.model import random_tensors, tiny_config
+from voxtral_desktop.weights.names import expected_tensors
+
+pytestmark = pytest.mark.gpu
+if not torch.cuda.is_available():
+    pytest.skip("needs a CUDA GPU: run `pytest -m gpu` on the device machine", allow_module_level=True)
+
+CUDA = torch.device("cuda")
+# Exactness in fp32 needs real fp32: cuDNN convolutions default to TF32 on Ampere and newer.
+torch.backends.cudnn.allow_tf32 = False
+torch.backends.cuda.matmul.allow_tf32 = False
+SHAPES = [
+    (4096 + 2048, 3072),
+    (3072, 4096),
+    (18432, 3072),
+    (3072, 9216),
+    (6144, 1280),
+    (1280, 5120),
+    (131072, 3072),
+]
+
+
+def q4(rows: int, cols: int, seed: int = 0) -> Q4Weight:
+    g = torch.Generator().manual_seed(seed)
+    return Q4Weight(quantize_q4_0(torch.randn(rows, cols, generator=g) / cols**0.5), (rows, cols))
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.float() - b.float()).norm() / b.float().norm())
+
+
+@pytest.mark.parametrize(("rows", "cols"), SHAPES)
+def test_tinygemm_int4_matches_reference(rows: int, cols: int) -> None:
+    w = q4(rows, cols)
+    backend = CudaInt4Backend()
+    prepared = backend.prepare(w, CUDA)
+    for m in (1, 4, 39):
+        x = torch.randn(m, cols, device=CUDA)
+        ref = q4_linear_reference(x, w.to(CUDA))
+        # bf16 activations and bf16 scales: ~3e-3 relative (PERFORMANCE notes measured 3.3e-3)
+        assert rel_err(backend.linear(x, prepared, None), ref) < 1e-2
+
+
+@pytest.mark.parametrize(("rows", "cols"), SHAPES)
+def test_triton_q4_matches_reference(rows: int, cols: int) -> None:
+    w = q4(rows, cols, seed=1)
+    backend = TritonQ4Backend()
+    prepared = backend.prepare(w, CUDA)
+    bias = torch.randn(rows, device=CUDA)
+    for m in (1, 3, 8, 39):
+        x = torch.randn(m, cols, device=CUDA)
+        assert rel_err(backend.linear(x, prepared, bias), q4_linear_reference(x, w.to(CUDA), bias)) < 1e-5
+
+
+def _q4_tiny(config: ModelConfig, seed: int) -> dict:
+    t = random_tensors(config, seed=seed, dtype=torch.float32)
+    return {s.name: Q4Weight(quantize_q4_0(t[s.name]), s.shape) if s.quantizable else t[s.name]
+            for s in expected_tensors(config)}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("seed", "overrides", "delay_ms", "seconds"),
+    [
+        (0, {}, 480, 4.0),
+        (1, {}, 80, 3.0),
+        (2, {}, 2400, 3.0),
+        # decoder capacity 300 + 38: graphs for buckets 256 and 338, then the wrapped ring
+        (3, {"decoder_sliding_window": 300, "encoder_sliding_window": 40}, 480, 30.0),
+    ],
+)
+def test_graphs_fused_triton_fp32_tokens_equal_reference(
+    seed, overrides, delay_ms, seconds, tokenizer_small
+) -> None:
+    config = tiny_config(decoder_vocab_size=VOCAB, **overrides)
+    tensors = _q4_tiny(config, seed)
+    stream = StreamConfig(delay_ms)
+    audio = speechlike(seconds, seed)
+    expected = reference_tokens(config, tensors, audio, stream)
+    model = build_model(
+        config, tensors, device=CUDA, dtype=torch.float32, q4_backend=TritonQ4Backend(), fuse=True
+    )
+    session = StreamingSession(model, tokenizer_small, stream, cuda_graphs=True)
+    assert session.graph is not None
+    for chunk in (1280, 16000, None):
+        chunks = [audio] if chunk is None else [audio[i : i + chunk] for i in range(0, len(audio), chunk)]
+        assert [t.id for t in transcribe_stream(session, chunks).tokens] == expected
+
+
+def test_batched_file_decoder_with_graphs_equals_sessions(tokenizer_small) -> None:
+    config = tiny_config(decoder_vocab_size=VOCAB)
+    tensors = _q4_tiny(config, 5)
+    stream = StreamConfig(480)
+    model = build_model(
+        config, tensors, device=CUDA, dtype=torch.float32, q4_backend=TritonQ4Backend(), fuse=True
+    )
+    audios = [speechlike(s, i) for i, s in enumerate([3.0, 1.0, 6.5, 2.2, 0.3])]
+    session = StreamingSession(model, tokenizer_small, stream)
+    single = [[t.id for t in transcribe_stream(session, [a]).tokens] for a in audios]
+    decoder = BatchDecoder(model, tokenizer_small, stream, batch=8, cuda_graphs=True)
+    assert [[t.id for t in r.tokens] for r in decoder.transcribe(audios)] == single
+
+
+def _teacher_forced_logits(
+    model, features: torch.Tensor, tokens: list[int], stream: StreamConfig
+) -> torch.Tensor:
+    cfg = model.config
+    enc = EncoderState.allocate(cfg.encoder, batch=1, max_chunk_frames=256, device=CUDA, dtype=model.dtype)
+    dec = DecoderState.allocate(
+        cfg.decoder, model.decoder.ada_scales(stream.n_delay_tokens, CUDA, model.dtype), batch=1,
+        max_chunk=stream.n_prompt_tokens, device=CUDA, dtype=model.dtype,
+    )  # fmt: skip
+    with torch.no_grad():
+        audio = torch.cat([model.embed_audio(features[..., i : i + 256].to(model.dtype), enc)
+                           for i in range(0, features.shape[-1], 256)], dim=1)  # fmt: skip
+        n = stream.n_prompt_tokens
+        out = [model.decode(torch.tensor([stream.prompt_ids()], device=CUDA), audio[:, :n], dec)]
+        for p, tok in enumerate(tokens, start=n):
+            out.append(model.decode(torch.tensor([[tok]], device=CUDA), audio[:, p : p + 1], dec))
+    return torch.cat(out).float()  # [steps, V]
+
+
+def test_full_size_fast_path_logits_close_to_reference() -> None:
+    """bf16 + tinygemm int4 + fused projections vs fp32 dense dequantised weights, same inputs.
+
+    Tolerance: relative L2 error of the logits < 5e-2 per step and the same top-1 at >= 90% of
+    steps (random weights have no confident predictions, so near-ties flip; trained weights do
+    far better). The measured values are recorded in bench/RESULTS.md.
+    """
+    from voxtral_desktop.audio.mel import log_mel
+    from voxtral_desktop.benchmark import noise, random_q4_tensors
+    from voxtral_desktop.engine.batch import padded_audio
+
+    config = ModelConfig()
+    tensors = random_q4_tensors(config)
+    stream = StreamConfig(480)
+    features = torch.from_numpy(log_mel(padded_audio(noise(3.0), stream)))[None].to(CUDA)
+    steps = [1000 + 37 * i % 5000 for i in range(24)]
+    fast = build_model(
+        config, tensors, device=CUDA, dtype=torch.bfloat16, q4_backend=CudaInt4Backend(), fuse=True
+    )
+    fast_logits = _teacher_forced_logits(fast, features, steps, stream)
+    del fast
+    ref = build_model(config, tensors, device=CUDA, dtype=torch.float32, q4_backend=None)
+    ref_logits = _teacher_forced_logits(ref, features, steps, stream)
+    errors = [rel_err(a, b) for a, b in zip(fast_logits, ref_logits, strict=True)]
+    agree = float((fast_logits.argmax(-1) == ref_logits.argmax(-1)).float().mean())
+    print(f"full-size fast path: max rel logit error {max(errors):.4f}, top-1 agreement {agree:.3f}")
+    assert max(errors) < 5e-2
+    assert agree >= 0.9
+    assert np.isfinite(fast_logits.cpu().numpy()).all()

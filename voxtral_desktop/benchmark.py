@@ -1,0 +1,283 @@
+"""`voxtral-desktop bench`: the speed of the real architecture, with random weights built in memory.
+
+Nothing is downloaded: a full-size checkpoint of random Q4_0 blocks (scales chosen so every
+matrix has std ~ 1/sqrt(fan_in), which keeps activations finite) goes through the same loader,
+kernels, session and batch decoder as real weights. Measured: load time, streaming step latency
+(p50/p95/p99 over N steps of 80 ms audio fed like a microphone), time to first token, one long
+file's real-time factor, a folder batch's throughput, peak GPU and host memory; optionally the
+same workload through HF transformers.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import resource
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from voxtral_desktop.config import SAMPLE_RATE, SAMPLES_PER_TOKEN, ModelConfig, StreamConfig
+from voxtral_desktop.device import DeviceChoice, resolve_device
+from voxtral_desktop.engine.batch import BatchDecoder
+from voxtral_desktop.engine.session import StreamingSession
+from voxtral_desktop.engine.tokenizer import TekkenTokenizer
+from voxtral_desktop.engine.transcribe import transcribe_stream
+from voxtral_desktop.kernels.q4 import Q4_0_BLOCK, Q4_0_BLOCK_BYTES, Q4Weight
+from voxtral_desktop.kernels.select import choose_q4_backend
+from voxtral_desktop.model.build import build_model
+from voxtral_desktop.synthetic.tekken import build_tekken_json
+from voxtral_desktop.weights.names import TensorKind, expected_tensors
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BenchResult:
+    machine: str
+    device: str
+    kernel: str
+    config: str
+    load_s: float = 0.0
+    graph_capture_s: float = 0.0
+    step_ms: dict[str, float] = field(default_factory=dict)  # p50/p95/p99/mean of a streaming step
+    steps: int = 0
+    first_token_ms: float = 0.0  # compute from the audio that completes the prompt to the first token
+    file_seconds: float = 0.0
+    file_rtfx: float = 0.0  # seconds of audio per second of compute
+    batch_files: int = 0
+    batch_seconds_each: float = 0.0
+    batch_rtfx: float = 0.0  # audio-hours per hour
+    peak_gpu_gb: float = 0.0
+    peak_host_gb: float = 0.0
+    transformers: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def random_q4_tensors(config: ModelConfig, seed: int = 0) -> dict[str, torch.Tensor | Q4Weight]:
+    """Full-size random weights straight in Q4_0 (no float matrix is ever materialised)."""
+    gen = torch.Generator().manual_seed(seed)
+    out: dict[str, torch.Tensor | Q4Weight] = {}
+    for spec in expected_tensors(config):
+        if spec.quantizable:
+            rows, cols = spec.shape
+            nb = cols // Q4_0_BLOCK
+            blocks = torch.randint(0, 256, (rows, nb, Q4_0_BLOCK_BYTES), generator=gen, dtype=torch.uint8)
+            # uniform codes have std ~4.6: scale so the matrix has std ~1/sqrt(cols)
+            scale = torch.full((rows, nb), 1.0 / (4.6 * cols**0.5), dtype=torch.float16)
+            blocks[..., :2] = scale.view(torch.uint8).view(rows, nb, 2)
+            out[spec.name] = Q4Weight(blocks.view(rows, nb * Q4_0_BLOCK_BYTES), (rows, cols))
+        elif spec.kind is TensorKind.CONV:
+            fan_in = spec.shape[1] * spec.shape[2]
+            out[spec.name] = torch.randn(spec.shape, generator=gen) / fan_in**0.5
+        elif spec.name.endswith("norm.weight"):
+            out[spec.name] = torch.ones(spec.shape)
+        else:
+            out[spec.name] = 0.02 * torch.randn(spec.shape, generator=gen)
+    return out
+
+
+def noise(seconds: float, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return (0.1 * rng.standard_normal(int(seconds * SAMPLE_RATE))).astype(np.float32)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _percentiles(samples_ms: list[float]) -> dict[str, float]:
+    a = np.asarray(samples_ms)
+    return {k: round(float(v), 3) for k, v in
+            {"p50": np.percentile(a, 50), "p95": np.percentile(a, 95), "p99": np.percentile(a, 99),
+             "mean": a.mean(), "max": a.max()}.items()}  # fmt: skip
+
+
+def _peak_host_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+
+
+def measure_streaming(
+    session: StreamingSession, steps: int, device: torch.device
+) -> tuple[dict[str, float], float]:
+    """Feed 80 ms chunks like a microphone; time every feed that runs a decoder position."""
+    session.reset()
+    n_prompt = session.config.n_prompt_tokens
+    audio = noise((steps + n_prompt) * SAMPLES_PER_TOKEN / SAMPLE_RATE + 1, seed=1)
+    times, first_token_ms = [], 0.0
+    for i in range(0, len(audio) - SAMPLES_PER_TOKEN, SAMPLES_PER_TOKEN):
+        before = session.state.n_decoded
+        _sync(device)
+        t0 = time.perf_counter()
+        session.feed(audio[i : i + SAMPLES_PER_TOKEN])
+        _sync(device)
+        elapsed = (time.perf_counter() - t0) * 1e3
+        if before == 0 and session.state.n_decoded > 0:
+            first_token_ms = elapsed
+        elif before >= n_prompt and session.state.n_decoded > before:
+            times.append(elapsed)
+        if len(times) >= steps:
+            break
+    return _percentiles(times), first_token_ms
+
+
+def run_bench(
+    *,
+    device: str = "auto",
+    kernel: str = "auto",
+    steps: int = 1000,
+    file_seconds: float = 600.0,
+    batch_files: int = 64,
+    batch_seconds: float = 60.0,
+    compare_transformers: bool = False,
+    config: ModelConfig | None = None,
+    report: Callable[[str], None] = print,
+) -> BenchResult:
+    choice: DeviceChoice = resolve_device(device)
+    config = config or ModelConfig()
+    dev = choice.device
+    is_cuda = dev.type == "cuda"
+    # Dense layers compute in bf16 on GPUs; the int4 kernels take bf16 activations on the CPU too.
+    dtype = torch.bfloat16 if dev.type in ("cuda", "cpu") else choice.dtype
+    machine = (
+        torch.cuda.get_device_name(dev) if is_cuda else f"{dev.type} ({torch.get_num_threads()} threads)"
+    )
+    backend = choose_q4_backend(dev, kernel)
+    result = BenchResult(
+        machine=machine,
+        device=f"{dev.type} {str(dtype).removeprefix('torch.')}",
+        kernel="dense" if backend is None else backend.name,
+        config="full-size (random Q4_0 weights)" if config == ModelConfig() else str(config),
+    )
+    tokenizer = TekkenTokenizer.from_dict(
+        build_tekken_json(min(2000, config.decoder.vocab_size - 1000), must_include=())
+    )
+    report(
+        f"building random Q4_0 weights for {sum(np.prod(t.shape) for t in expected_tensors(config)) / 1e9:.2f}B "
+        "parameters"
+    )
+    tensors = random_q4_tensors(config)
+
+    if is_cuda:
+        torch.cuda.reset_peak_memory_stats(dev)
+    t0 = time.perf_counter()
+    model = build_model(config, tensors, device=dev, dtype=dtype, q4_backend=backend, fuse=True)
+    _sync(dev)
+    result.load_s = round(time.perf_counter() - t0, 2)
+    report(f"load (pack + fuse on {dev.type}): {result.load_s} s")
+
+    t0 = time.perf_counter()
+    session = StreamingSession(model, tokenizer, StreamConfig(480), cuda_graphs=is_cuda)
+    _sync(dev)
+    result.graph_capture_s = round(time.perf_counter() - t0, 2)
+
+    result.step_ms, result.first_token_ms = measure_streaming(session, steps, dev)
+    result.steps = steps
+    report(
+        f"streaming step over {steps} steps: {result.step_ms} ms; first token {result.first_token_ms:.2f} ms"
+    )
+
+    if file_seconds > 0:
+        audio = noise(file_seconds, seed=2)
+        chunks = [audio[i : i + 30 * SAMPLE_RATE] for i in range(0, len(audio), 30 * SAMPLE_RATE)]
+        _sync(dev)
+        t0 = time.perf_counter()
+        transcribe_stream(session, chunks)
+        _sync(dev)
+        result.file_seconds = file_seconds
+        result.file_rtfx = round(file_seconds / (time.perf_counter() - t0), 1)
+        report(f"one {file_seconds:.0f} s file: {result.file_rtfx}x real time")
+    if is_cuda:
+        result.peak_gpu_gb = round(torch.cuda.max_memory_allocated(dev) / 1024**3, 3)
+        report(f"peak GPU memory (Q4 model, streaming and file): {result.peak_gpu_gb} GB")
+    del session
+
+    if batch_files > 0:
+        # Large batches: dequantised weights with cuBLAS beat int4 kernels (bench/RESULTS.md).
+        del model
+        gc.collect()  # graphs and states reference each other: free them before the next model
+        if is_cuda:
+            torch.cuda.empty_cache()
+        dense = build_model(config, tensors, device=dev, dtype=dtype, q4_backend=None, fuse=True)
+        decoder = BatchDecoder(
+            dense,
+            tokenizer,
+            StreamConfig(480),
+            batch=batch_files,
+            max_seconds=batch_seconds,
+            cuda_graphs=is_cuda,
+        )
+        audios = [noise(batch_seconds, seed=10 + i) for i in range(batch_files)]
+        decoder.transcribe([a[: SAMPLE_RATE * 2] for a in audios])  # warm-up
+        _sync(dev)
+        t0 = time.perf_counter()
+        decoder.transcribe(audios)
+        _sync(dev)
+        result.batch_files, result.batch_seconds_each = batch_files, batch_seconds
+        result.batch_rtfx = round(batch_files * batch_seconds / (time.perf_counter() - t0), 1)
+        report(f"folder batch of {batch_files} x {batch_seconds:.0f} s: {result.batch_rtfx}x real time")
+        del decoder, dense
+
+    if compare_transformers:
+        result.transformers = compare_with_transformers(config, tensors, dev, result, report)
+    result.peak_host_gb = round(_peak_host_gb(), 2)
+    return result
+
+
+def compare_with_transformers(
+    config: ModelConfig,
+    tensors: dict[str, Any],
+    device: torch.device,
+    ours: BenchResult,
+    report: Callable[[str], None],
+) -> dict[str, float]:
+    """The same audio through HF transformers' VoxtralRealtimeForConditionalGeneration (bf16, eager)."""
+    try:
+        import transformers  # noqa: F401
+    except ImportError:
+        report("transformers is not installed: `pip install transformers==5.23.0` for --compare transformers")
+        return {}
+    from voxtral_desktop.benchmark_hf import hf_generate_timing
+
+    seconds = 20.0
+    timing = hf_generate_timing(config, tensors, device, noise(seconds, seed=3))
+    out = {"step_ms": round(timing["step_ms"], 3), "file_rtfx": round(seconds / timing["total_s"], 2)}
+    if ours.step_ms:
+        out["step_speedup"] = round(timing["step_ms"] / ours.step_ms["p50"], 1)
+    if ours.file_rtfx:
+        out["file_speedup"] = round(ours.file_rtfx / out["file_rtfx"], 1)
+    report(f"transformers (bf16, eager, same GPU): {out}")
+    return out
+
+
+def write_json(result: BenchResult, path: str | Path) -> Path:
+    path = Path(path)
+    path.write_text(json.dumps(asdict(result), indent=2) + "\n", encoding="utf-8")
+    return path
+
+
+def format_table(result: BenchResult) -> str:
+    rows = [
+        ("machine", result.machine),
+        ("device / kernel", f"{result.device} / {result.kernel}"),
+        ("load (pack, fuse)", f"{result.load_s} s"),
+        ("session start (silent prefix, CUDA graphs)", f"{result.graph_capture_s} s"),
+        (f"streaming step ({result.steps} steps)",
+         " ".join(f"{k} {v} ms" for k, v in result.step_ms.items() if k in ("p50", "p95", "p99"))),
+        ("first token after the prompt's audio", f"{result.first_token_ms:.2f} ms"),
+        (f"one {result.file_seconds:.0f} s file", f"{result.file_rtfx}x real time"),
+        (f"folder batch {result.batch_files} x {result.batch_seconds_each:.0f} s",
+         f"{result.batch_rtfx}x real time"),
+        ("peak GPU / host memory", f"{result.peak_gpu_gb} GB / {result.peak_host_gb} GB"),
+    ]  # fmt: skip
+    for key, value in result.transformers.items():
+        rows.append((f"transformers {key}", str(value)))
+    width = max(len(r[0]) for r in rows)
+    return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)

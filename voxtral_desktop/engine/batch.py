@@ -1,0 +1,182 @@
+"""Many files at once: B streams decoded in lockstep, one batched matmul per position.
+
+At batch 1 the decoder is bound by reading its weights; reading them once for B streams makes a
+folder of files B times cheaper per second of audio. Every stream runs the same positions at the
+same time (they share the prompt and the left pad), so the batch needs no per-row positions: a
+stream that ends earlier just idles in its row until the longest one ends. Sorting files by
+length keeps that waste small. Each row computes exactly what a single `StreamingSession` would;
+tests check the tokens are equal.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from voxtral_desktop.audio.mel import log_mel
+from voxtral_desktop.config import (
+    EOS_ID,
+    MEL_FRAMES_PER_TOKEN,
+    N_LEFT_PAD_TOKENS,
+    SAMPLE_RATE,
+    SAMPLES_PER_TOKEN,
+    StreamConfig,
+)
+from voxtral_desktop.engine.events import TimedToken
+from voxtral_desktop.engine.tokenizer import StreamingDetokenizer, TekkenTokenizer
+from voxtral_desktop.engine.transcribe import Transcript
+from voxtral_desktop.model.decoder import DecoderState
+from voxtral_desktop.model.encoder import EncoderState
+from voxtral_desktop.model.graph_step import GraphStep
+from voxtral_desktop.model.voxtral import VoxtralModel
+
+log = logging.getLogger(__name__)
+
+ENCODER_CHUNK_TOKENS = 64
+
+
+def padded_audio(audio: np.ndarray, config: StreamConfig) -> np.ndarray:
+    """The offline padding: 32 tokens of silence left; right to a token boundary plus the pad."""
+    left = np.zeros(N_LEFT_PAD_TOKENS * SAMPLES_PER_TOKEN, np.float32)
+    right = np.zeros(
+        -len(audio) % SAMPLES_PER_TOKEN + config.n_right_pad_tokens * SAMPLES_PER_TOKEN, np.float32
+    )
+    return np.concatenate([left, np.asarray(audio, np.float32), right])
+
+
+class BatchDecoder:
+    """Preallocated state for up to `batch` streams; reuse it for every batch of files."""
+
+    def __init__(
+        self,
+        model: VoxtralModel,
+        tokenizer: TekkenTokenizer,
+        config: StreamConfig,
+        *,
+        batch: int,
+        max_seconds: float = 600.0,
+        cuda_graphs: bool = False,
+    ) -> None:
+        """Files up to `max_seconds` long; that bounds the decoder cache (B x positions x 106 KB)."""
+        self.model, self.tokenizer, self.config, self.batch = model, tokenizer, config, batch
+        self.max_positions = len(
+            padded_audio(np.zeros(int(max_seconds * SAMPLE_RATE), np.float32), config)
+        ) // (SAMPLES_PER_TOKEN)
+        device, dtype = model.device, model.dtype
+        mcfg = model.config
+        with torch.no_grad():
+            ada = model.decoder.ada_scales(config.n_delay_tokens, device, dtype)
+        self.encoder = EncoderState.allocate(
+            mcfg.encoder,
+            batch=batch,
+            max_chunk_frames=ENCODER_CHUNK_TOKENS * mcfg.downsample_factor,
+            device=device,
+            dtype=dtype,
+        )
+        self.decoder = DecoderState.allocate(
+            mcfg.decoder,
+            ada,
+            batch=batch,
+            max_chunk=config.n_prompt_tokens,
+            device=device,
+            dtype=dtype,
+            max_positions=self.max_positions,
+        )
+        self.graph = GraphStep(model, None, self.decoder) if cuda_graphs else None
+        self._prompt = torch.tensor([config.prompt_ids()] * batch, device=device)
+
+    @torch.no_grad()
+    def transcribe(self, audios: Sequence[np.ndarray]) -> list[Transcript]:
+        """Up to `batch` mono float32 16 kHz signals -> their transcripts, in the given order."""
+        if not 0 < len(audios) <= self.batch:
+            raise ValueError(f"between 1 and {self.batch} signals per call, got {len(audios)}")
+        cfg, model = self.config, self.model
+        device, dtype = model.device, model.dtype
+        mels = [log_mel(padded_audio(a, cfg)) for a in audios]  # [n_mels, 8 P_i] each
+        lengths = [m.shape[1] // MEL_FRAMES_PER_TOKEN for m in mels]  # P_i positions
+        n_positions = max(lengths)
+        if n_positions > self.max_positions:
+            raise ValueError(f"a signal is longer than this batch decoder's {self.max_positions} positions")
+        mel = np.zeros((self.batch, mels[0].shape[0], n_positions * MEL_FRAMES_PER_TOKEN), np.float32)
+        mel[:] = log_mel(np.zeros(SAMPLES_PER_TOKEN, np.float32))[:, :1]  # silence everywhere else
+        for row, m in enumerate(mels):
+            mel[row, :, : m.shape[1]] = m
+        self.encoder.reset()
+        self.decoder.cache.reset()
+
+        n_prompt = cfg.n_prompt_tokens
+        detoks = [StreamingDetokenizer(self.tokenizer) for _ in audios]
+        tokens: list[list[TimedToken]] = [[] for _ in audios]
+        open_rows = set(range(len(audios)))
+        pending: list[torch.Tensor] = []  # audio vectors [B, n, dim] not yet decoded
+        next_ids = torch.zeros(self.batch, dtype=torch.long, device=device)
+        position = 0  # next decoder position
+        for start in range(0, n_positions - 1, ENCODER_CHUNK_TOKENS):
+            count = min(ENCODER_CHUNK_TOKENS, n_positions - 1 - start)
+            chunk = torch.from_numpy(
+                mel[:, :, start * MEL_FRAMES_PER_TOKEN : (start + count) * MEL_FRAMES_PER_TOKEN]
+            )
+            pending.append(model.embed_audio(chunk.to(device, dtype), self.encoder))  # [B, count, dim]
+            audio = torch.cat(pending, dim=1)
+            used = 0
+            if position == 0:
+                if audio.shape[1] < n_prompt:
+                    continue
+                logits = model.decode(self._prompt, audio[:, :n_prompt], self.decoder)
+                next_ids = logits.argmax(-1)
+                used = position = n_prompt
+                self._collect(next_ids, position - 1, lengths, tokens, detoks, open_rows)
+            while used < audio.shape[1] and open_rows:
+                if self.graph is not None:
+                    next_ids = self.graph.run(audio[:, used : used + 1], next_ids).clone()
+                else:
+                    next_ids = model.decode(
+                        next_ids[:, None], audio[:, used : used + 1], self.decoder
+                    ).argmax(-1)
+                used += 1
+                position += 1
+                self._collect(next_ids, position - 1, lengths, tokens, detoks, open_rows)
+            pending = [audio[:, used:]] if used < audio.shape[1] else []
+            if not open_rows:
+                break
+
+        out = []
+        for row, audio_in in enumerate(audios):
+            tail = detoks[row].flush()
+            row_tokens = tokens[row]
+            if tail and row_tokens:
+                last = row_tokens[-1]
+                row_tokens[-1] = TimedToken(last.id, last.step, last.time_s, last.text + tail)
+            out.append(
+                Transcript(
+                    text="".join(t.text for t in row_tokens),
+                    tokens=tuple(row_tokens),
+                    delay_ms=cfg.delay_ms,
+                    duration_s=len(audio_in) / SAMPLE_RATE,
+                )
+            )
+        return out
+
+    def _collect(
+        self,
+        ids: torch.Tensor,
+        step: int,
+        lengths: list[int],
+        tokens: list[list[TimedToken]],
+        detoks: list[StreamingDetokenizer],
+        open_rows: set[int],
+    ) -> None:
+        values = ids.tolist()
+        time_s = max(0.0, (step + 1 - N_LEFT_PAD_TOKENS) * SAMPLES_PER_TOKEN / SAMPLE_RATE)
+        for row in sorted(open_rows):
+            token = values[row]
+            if token == EOS_ID and self.config.stop_at_eos:
+                open_rows.discard(row)
+                continue
+            text = detoks[row].push(token) if token < self.tokenizer.vocab_size else ""
+            tokens[row].append(TimedToken(token, step, time_s, text))
+            if step >= lengths[row] - 2:  # the reference's last token for this stream
+                open_rows.discard(row)

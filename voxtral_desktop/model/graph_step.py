@@ -1,0 +1,110 @@
+"""The whole 80 ms streaming step (encoder on 8 mel frames, adapter, decoder, argmax) as CUDA graphs.
+
+Eager PyTorch launches ~1,000 small kernels per step; replaying a captured graph removes the
+launch overhead, which is most of the step time on a fast GPU. Graphs need static shapes, so the
+decoder's attention reads a fixed prefix of its cache: one graph per prefix length ("bucket"),
+chosen by the current position, and one over the whole ring once it has wrapped. All graphs
+share the session's state tensors; the next token is fed back on the device.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from voxtral_desktop.config import MEL_FRAMES_PER_TOKEN
+from voxtral_desktop.model.decoder import DecoderState
+from voxtral_desktop.model.encoder import EncoderState
+from voxtral_desktop.model.voxtral import VoxtralModel
+
+log = logging.getLogger(__name__)
+
+FIRST_BUCKET = 256
+
+
+def decoder_buckets(capacity: int) -> list[int]:
+    buckets, size = [], FIRST_BUCKET
+    while size < capacity:
+        buckets.append(size)
+        size *= 2
+    return [*buckets, capacity]
+
+
+class GraphStep:
+    """Captured steps over one session's `EncoderState` and `DecoderState` (batch rows B).
+
+    With `encoder=None` the graphs run only the decoder on a given audio vector (file batches,
+    where the encoder runs ahead in large chunks).
+    """
+
+    def __init__(self, model: VoxtralModel, encoder: EncoderState | None, decoder: DecoderState) -> None:
+        self.model, self.encoder, self.decoder = model, encoder, decoder
+        batch = decoder.cache.k.shape[1]
+        device = model.device
+        self.mel = torch.zeros(
+            batch, model.config.encoder.n_mels, MEL_FRAMES_PER_TOKEN, device=device, dtype=model.dtype
+        )
+        self.audio = torch.zeros(batch, 1, model.config.decoder.dim, device=device, dtype=model.dtype)
+        self.token = torch.zeros(batch, 1, dtype=torch.long, device=device)
+        self.next_token = torch.zeros(batch, dtype=torch.long, device=device)
+        self.buckets = decoder_buckets(decoder.cache.capacity)
+        self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
+        self.pool = torch.cuda.graph_pool_handle()
+        self._capture_all()
+
+    def _body(self) -> None:
+        audio = (
+            self.audio if self.encoder is None else self.model.embed_audio(self.mel, self.encoder)
+        )  # [B, 1, dim]
+        logits = self.model.decode(self.token, audio, self.decoder)  # [B, V]
+        nxt = logits.argmax(-1)
+        self.next_token.copy_(nxt)
+        self.token.copy_(nxt[:, None])
+
+    def _capture_all(self) -> None:
+        """Warm up, then capture one graph per bucket; the state is reset afterwards."""
+        dec_cache = self.decoder.cache
+        enc_cache = None if self.encoder is None else self.encoder.cache
+        if enc_cache is not None:
+            enc_cache.graph_view = enc_cache.capacity
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream), torch.no_grad():
+            for bucket in self.buckets:
+                dec_cache.graph_view = bucket
+                for _ in range(2):  # warm-up runs execute (and scribble on the state: reset below)
+                    self._body()
+                graph = torch.cuda.CUDAGraph()
+                saved = dec_cache.next_pos, None if enc_cache is None else enc_cache.next_pos
+                with torch.cuda.graph(graph, pool=self.pool, stream=stream):
+                    self._body()
+                dec_cache.next_pos = saved[0]
+                if enc_cache is not None and saved[1] is not None:
+                    enc_cache.next_pos = saved[1]
+                self.graphs[bucket] = graph
+        torch.cuda.current_stream().wait_stream(stream)
+        dec_cache.graph_view = None
+        dec_cache.reset()
+        if self.encoder is not None and enc_cache is not None:
+            enc_cache.graph_view = None
+            self.encoder.reset()
+        log.info("captured %d CUDA graphs (decoder buckets %s)", len(self.graphs), self.buckets)
+
+    def bucket_for(self, position: int) -> int:
+        """The smallest prefix that holds every slot written up to `position` (inclusive)."""
+        if position >= self.decoder.cache.capacity:
+            return self.decoder.cache.capacity  # wrapped: the whole ring
+        return next(b for b in self.buckets if position < b)
+
+    def run(self, inputs: torch.Tensor, token: torch.Tensor | None) -> torch.Tensor:
+        """One position. `inputs`: mel [B, n_mels, 8], or with no encoder the audio vectors
+        [B, 1, dim]; `token` [B] to feed (None: the one fed back on the device) -> next token [B]."""
+        (self.audio if self.encoder is None else self.mel).copy_(inputs)
+        if token is not None:
+            self.token.copy_(token.view(-1, 1))
+        self.graphs[self.bucket_for(self.decoder.cache.next_pos)].replay()
+        if self.encoder is not None:
+            self.encoder.cache.advance_host(self.mel.shape[-1] // 2)
+        self.decoder.cache.advance_host(1)
+        return self.next_token
