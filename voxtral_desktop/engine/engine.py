@@ -19,7 +19,7 @@ from voxtral_desktop.device import DeviceChoice, resolve_device
 from voxtral_desktop.engine.events import ModelInfo
 from voxtral_desktop.engine.session import StreamingSession
 from voxtral_desktop.engine.tokenizer import TekkenTokenizer
-from voxtral_desktop.errors import DeviceError
+from voxtral_desktop.errors import DeviceError, TokenizerError
 from voxtral_desktop.kernels.select import choose_q4_backend
 from voxtral_desktop.model.build import build_model
 from voxtral_desktop.model.voxtral import VoxtralModel
@@ -55,6 +55,8 @@ class Engine:
         checkpoint = open_checkpoint(
             Path(model_path), tokenizer_path=None if tokenizer_path is None else Path(tokenizer_path)
         )
+        if checkpoint.tekken_json is None:  # only checkpoints built in memory lack one
+            raise TokenizerError(f"{model_path} has no tokenizer: pass --tokenizer tekken.json")
         tokenizer = TekkenTokenizer.from_bytes(checkpoint.tekken_json)
         if tokenizer.vocab_size != checkpoint.config.decoder.vocab_size:
             log.warning(

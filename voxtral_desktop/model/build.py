@@ -26,7 +26,10 @@ from voxtral_desktop.model.voxtral import VoxtralModel, checkpoint_name
 WeightLike = torch.Tensor | Q4Weight
 
 # Sub-linears that `fuse=True` replaces, keyed by the fused attribute.
-FUSED = {Attention: {"wqkv": ("wq", "wk", "wv")}, FeedForward: {"w13": ("w1", "w3")}}
+FUSED: dict[type[nn.Module], dict[str, tuple[str, ...]]] = {
+    Attention: {"wqkv": ("wq", "wk", "wv")},
+    FeedForward: {"w13": ("w1", "w3")},
+}
 
 
 def _dense(t: WeightLike, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
@@ -108,9 +111,9 @@ def build_model(
         if not isinstance(module, nn.Linear) or name in fused_away:
             continue
         stem = checkpoint_name(name)
-        replacement = _make_linear(
-            tensors[stem + ".weight"], tensors.get(stem + ".bias"), device, dtype, q4_backend
-        )
+        stored_bias = tensors.get(stem + ".bias")
+        assert stored_bias is None or isinstance(stored_bias, torch.Tensor), f"{stem}.bias must be dense"
+        replacement = _make_linear(tensors[stem + ".weight"], stored_bias, device, dtype, q4_backend)
         model.set_submodule(name, replacement)
 
     table = tensors[checkpoint_name("tok_embeddings.weight")]

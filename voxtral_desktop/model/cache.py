@@ -88,6 +88,20 @@ class KVCache:
         """Store k, v [B, Hkv, T, D] of the positions reserved by `begin`; return the used cache."""
         self.k[layer].index_copy_(2, self._slots, k.to(self.k.dtype))
         self.v[layer].index_copy_(2, self._slots, v.to(self.v.dtype))
+        return self.used(layer)
+
+    @property
+    def slots(self) -> torch.Tensor:
+        """Slots [T] of the positions reserved by the last `begin` (device)."""
+        return self._slots
+
+    def layer(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The whole ring of one layer, keys and values [B, Hkv, capacity, D], for writers that
+        store the slots of `begin` themselves (the fused RoPE kernel)."""
+        return self.k[layer], self.v[layer]
+
+    def used(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The slots attention reads after this call's writes: [B, Hkv, S, D]."""
         return self.k[layer, :, :, : self._used], self.v[layer, :, :, : self._used]
 
     def snapshot(self) -> dict[str, object]:

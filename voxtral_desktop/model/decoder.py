@@ -83,8 +83,28 @@ class DecoderLayer(nn.Module):
         bias: torch.Tensor,
         ada_scale: torch.Tensor,
     ) -> torch.Tensor:
-        x = x + self.attention(self.attention_norm(x), rotations, cache, index, bias)
-        return x + self.feed_forward(self.ffn_norm(x) * ada_scale.to(x.dtype))
+        x, h = self.forward_pending(x, None, rotations, cache, index, bias, ada_scale)
+        return x + h
+
+    def forward_pending(
+        self,
+        x: torch.Tensor,
+        pending: torch.Tensor | None,
+        rotations: torch.Tensor,
+        cache: KVCache,
+        index: int,
+        bias: torch.Tensor,
+        ada_scale: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The layer on x + pending with its own last residual add left pending: (x', h) where
+        x' + h is the layer's output. Each residual add then runs fused with the next norm."""
+        if pending is None:
+            normed = self.attention_norm(x)
+        else:
+            x, normed = self.attention_norm.add_forward(x, pending)
+        h = self.attention(normed, rotations, cache, index, bias)
+        x, h = self.ffn_norm.add_forward(x, h, ada_scale)  # x + h and its (Ada-scaled) norm
+        return x, self.feed_forward(h)
 
 
 class Decoder(nn.Module):
@@ -99,13 +119,17 @@ class Decoder(nn.Module):
     def ada_scales(self, n_delay_tokens: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
         """(1 + W2 gelu(W1 t_cond)) for every layer: [n_layers, dim]. Computed once per delay."""
         t_cond = delay_embedding(n_delay_tokens, self.config.dim, device, dtype)
-        return torch.stack([1 + layer.ada_rms_norm_t_cond(t_cond) for layer in self.layers])
+        layers: list[DecoderLayer] = list(self.layers)  # type: ignore[arg-type]
+        return torch.stack([1 + layer.ada_rms_norm_t_cond(t_cond) for layer in layers])
 
     def forward(self, x: torch.Tensor, state: DecoderState) -> torch.Tensor:
         """Embeddings [B, T, dim] of the next T positions -> normed hidden states [B, T, dim]."""
         positions, mask = state.cache.begin(x.shape[1])
         bias = attention_bias(mask, self.config.n_heads // self.config.n_kv_heads, x.dtype)
         rotations = rope_tables(positions, self.config.head_dim, self.config.rope_theta)
+        pending = None
         for index, layer in enumerate(self.layers):
-            x = layer(x, rotations, state.cache, index, bias, state.ada_scales[index])
-        return self.norm(x)
+            x, pending = layer.forward_pending(
+                x, pending, rotations, state.cache, index, bias, state.ada_scales[index]
+            )
+        return self.norm(x) if pending is None else self.norm.add_forward(x, pending)[1]

@@ -78,6 +78,10 @@ class ConvLayer(nn.Module):
         super().__init__()
         self.conv = nn.Conv1d(c_in, c_out, kernel_size=3, stride=stride)
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Causal conv + GELU; the caller prepends the left context (the conv tail)."""
+        return F.gelu(self.conv(x))
+
 
 class EncoderLayer(nn.Module):
     def __init__(self, config: EncoderConfig) -> None:
@@ -90,8 +94,26 @@ class EncoderLayer(nn.Module):
     def forward(
         self, x: torch.Tensor, rotations: torch.Tensor, cache: KVCache, index: int, bias: torch.Tensor
     ) -> torch.Tensor:
-        x = x + self.attention(self.attention_norm(x), rotations, cache, index, bias)
-        return x + self.feed_forward(self.ffn_norm(x))
+        x, h = self.forward_pending(x, None, rotations, cache, index, bias)
+        return x + h
+
+    def forward_pending(
+        self,
+        x: torch.Tensor,
+        pending: torch.Tensor | None,
+        rotations: torch.Tensor,
+        cache: KVCache,
+        index: int,
+        bias: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The layer on x + pending, its last residual add left pending (see the decoder's)."""
+        if pending is None:
+            normed = self.attention_norm(x)
+        else:
+            x, normed = self.attention_norm.add_forward(x, pending)
+        h = self.attention(normed, rotations, cache, index, bias)
+        x, h = self.ffn_norm.add_forward(x, h)  # x + h and its norm
+        return x, self.feed_forward(h)
 
 
 class Transformer(nn.Module):
@@ -116,15 +138,18 @@ class WhisperEncoder(nn.Module):
             raise ValueError(f"the encoder takes an even number of mel frames, got {mel.shape[-1]}")
         x = torch.cat([state.conv1_tail, mel.to(state.conv1_tail.dtype)], dim=-1)  # [B, n_mels, T+2]
         state.conv1_tail.copy_(x[..., -2:])
-        x = F.gelu(self.conv_layers[0].conv(x))  # [B, dim, T]
+        conv1, conv2 = self.conv_layers
+        x = conv1(x)  # [B, dim, T]
         x = torch.cat([state.conv2_tail, x], dim=-1)  # [B, dim, T+1]
         state.conv2_tail.copy_(x[..., -1:])
-        x = F.gelu(self.conv_layers[1].conv(x))  # [B, dim, T/2]
+        x = conv2(x)  # [B, dim, T/2]
         x = x.transpose(1, 2)  # [B, T/2, dim]
 
         positions, mask = state.cache.begin(x.shape[1])
         bias = attention_bias(mask, 1, x.dtype)
         rotations = rope_tables(positions, self.config.head_dim, self.config.rope_theta)
+        pending = None
         for index, layer in enumerate(self.transformer.layers):
-            x = layer(x, rotations, state.cache, index, bias)
-        return self.transformer.norm(x)
+            x, pending = layer.forward_pending(x, pending, rotations, state.cache, index, bias)
+        norm = self.transformer.norm
+        return norm(x) if pending is None else norm.add_forward(x, pending)[1]

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from voxtral_desktop.kernels import fused
 from voxtral_desktop.model.cache import KVCache
 
 
@@ -21,9 +22,22 @@ class RMSNorm(nn.Module):
         self.eps = eps
         self.weight = nn.Parameter(torch.ones(dim), requires_grad=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # One fused kernel; the statistics are accumulated in fp32 whatever the input dtype.
-        return F.rms_norm(x, (x.shape[-1],), self.weight.to(x.dtype), self.eps)
+    def forward(self, x: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
+        """rms_norm(x) * weight, times `scale` [dim] if given (the decoder's Ada scale)."""
+        if fused.enabled(x):  # one Triton kernel for the norm, its weight and the scale
+            return fused.rms_norm(x, self.weight, self.eps, scale)
+        # The statistics are accumulated in fp32 whatever the input dtype.
+        y = F.rms_norm(x, (x.shape[-1],), self.weight.to(x.dtype), self.eps)
+        return y if scale is None else y * scale.to(x.dtype)
+
+    def add_forward(
+        self, x: torch.Tensor, residual: torch.Tensor, scale: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x + residual, forward(x + residual, scale)): the residual add fused with the norm."""
+        if fused.enabled(x):
+            return fused.add_rms_norm(x, residual, self.weight, self.eps, scale)
+        x = x + residual
+        return x, self.forward(x, scale)
 
 
 def rope_tables(positions: torch.Tensor, head_dim: int, theta: float) -> torch.Tensor:
@@ -112,9 +126,19 @@ class Attention(nn.Module):
     ) -> torch.Tensor:
         """`bias` [G*T, S] comes from `attention_bias` of the cache's mask (shared by all layers)."""
         B, T, _ = x.shape
-        q, k, v = self.project_qkv(x, rotations)
-        keys, values = cache.write(layer, k.transpose(1, 2), v.transpose(1, 2))  # [B, Hkv, S, D]
-        out = attend(q.transpose(1, 2), keys.to(q.dtype), values.to(q.dtype), bias)  # [B, H, T, D]
+        if self.wqkv is not None and fused.enabled(x):
+            # One kernel: rotate q and k, q to [B, H, T, D], k and v into the cache slots.
+            k_layer, v_layer = cache.layer(layer)
+            q = fused.rope_qkv_to_cache(
+                self.wqkv(x), rotations, cache.slots, k_layer, v_layer,
+                self.n_heads, self.n_kv_heads, self.head_dim,
+            )  # fmt: skip
+            keys, values = cache.used(layer)
+            out = attend(q, keys.to(q.dtype), values.to(q.dtype), bias)  # [B, H, T, D]
+        else:
+            q, k, v = self.project_qkv(x, rotations)
+            keys, values = cache.write(layer, k.transpose(1, 2), v.transpose(1, 2))  # [B, Hkv, S, D]
+            out = attend(q.transpose(1, 2), keys.to(q.dtype), values.to(q.dtype), bias)  # [B, H, T, D]
         return self.wo(out.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim))
 
 
@@ -131,6 +155,8 @@ class FeedForward(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.w13 is None:
             gate, up = self.w1(x), self.w3(x)
+        elif fused.enabled(x):
+            return self.w2(fused.silu_mul(self.w13(x)))
         else:
             gate, up = self.w13(x).chunk(2, dim=-1)
         return self.w2(F.silu(gate) * up)
