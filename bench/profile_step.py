@@ -1,10 +1,13 @@
-"""Where the time of one streaming step goes (device machine): graph replay timing + a profile."""
+"""Where the time of one streaming step goes (device machine): graph replay timing + a profile.
+
+Captures the step twice, with the Triton fusions (kernels/fused.py) and without, and prints the
+bare replay time and the kernels per step of each; then a profile of the fused one.
+"""
 
 from __future__ import annotations
 
 import time
 
-import numpy as np
 import torch
 from torch.profiler import ProfilerActivity, profile
 
@@ -12,6 +15,7 @@ from voxtral_desktop.benchmark import noise, random_q4_tensors
 from voxtral_desktop.config import SAMPLES_PER_TOKEN, ModelConfig, StreamConfig
 from voxtral_desktop.engine.session import StreamingSession
 from voxtral_desktop.engine.tokenizer import TekkenTokenizer
+from voxtral_desktop.kernels import fused
 from voxtral_desktop.kernels.int4pack import CudaInt4Backend
 from voxtral_desktop.model.build import build_model
 from voxtral_desktop.synthetic.tekken import build_tekken_json
@@ -19,47 +23,48 @@ from voxtral_desktop.synthetic.tekken import build_tekken_json
 dev = torch.device("cuda")
 config = ModelConfig()
 tensors = random_q4_tensors(config)
-model = build_model(config, tensors, device=dev, dtype=torch.bfloat16, q4_backend=CudaInt4Backend(), fuse=True)
+model = build_model(
+    config, tensors, device=dev, dtype=torch.bfloat16, q4_backend=CudaInt4Backend(), fuse=True
+)
 tok = TekkenTokenizer.from_dict(build_tekken_json(2000))
-session = StreamingSession(model, tok, StreamConfig(480), cuda_graphs=True)
 audio = noise(30.0)
-for i in range(0, 100 * SAMPLES_PER_TOKEN, SAMPLES_PER_TOKEN):
-    session.feed(audio[i : i + SAMPLES_PER_TOKEN])
-graph = session.graph
-g = graph.graphs[graph.bucket_for(session.state.decoder.cache.next_pos)]
-torch.cuda.synchronize()
-start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-start.record()
-for _ in range(100):
-    g.replay()
-end.record()
-torch.cuda.synchronize()
-print(f"bare graph replay: {start.elapsed_time(end) / 100:.3f} ms (GPU time)")
-t0 = time.perf_counter()
-for _ in range(100):
-    g.replay()
-    torch.cuda.synchronize()
-print(f"bare graph replay + sync: {(time.perf_counter() - t0) * 10:.3f} ms (wall)")
 
+
+def measure(use_fused: bool) -> StreamingSession:
+    fused.ENABLED = use_fused
+    session = StreamingSession(model, tok, StreamConfig(480), cuda_graphs=True)
+    for i in range(0, 100 * SAMPLES_PER_TOKEN, SAMPLES_PER_TOKEN):
+        session.feed(audio[i : i + SAMPLES_PER_TOKEN])
+    graph = session.graph
+    g = graph.graphs[graph.bucket_for(session.state.decoder.cache.next_pos)]
+    torch.cuda.synchronize()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(100):
+        g.replay()
+    end.record()
+    torch.cuda.synchronize()
+    label = "fused" if use_fused else "unfused"
+    print(f"[{label}] bare graph replay: {start.elapsed_time(end) / 100:.3f} ms (GPU time)")
+    t0 = time.perf_counter()
+    for _ in range(100):
+        g.replay()
+        torch.cuda.synchronize()
+    print(f"[{label}] bare graph replay + sync: {(time.perf_counter() - t0) * 10:.3f} ms (wall)")
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(10):
+            g.replay()
+        torch.cuda.synchronize()
+    kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+    print(f"[{label}] kernels per step: {len(kernels) / 10:.0f}")
+    return session
+
+
+session = measure(False)
+del session
+session = measure(True)
 with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
     for i in range(100 * SAMPLES_PER_TOKEN, 110 * SAMPLES_PER_TOKEN, SAMPLES_PER_TOKEN):
         session.feed(audio[i : i + SAMPLES_PER_TOKEN])
     torch.cuda.synchronize()
-print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=25, max_name_column_width=70))
-print(prof.key_averages().table(sort_by="cpu_time_total", row_limit=15, max_name_column_width=70))
-
-# Eager decoder step and encoder chunk for comparison
-from voxtral_desktop.model.decoder import DecoderState
-from voxtral_desktop.model.encoder import EncoderState
-
-enc = EncoderState.allocate(config.encoder, batch=1, max_chunk_frames=4, device=dev, dtype=torch.bfloat16)
-mel = torch.randn(1, 128, 8, device=dev, dtype=torch.bfloat16)
-with torch.no_grad():
-    for _ in range(3):
-        model.embed_audio(mel, enc)
-    torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    for _ in range(20):
-        model.embed_audio(mel, enc)
-    torch.cuda.synchronize()
-print(f"eager encoder step (4 frames): {(time.perf_counter() - t0) / 20 * 1e3:.2f} ms")
+print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=30, max_name_column_width=70))

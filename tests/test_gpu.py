@@ -84,6 +84,95 @@ def _q4_tiny(config: ModelConfig, seed: int) -> dict:
             for s in expected_tensors(config)}  # fmt: skip
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize(
+    ("B", "T", "H", "HKV", "D", "C", "S"),
+    [
+        (1, 1, 32, 8, 128, 300, 256),
+        (1, 4, 32, 32, 64, 1005, 1005),
+        (3, 1, 32, 8, 128, 8230, 8230),
+        (2, 2, 4, 1, 64, 90, 77),
+    ],
+)
+@pytest.mark.parametrize("variant", ["sum", "dot"])
+def test_fused_attention_matches_torch(
+    dtype: torch.dtype, B: int, T: int, H: int, HKV: int, D: int, C: int, S: int, variant: str, monkeypatch
+) -> None:
+    """Flash-decoding attention against the baddbmm/softmax/bmm path, over a strided cache view
+    with a sliding-window mask (some key slices wholly masked)."""
+    from voxtral_desktop.kernels import fused
+    from voxtral_desktop.model import layers
+
+    g = torch.Generator(device=CUDA).manual_seed(1)
+    q = torch.randn(B, H, T, D, device=CUDA, generator=g).to(dtype)
+    kc = torch.randn(B, HKV, C, D, device=CUDA, generator=g).to(dtype)
+    vc = torch.randn(B, HKV, C, D, device=CUDA, generator=g).to(dtype)
+    k, v = kc[:, :, :S], vc[:, :, :S]
+    pos = torch.arange(T, device=CUDA) + S - T
+    held = torch.arange(S, device=CUDA)
+    dist = pos[:, None] - held[None, :]
+    mask = (dist >= 0) & (dist < max(T + 3, S // 3))
+    bias = layers.attention_bias(mask, H // HKV, dtype)
+    assert fused.attention_applies(q, H // HKV) == (B == 1)  # batches keep the cuBLAS path
+    monkeypatch.setenv("VOXTRAL_ATTN", variant)
+    got = fused.attention(q, k, v, bias)
+    fused.ENABLED = False
+    try:
+        want = layers.attend(q.float(), k.float(), v.float(), bias.float())
+    finally:
+        fused.ENABLED = True
+    tol = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=2e-2, atol=2e-2)
+    torch.testing.assert_close(got.float(), want, **tol)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize(
+    ("B", "T", "H", "HKV", "dim"), [(1, 1, 32, 8, 3072), (1, 4, 32, 32, 1280), (3, 2, 4, 2, 1280)]
+)
+def test_fused_kernels_match_torch(dtype: torch.dtype, B: int, T: int, H: int, HKV: int, dim: int) -> None:
+    """The Triton fusions against the torch ops they replace (fp32: to rounding only)."""
+    from torch.nn import functional as F
+
+    from voxtral_desktop.kernels import fused
+    from voxtral_desktop.model.layers import apply_rope, rope_tables
+
+    assert fused.enabled(torch.zeros(1, device=CUDA))
+    g = torch.Generator(device=CUDA).manual_seed(0)
+    tol = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=2e-2, atol=2e-2)
+    x = torch.randn(B, T, dim, device=CUDA, generator=g).to(dtype)
+    r = torch.randn(B, T, dim, device=CUDA, generator=g).to(dtype)
+    w = (1 + 0.1 * torch.randn(dim, device=CUDA, generator=g)).to(dtype)
+    s = (1 + 0.1 * torch.randn(dim, device=CUDA, generator=g)).to(dtype)
+    ref = F.rms_norm(x.float(), (dim,), w.float(), 1e-5)
+    torch.testing.assert_close(fused.rms_norm(x, w, 1e-5).float(), ref, **tol)
+    torch.testing.assert_close(fused.rms_norm(x, w, 1e-5, s).float(), ref * s.float(), **tol)
+    xs, y = fused.add_rms_norm(x, r, w, 1e-5, s)
+    torch.testing.assert_close(xs, x + r)
+    ref = F.rms_norm((x + r).float(), (dim,), w.float(), 1e-5) * s.float()
+    torch.testing.assert_close(y.float(), ref, **tol)
+    gu = torch.randn(B, T, 2 * dim, device=CUDA, generator=g).to(dtype)
+    gate, up = gu.float().chunk(2, dim=-1)
+    torch.testing.assert_close(fused.silu_mul(gu).float(), F.silu(gate) * up, **tol)
+    # RoPE + cache write
+    D, C = 128, 16
+    qkv = torch.randn(B, T, (H + 2 * HKV) * D, device=CUDA, generator=g).to(dtype)
+    positions = torch.arange(T, device=CUDA) + 9
+    rot = rope_tables(positions, D, 1e6)
+    slots = positions % C
+    kc = torch.zeros(B, HKV, C, D, device=CUDA, dtype=dtype)
+    vc = torch.zeros_like(kc)
+    q = fused.rope_qkv_to_cache(qkv, rot, slots, kc, vc, H, HKV, D)
+    qk_ref = apply_rope(qkv[..., : (H + HKV) * D].reshape(B, T, H + HKV, D), rot)
+    q_ref, k_ref = qk_ref.split([H, HKV], dim=2)
+    torch.testing.assert_close(q.float(), q_ref.transpose(1, 2).float(), **tol)
+    torch.testing.assert_close(kc[:, :, slots].float(), k_ref.transpose(1, 2).float(), **tol)
+    v_ref = qkv[..., (H + HKV) * D :].reshape(B, T, HKV, D).transpose(1, 2)
+    torch.testing.assert_close(vc[:, :, slots], v_ref)
+    untouched = torch.ones(C, dtype=torch.bool, device=CUDA)
+    untouched[slots] = False
+    assert not kc[:, :, untouched].any() and not vc[:, :, untouched].any()
+
+
 @pytest.mark.parametrize(
     ("seed", "overrides", "delay_ms", "seconds"),
     [

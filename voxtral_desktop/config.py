@@ -137,8 +137,12 @@ class ModelConfig:
             downsample = int(whisper.get("downsample_args", {}).get("downsample_factor", 4))
             log_mel_max = float(audio.get("global_log_mel_max", 1.5))
         except (KeyError, TypeError, ValueError) as exc:
-            raise ConfigError(f"params.json is not a Voxtral Realtime config (missing or bad {exc})") from None
-        return cls(encoder=encoder, decoder=decoder, downsample_factor=downsample, global_log_mel_max=log_mel_max)
+            raise ConfigError(
+                f"params.json is not a Voxtral Realtime config (missing or bad {exc})"
+            ) from None
+        return cls(
+            encoder=encoder, decoder=decoder, downsample_factor=downsample, global_log_mel_max=log_mel_max
+        )
 
     def to_params(self) -> dict[str, Any]:
         """The Mistral-native `params.json` dict for this config (round-trips `from_params`)."""

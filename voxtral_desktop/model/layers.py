@@ -73,6 +73,8 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor
     B, H, T, D = q.shape
     Hkv, S = k.shape[1], k.shape[2]
     groups = H // Hkv
+    if fused.attention_applies(q, groups):  # a streaming step: one flash-decoding pass
+        return fused.attention(q, k, v, bias)
     qg = q.reshape(B * Hkv, groups * T, D)  # [B Hkv, G T, D]: rows are (group, t)
     # scale, matmul and mask in one kernel; the softmax accumulates in fp32 like the reference
     scores = torch.baddbmm(

@@ -1,0 +1,385 @@
+"""Triton fusions of the small per-layer ops (CUDA only), with the plain torch path elsewhere.
+
+A streaming step is ~58 layers of tiny ops (one token, or four encoder frames), so what it costs
+is mostly the number of kernels, not their arithmetic. These kernels each replace a chain:
+
+- `rms_norm`: the norm, its weight and an optional extra scale (the decoder's Ada scale) in one
+  pass, statistics in fp32;
+- `add_rms_norm`: residual add + the next norm (two outputs: the new residual and its norm);
+- `rope_qkv_to_cache`: RoPE of q and k straight out of the fused qkv projection, q written in the
+  [B, H, T, D] layout attention reads, k (rotated) and v written into the KV cache slots;
+- `silu_mul`: SwiGLU's silu(gate) * up from the fused gate/up projection;
+- `attention`: for a streaming step (one stream, <= 8 query rows per KV head) scores, mask,
+  softmax and the weighted values as a split-key online softmax (flash decoding) in two kernels,
+  instead of baddbmm + softmax + bmm (cuBLAS picked a 34 us GEMV for the encoder's 1,005 keys).
+
+All arithmetic is fp32 (accurate libdevice exp/rsqrt where available), rounded once to the
+output dtype, so the fp32 model stays exact. Triton is imported lazily; `enabled(x)` says whether
+the fused path applies to a tensor (CUDA, Triton importable, not disabled by
+VOXTRAL_NO_FUSED_KERNELS=1).
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cache
+from typing import Any
+
+import torch
+
+
+@cache
+def _available() -> bool:
+    if os.environ.get("VOXTRAL_NO_FUSED_KERNELS", "") not in ("", "0"):
+        return False
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+ENABLED = True  # a switch for comparisons (bench/profile_step.py); the env variable is the user's
+
+
+def enabled(x: torch.Tensor) -> bool:
+    return ENABLED and x.is_cuda and _available()
+
+
+def _next_pow2(n: int) -> int:
+    return 1 << max(0, (n - 1).bit_length())
+
+
+@cache
+def _kernels() -> Any:
+    import triton
+    import triton.language as tl
+
+    try:  # accurate exp/rsqrt (the tl builtins are approximate)
+        from triton.language.extra import libdevice as fmath
+    except ImportError:
+        fmath = tl
+
+    @triton.jit
+    def rms_norm_kernel(
+        x_ptr, r_ptr, w_ptr, s_ptr, y_ptr, xo_ptr, N, stride_x, stride_r, stride_y, stride_xo, eps,
+        HAS_RES: tl.constexpr, HAS_SCALE: tl.constexpr, BLOCK: tl.constexpr,
+    ):  # fmt: skip
+        row = tl.program_id(0)
+        cols = tl.arange(0, BLOCK)
+        m = cols < N
+        x = tl.load(x_ptr + row * stride_x + cols, mask=m, other=0.0).to(tl.float32)
+        if HAS_RES:
+            r = tl.load(r_ptr + row * stride_r + cols, mask=m, other=0.0).to(tl.float32)
+            x = (x + r).to(xo_ptr.dtype.element_ty)
+            tl.store(xo_ptr + row * stride_xo + cols, x, mask=m)
+            x = x.to(tl.float32)
+        ms = tl.sum(x * x, axis=0) / N
+        y = x * fmath.rsqrt(ms + eps)
+        w = tl.load(w_ptr + cols, mask=m, other=0.0).to(tl.float32)
+        y = y * w
+        if HAS_SCALE:
+            s = tl.load(s_ptr + cols, mask=m, other=0.0).to(tl.float32)
+            y = y * s
+        tl.store(y_ptr + row * stride_y + cols, y.to(y_ptr.dtype.element_ty), mask=m)
+
+    @triton.jit
+    def rope_cache_kernel(
+        qkv_ptr, rot_ptr, slot_ptr, q_ptr, kc_ptr, vc_ptr,
+        T, H, HKV,
+        s_qb, s_qt,
+        s_kb, s_kh, s_ks,
+        HALF: tl.constexpr,
+    ):  # fmt: skip
+        bt = tl.program_id(0)
+        head = tl.program_id(1)
+        b = bt // T
+        t = bt % T
+        i = tl.arange(0, HALF)
+        src = qkv_ptr + b * s_qb + t * s_qt + head * (2 * HALF)
+        if head < H + HKV:
+            a = tl.load(src + 2 * i).to(tl.float32)
+            c = tl.load(src + 2 * i + 1).to(tl.float32)
+            cos = tl.load(rot_ptr + t * (2 * HALF) + 2 * i)
+            sin = tl.load(rot_ptr + t * (2 * HALF) + 2 * i + 1)
+            re = a * cos - c * sin
+            im = a * sin + c * cos
+            if head < H:
+                # q [B, H, T, D] contiguous
+                dst = q_ptr + ((b * H + head) * T + t) * (2 * HALF)
+                tl.store(dst + 2 * i, re.to(q_ptr.dtype.element_ty))
+                tl.store(dst + 2 * i + 1, im.to(q_ptr.dtype.element_ty))
+            else:
+                slot = tl.load(slot_ptr + t)
+                dst = kc_ptr + b * s_kb + (head - H) * s_kh + slot * s_ks
+                tl.store(dst + 2 * i, re.to(kc_ptr.dtype.element_ty))
+                tl.store(dst + 2 * i + 1, im.to(kc_ptr.dtype.element_ty))
+        else:
+            slot = tl.load(slot_ptr + t)
+            j = tl.arange(0, 2 * HALF)
+            v = tl.load(src + j)
+            dst = vc_ptr + b * s_kb + (head - H - HKV) * s_kh + slot * s_ks
+            tl.store(dst + j, v.to(vc_ptr.dtype.element_ty))
+
+    @triton.jit
+    def silu_mul_kernel(gu_ptr, y_ptr, N, stride_gu, stride_y, BLOCK: tl.constexpr):
+        row = tl.program_id(0)
+        cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+        m = cols < N
+        g = tl.load(gu_ptr + row * stride_gu + cols, mask=m, other=0.0).to(tl.float32)
+        u = tl.load(gu_ptr + row * stride_gu + N + cols, mask=m, other=0.0).to(tl.float32)
+        y = g / (1.0 + fmath.exp(-g)) * u
+        tl.store(y_ptr + row * stride_y + cols, y.to(y_ptr.dtype.element_ty), mask=m)
+
+    @triton.jit
+    def attn_split_kernel(
+        q_ptr, k_ptr, v_ptr, bias_ptr, m_ptr, l_ptr, acc_ptr,
+        S, R, HKV, NS, SPLIT_S, s_kb, s_kh, s_ks, s_bias, scale,
+        R_PAD: tl.constexpr, D: tl.constexpr, BS: tl.constexpr,
+    ):  # fmt: skip
+        bh = tl.program_id(0)
+        sp = tl.program_id(1)
+        b = bh // HKV
+        h = bh % HKV
+        rows = tl.arange(0, R_PAD)
+        d = tl.arange(0, D)
+        rmask = rows < R
+        q = tl.load(q_ptr + (bh * R + rows)[:, None] * D + d[None, :], mask=rmask[:, None], other=0.0)
+        q = q.to(tl.float32)
+        m = tl.full([R_PAD], -1e30, tl.float32)
+        l = tl.zeros([R_PAD], tl.float32)
+        acc = tl.zeros([R_PAD, D], tl.float32)
+        k_base = k_ptr + b * s_kb + h * s_kh
+        v_base = v_ptr + b * s_kb + h * s_kh
+        start = sp * SPLIT_S
+        end = tl.minimum(start + SPLIT_S, S)
+        for s0 in range(start, end, BS):
+            offs = s0 + tl.arange(0, BS)
+            smask = offs < end
+            k = tl.load(k_base + offs[:, None] * s_ks + d[None, :], mask=smask[:, None], other=0.0)
+            scores = tl.sum(q[:, None, :] * k.to(tl.float32)[None, :, :], axis=2) * scale  # [R_PAD, BS]
+            bias = tl.load(
+                bias_ptr + rows[:, None] * s_bias + offs[None, :],
+                mask=rmask[:, None] & smask[None, :],
+                other=float("-inf"),
+            )
+            scores = scores + bias.to(tl.float32)
+            m_new = tl.maximum(m, tl.max(scores, axis=1))
+            alpha = fmath.exp(m - m_new)
+            p = fmath.exp(scores - m_new[:, None])
+            l = l * alpha + tl.sum(p, axis=1)
+            v = tl.load(v_base + offs[:, None] * s_ks + d[None, :], mask=smask[:, None], other=0.0)
+            acc = acc * alpha[:, None] + tl.sum(p[:, :, None] * v.to(tl.float32)[None, :, :], axis=1)
+            m = m_new
+        part = (bh * NS + sp) * R_PAD + rows
+        tl.store(m_ptr + part, m)
+        tl.store(l_ptr + part, l)
+        tl.store(acc_ptr + part[:, None] * D + d[None, :], acc)
+
+    @triton.jit
+    def attn_split_dot_kernel(
+        q_ptr, k_ptr, v_ptr, bias_ptr, m_ptr, l_ptr, acc_ptr,
+        S, R, HKV, NS, SPLIT_S, s_kb, s_kh, s_ks, s_bias, scale,
+        R_PAD: tl.constexpr, D: tl.constexpr, BS: tl.constexpr, IEEE: tl.constexpr,
+    ):  # fmt: skip
+        # The same as attn_split_kernel with tensor-core dots (rows padded to 16; exact fp32
+        # FMA dots for fp32 inputs).
+        bh = tl.program_id(0)
+        sp = tl.program_id(1)
+        b = bh // HKV
+        h = bh % HKV
+        rows = tl.arange(0, 16)
+        d = tl.arange(0, D)
+        rmask = rows < R
+        q = tl.load(q_ptr + (bh * R + rows)[:, None] * D + d[None, :], mask=rmask[:, None], other=0.0)
+        m = tl.full([16], -1e30, tl.float32)
+        l = tl.zeros([16], tl.float32)
+        acc = tl.zeros([16, D], tl.float32)
+        k_base = k_ptr + b * s_kb + h * s_kh
+        v_base = v_ptr + b * s_kb + h * s_kh
+        start = sp * SPLIT_S
+        end = tl.minimum(start + SPLIT_S, S)
+        for s0 in range(start, end, BS):
+            offs = s0 + tl.arange(0, BS)
+            smask = offs < end
+            k = tl.load(k_base + offs[:, None] * s_ks + d[None, :], mask=smask[:, None], other=0.0)
+            if IEEE:
+                scores = tl.dot(q, tl.trans(k), input_precision="ieee")
+            else:
+                scores = tl.dot(q, tl.trans(k))
+            bias = tl.load(
+                bias_ptr + rows[:, None] * s_bias + offs[None, :],
+                mask=rmask[:, None] & smask[None, :],
+                other=float("-inf"),
+            )
+            scores = scores * scale + bias.to(tl.float32)
+            m_new = tl.maximum(m, tl.max(scores, axis=1))
+            alpha = fmath.exp(m - m_new)
+            p = fmath.exp(scores - m_new[:, None])
+            l = l * alpha + tl.sum(p, axis=1)
+            v = tl.load(v_base + offs[:, None] * s_ks + d[None, :], mask=smask[:, None], other=0.0)
+            if IEEE:
+                acc = acc * alpha[:, None] + tl.dot(p, v, input_precision="ieee")
+            else:
+                acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+            m = m_new
+        part = (bh * NS + sp) * R_PAD + rows
+        keep = rows < R_PAD
+        tl.store(m_ptr + part, m, mask=keep)
+        tl.store(l_ptr + part, l, mask=keep)
+        tl.store(acc_ptr + part[:, None] * D + d[None, :], acc, mask=keep[:, None])
+
+    @triton.jit
+    def attn_combine_kernel(
+        m_ptr, l_ptr, acc_ptr, out_ptr, R, NS, R_PAD: tl.constexpr, D: tl.constexpr, NS_PAD: tl.constexpr
+    ):
+        pid = tl.program_id(0)
+        bh = pid // R
+        r = pid % R
+        sp = tl.arange(0, NS_PAD)
+        d = tl.arange(0, D)
+        smask = sp < NS
+        part = (bh * NS + sp) * R_PAD + r
+        m = tl.load(m_ptr + part, mask=smask, other=-1e30)
+        l = tl.load(l_ptr + part, mask=smask, other=0.0)
+        w = fmath.exp(m - tl.max(m, axis=0))
+        acc = tl.load(acc_ptr + part[:, None] * D + d[None, :], mask=smask[:, None], other=0.0)
+        out = tl.sum(acc * w[:, None], axis=0) / tl.sum(l * w, axis=0)
+        tl.store(out_ptr + (bh * R + r) * D + d, out.to(out_ptr.dtype.element_ty))
+
+    return (
+        rms_norm_kernel, rope_cache_kernel, silu_mul_kernel, attn_split_kernel, attn_combine_kernel,
+        attn_split_dot_kernel,
+    )  # fmt: skip
+
+
+def _rows(x: torch.Tensor) -> torch.Tensor:
+    x2 = x.reshape(-1, x.shape[-1])
+    return x2 if x2.stride(-1) == 1 else x2.contiguous()
+
+
+def rms_norm(
+    x: torch.Tensor, weight: torch.Tensor, eps: float, scale: torch.Tensor | None = None
+) -> torch.Tensor:
+    """rms_norm(x) * weight (* scale), one kernel; output in x's dtype."""
+    kern = _kernels()[0]
+    x2 = _rows(x)
+    y = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    y2 = y.view(-1, x.shape[-1])
+    n = x.shape[-1]
+    s = weight if scale is None else scale
+    kern[(x2.shape[0],)](
+        x2, x2, weight, s, y2, y2, n, x2.stride(0), 0, y2.stride(0), 0, eps,
+        HAS_RES=False, HAS_SCALE=scale is not None, BLOCK=_next_pow2(n),
+    )  # fmt: skip
+    return y
+
+
+def add_rms_norm(
+    x: torch.Tensor, r: torch.Tensor, weight: torch.Tensor, eps: float, scale: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x + r, rms_norm(x + r) * weight (* scale)) in one kernel; the sum is rounded to x's dtype
+    before the norm reads it, exactly like the unfused `x = x + r; norm(x)`."""
+    kern = _kernels()[0]
+    x2, r2 = _rows(x), _rows(r)
+    n = x.shape[-1]
+    out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    y = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    o2, y2 = out.view(-1, n), y.view(-1, n)
+    s = weight if scale is None else scale
+    kern[(x2.shape[0],)](
+        x2, r2, weight, s, y2, o2, n, x2.stride(0), r2.stride(0), y2.stride(0), o2.stride(0), eps,
+        HAS_RES=True, HAS_SCALE=scale is not None, BLOCK=_next_pow2(n),
+    )  # fmt: skip
+    return out, y
+
+
+def rope_qkv_to_cache(
+    qkv: torch.Tensor,
+    rotations: torch.Tensor,
+    slots: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    n_heads: int,
+    n_kv_heads: int,
+    head_dim: int,
+) -> torch.Tensor:
+    """qkv [B, T, (H + 2 Hkv) D] (last dim contiguous), rotations complex [T, D/2], slots [T]
+    -> rotated q [B, H, T, D]; rotated k and v are written to k_cache/v_cache [B, Hkv, S, D] at
+    the slots (like `KVCache.write`)."""
+    kern = _kernels()[1]
+    B, T, _ = qkv.shape
+    assert qkv.stride(-1) == 1 and k_cache.stride() == v_cache.stride() and k_cache.stride(-1) == 1
+    rot = torch.view_as_real(rotations)
+    if not rot.is_contiguous():
+        rot = rot.contiguous()
+    q = torch.empty(B, n_heads, T, head_dim, dtype=qkv.dtype, device=qkv.device)
+    kern[(B * T, n_heads + 2 * n_kv_heads)](
+        qkv, rot, slots, q, k_cache, v_cache,
+        T, n_heads, n_kv_heads,
+        qkv.stride(0), qkv.stride(1),
+        k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
+        HALF=head_dim // 2,
+    )  # fmt: skip
+    return q
+
+
+def silu_mul(gate_up: torch.Tensor) -> torch.Tensor:
+    """[..., 2 N] (gate | up) -> silu(gate) * up [..., N]."""
+    kern = _kernels()[2]
+    g2 = _rows(gate_up)
+    n = gate_up.shape[-1] // 2
+    y = torch.empty(*gate_up.shape[:-1], n, dtype=gate_up.dtype, device=gate_up.device)
+    y2 = y.view(-1, n)
+    block = min(2048, _next_pow2(n))
+    kern[(g2.shape[0], triton_cdiv(n, block))](g2, y2, n, g2.stride(0), y2.stride(0), BLOCK=block)
+    return y
+
+
+def triton_cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+# "dot" (tl.dot; exact IEEE fp32 dots for fp32 inputs) measured 5.6 us a call on the H100 against
+# 24 us for "sum" (broadcast multiply-reduce); VOXTRAL_ATTN=sum selects the latter for comparisons.
+ATTN_VARIANT = "dot"
+ATTN_MAX_ROWS = 8  # query rows per KV head (groups x positions) up to which `attention` applies
+
+
+def attention_applies(q: torch.Tensor, groups: int) -> bool:
+    """Whether `attention` takes q [B, H, T, D]: CUDA, few rows per KV head, a power-of-2 D."""
+    D = q.shape[-1]
+    # Batches of streams (engine/batch.py) keep the cuBLAS path: it reads each KV head once.
+    small = q.shape[0] == 1 and groups * q.shape[2] <= ATTN_MAX_ROWS
+    return enabled(q) and small and D == _next_pow2(D) and D >= 16
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """Like `layers.attend` (q [B, H, T, D], k/v [B, Hkv, S, D] with the same strides, bias
+    [G*T, S] rows (group, t)) -> [B, H, T, D], as a split-S online softmax (flash decoding):
+    one kernel over slices of the keys, one to combine them. fp32 throughout."""
+    split_kernel, combine_kernel, dot_kernel = _kernels()[3:6]
+    use_dot = os.environ.get("VOXTRAL_ATTN", ATTN_VARIANT) == "dot"
+    B, H, T, D = q.shape
+    Hkv, S = k.shape[1], k.shape[2]
+    R = (H // Hkv) * T
+    r_pad = max(2, _next_pow2(R))
+    q = q.contiguous()
+    assert k.stride() == v.stride() and k.stride(-1) == 1 and bias.stride(-1) == 1
+    block = 64 if use_dot else max(16, min(64, 8192 // (r_pad * D)))
+    n_split = min(16, triton_cdiv(S, 128))
+    split = triton_cdiv(triton_cdiv(S, n_split), block) * block
+    n_split = triton_cdiv(S, split)
+    m = torch.empty(B * Hkv * n_split * r_pad, dtype=torch.float32, device=q.device)
+    l = torch.empty_like(m)
+    acc = torch.empty(B * Hkv * n_split * r_pad, D, dtype=torch.float32, device=q.device)
+    args = (q, k, v, bias, m, l, acc, S, R, Hkv, n_split, split)
+    strides = (k.stride(0), k.stride(1), k.stride(2), bias.stride(0), D**-0.5)
+    if use_dot:
+        ieee = q.dtype == torch.float32
+        dot_kernel[(B * Hkv, n_split)](*args, *strides, R_PAD=r_pad, D=D, BS=block, IEEE=ieee)
+    else:
+        split_kernel[(B * Hkv, n_split)](*args, *strides, R_PAD=r_pad, D=D, BS=block)
+    out = torch.empty(B * Hkv, R, D, dtype=q.dtype, device=q.device)
+    combine_kernel[(B * Hkv * R,)](m, l, acc, out, R, n_split, R_PAD=r_pad, D=D, NS_PAD=_next_pow2(n_split))
+    return out.view(B, H, T, D)
