@@ -88,10 +88,38 @@ def test_help_in_a_subprocess_is_fast_and_imports_no_torch() -> None:
     assert imported.stdout.strip() == "[]", imported.stderr
 
 
-def test_no_command_prints_help_and_returns_2(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, err = run(capsys)
-    assert code == 2
-    assert "transcribe" in err and out == ""
+def test_no_command_opens_the_app(monkeypatch: pytest.MonkeyPatch) -> None:
+    import types
+
+    from voxtral_desktop import cli
+
+    calls: list[list[str]] = []
+    fake = types.SimpleNamespace(run_app=lambda argv: calls.append(argv) or 0)
+    monkeypatch.setattr(
+        cli.importlib, "import_module", lambda name: fake if name == "voxtral_desktop.ui.app" else None
+    )
+    assert main([]) == 0
+    assert main(["--input-file", "talk.wav", "--model", "m.gguf"]) == 0
+    assert calls == [[], ["--input-file", "talk.wav", "--model", "m.gguf"]]
+
+
+def test_the_app_without_its_extra_is_one_line(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    from voxtral_desktop import cli
+
+    def missing(name: str):
+        raise ModuleNotFoundError("No module named 'PySide6'", name="PySide6")
+
+    monkeypatch.setattr(cli.importlib, "import_module", missing)
+    assert main([]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "pip install 'voxtral-desktop[app]'" in err
+
+
+def test_help_still_prints_help(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["--help"])
+    assert exit_.value.code == 0
+    assert "transcribe" in capsys.readouterr().out
 
 
 def test_subcommand_help(capsys: pytest.CaptureFixture[str]) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import logging
 import os
 import sys
@@ -152,11 +153,36 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # ---- entry point ----------------------------------------------------------------------------
+def _wants_app(argv: Sequence[str]) -> bool:
+    """No subcommand: the desktop app (`voxtral-desktop`, `voxtral-desktop --input-file F`, ...)."""
+    if not argv:
+        return True
+    first = argv[0]
+    return first.startswith("-") and first not in ("-h", "--help", "--version", "-v", "--verbose")
+
+
+def _run_app(argv: Sequence[str]) -> int:
+    # Imported by name at run time: the command-line tools never load Qt (import-linter checks
+    # the static imports); only the GUI does, and only when it is asked for.
+    try:
+        app = importlib.import_module("voxtral_desktop.ui.app")
+    except ImportError as exc:
+        print(
+            f"{PROG}: error: the desktop app needs its extra packages ({exc.name or exc}): "
+            "pip install 'voxtral-desktop[app]'",
+            file=sys.stderr,
+        )
+        return 1
+    return int(app.run_app(list(argv)))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    args_in = list(sys.argv[1:] if argv is None else argv)
+    if _wants_app(args_in):
+        return _run_app(args_in)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(args_in)
     if args.command is None:
-        # The desktop app will take over the no-argument case; until then, say what exists.
         parser.print_help(sys.stderr)
         return 2
     with _cli_logging(args.verbose):
