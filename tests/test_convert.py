@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import errno
 import itertools
 import json
@@ -14,6 +13,7 @@ import pytest
 import torch
 from gguf import GGMLQuantizationType
 from gguf.quants import dequantize, quantize
+from test_weights import placeholder_tekken  # one placeholder tokenizer for both test modules
 
 from voxtral_desktop.config import ModelConfig
 from voxtral_desktop.errors import ConfigError, ModelFileError, TokenizerError
@@ -29,22 +29,6 @@ from voxtral_desktop.weights.voxtral_gguf import (
     KEY_PARAMS_JSON,
     KEY_TEKKEN_JSON,
 )
-
-
-def placeholder_tekken() -> bytes:
-    """A minimal tekken.json-shaped file (256 single-byte tokens); only its bytes matter here."""
-    vocab = [
-        {"rank": i, "token_bytes": base64.b64encode(bytes([i])).decode(), "token_str": None}
-        for i in range(256)
-    ]
-    config = {
-        "pattern": ".",
-        "num_vocab_tokens": 256,
-        "default_vocab_size": 1256,
-        "default_num_special_tokens": 1000,
-    }
-    doc = {"config": config, "vocab": vocab, "special_tokens": [], "note": "placeholder – not a tokenizer ✓"}
-    return json.dumps(doc, ensure_ascii=False).encode("utf-8")
 
 
 def dense(w: torch.Tensor | Q4Weight) -> torch.Tensor:
