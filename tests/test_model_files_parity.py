@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from hf_reference import hf_features, hf_greedy_tokens, hf_model, pad_audio
 from test_parity import speechlike
+
 from voxtral_desktop.config import StreamConfig
 from voxtral_desktop.engine.engine import Engine
 from voxtral_desktop.engine.transcribe import transcribe_file, transcribe_stream

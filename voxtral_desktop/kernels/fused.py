@@ -133,8 +133,8 @@ def _kernels() -> Any:
 
     @triton.jit
     def attn_split_kernel(
-        q_ptr, k_ptr, v_ptr, bias_ptr, m_ptr, l_ptr, acc_ptr,
-        S, R, HKV, NS, SPLIT_S, s_kb, s_kh, s_ks, s_bias, scale,
+        q_ptr, k_ptr, v_ptr, bias_ptr, valid_ptr, m_ptr, l_ptr, acc_ptr,
+        S, R, HKV, NS, s_kb, s_kh, s_ks, s_bias, scale,
         R_PAD: tl.constexpr, D: tl.constexpr, BS: tl.constexpr,
     ):  # fmt: skip
         bh = tl.program_id(0)
@@ -151,8 +151,12 @@ def _kernels() -> Any:
         acc = tl.zeros([R_PAD, D], tl.float32)
         k_base = k_ptr + b * s_kb + h * s_kh
         v_base = v_ptr + b * s_kb + h * s_kh
-        start = sp * SPLIT_S
-        end = tl.minimum(start + SPLIT_S, S)
+        # Only the slots in use are read: the count comes from the device (CUDA graphs replay
+        # one kernel for every cache fill), and the split of it among the NS programs too.
+        n_valid = tl.minimum(tl.load(valid_ptr).to(tl.int32), S)
+        split = tl.cdiv(tl.cdiv(n_valid, NS), BS) * BS
+        start = sp * split
+        end = tl.minimum(start + split, n_valid)
         for s0 in range(start, end, BS):
             offs = s0 + tl.arange(0, BS)
             smask = offs < end
@@ -178,8 +182,8 @@ def _kernels() -> Any:
 
     @triton.jit
     def attn_split_dot_kernel(
-        q_ptr, k_ptr, v_ptr, bias_ptr, m_ptr, l_ptr, acc_ptr,
-        S, R, HKV, NS, SPLIT_S, s_kb, s_kh, s_ks, s_bias, scale,
+        q_ptr, k_ptr, v_ptr, bias_ptr, valid_ptr, m_ptr, l_ptr, acc_ptr,
+        S, R, HKV, NS, s_kb, s_kh, s_ks, s_bias, scale,
         R_PAD: tl.constexpr, D: tl.constexpr, BS: tl.constexpr, IEEE: tl.constexpr,
     ):  # fmt: skip
         # The same as attn_split_kernel with tensor-core dots (rows padded to 16; exact fp32
@@ -197,8 +201,12 @@ def _kernels() -> Any:
         acc = tl.zeros([16, D], tl.float32)
         k_base = k_ptr + b * s_kb + h * s_kh
         v_base = v_ptr + b * s_kb + h * s_kh
-        start = sp * SPLIT_S
-        end = tl.minimum(start + SPLIT_S, S)
+        # Only the slots in use are read: the count comes from the device (CUDA graphs replay
+        # one kernel for every cache fill), and the split of it among the NS programs too.
+        n_valid = tl.minimum(tl.load(valid_ptr).to(tl.int32), S)
+        split = tl.cdiv(tl.cdiv(n_valid, NS), BS) * BS
+        start = sp * split
+        end = tl.minimum(start + split, n_valid)
         for s0 in range(start, end, BS):
             offs = s0 + tl.arange(0, BS)
             smask = offs < end
@@ -349,15 +357,19 @@ ATTN_MAX_ROWS = 8  # query rows per KV head (groups x positions) up to which `at
 def attention_applies(q: torch.Tensor, groups: int) -> bool:
     """Whether `attention` takes q [B, H, T, D]: CUDA, few rows per KV head, a power-of-2 D."""
     D = q.shape[-1]
-    # Batches of streams (engine/batch.py) keep the cuBLAS path: it reads each KV head once.
-    small = q.shape[0] == 1 and groups * q.shape[2] <= ATTN_MAX_ROWS
+    small = groups * q.shape[2] <= ATTN_MAX_ROWS
     return enabled(q) and small and D == _next_pow2(D) and D >= 16
 
 
-def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+def attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor, valid: torch.Tensor | None = None
+) -> torch.Tensor:
     """Like `layers.attend` (q [B, H, T, D], k/v [B, Hkv, S, D] with the same strides, bias
     [G*T, S] rows (group, t)) -> [B, H, T, D], as a split-S online softmax (flash decoding):
-    one kernel over slices of the keys, one to combine them. fp32 throughout."""
+    one kernel over slices of the keys, one to combine them. fp32 throughout.
+
+    `valid` (a device integer) bounds the slots read to the first min(valid, S): the slots a
+    ring buffer has filled so far, so a graph captured over the whole ring costs what is used."""
     split_kernel, combine_kernel, dot_kernel = _kernels()[3:6]
     use_dot = os.environ.get("VOXTRAL_ATTN", ATTN_VARIANT) == "dot"
     B, H, T, D = q.shape
@@ -367,13 +379,14 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Ten
     q = q.contiguous()
     assert k.stride() == v.stride() and k.stride(-1) == 1 and bias.stride(-1) == 1
     block = 64 if use_dot else max(16, min(64, 8192 // (r_pad * D)))
-    n_split = min(16, triton_cdiv(S, 128))
-    split = triton_cdiv(triton_cdiv(S, n_split), block) * block
-    n_split = triton_cdiv(S, split)
+    # enough programs to fill the GPU at batch 1, each reading at least 2 blocks of keys
+    n_split = max(1, min(16, triton_cdiv(S, 2 * block)))
+    if valid is None:
+        valid = torch.full((), S, dtype=torch.long, device=q.device)
     m = torch.empty(B * Hkv * n_split * r_pad, dtype=torch.float32, device=q.device)
     l = torch.empty_like(m)
     acc = torch.empty(B * Hkv * n_split * r_pad, D, dtype=torch.float32, device=q.device)
-    args = (q, k, v, bias, m, l, acc, S, R, Hkv, n_split, split)
+    args = (q, k, v, bias, valid, m, l, acc, S, R, Hkv, n_split)
     strides = (k.stride(0), k.stride(1), k.stride(2), bias.stride(0), D**-0.5)
     if use_dot:
         ieee = q.dtype == torch.float32

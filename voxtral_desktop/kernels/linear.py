@@ -14,7 +14,7 @@ from typing import Protocol
 import torch
 from torch import nn
 
-from voxtral_desktop.kernels.q4 import Q4Weight, dequantize_q4_0, q4_embedding_reference, q4_linear_reference
+from voxtral_desktop.kernels.q4 import Q4Weight, q4_embedding_reference, q4_linear_reference
 
 
 class Q4Backend(Protocol):
@@ -27,6 +27,11 @@ class Q4Backend(Protocol):
     def prepare(self, weight: Q4Weight, device: torch.device) -> object: ...
 
     def linear(self, x: torch.Tensor, prepared: object, bias: torch.Tensor | None) -> torch.Tensor: ...
+
+
+# Optional backend methods, used when present:
+#   linear_swiglu(gate_up, prepared, bias): W (silu(gate) * up) + b from the fused gate/up pair;
+#   embed_rows(prepared, ids, dtype): rows of the matrix, so a tied table is stored once.
 
 
 class ReferenceQ4Backend:
@@ -72,6 +77,15 @@ class Q4Linear(nn.Module):
         bias = None if self.bias is None else self.bias.to(x.dtype)
         return self.backend.linear(x, self.prepared, bias)
 
+    @property
+    def fuses_swiglu(self) -> bool:
+        return hasattr(self.backend, "linear_swiglu")
+
+    def forward_swiglu(self, gate_up: torch.Tensor) -> torch.Tensor:
+        """forward(silu(gate) * up) for gate_up = (gate | up) [..., 2 in_features], in one kernel."""
+        bias = None if self.bias is None else self.bias.to(gate_up.dtype)
+        return self.backend.linear_swiglu(gate_up, self.prepared, bias)  # type: ignore[attr-defined]
+
     def extra_repr(self) -> str:
         return f"in={self.in_features}, out={self.out_features}, q4_0, backend={self.backend.name}"
 
@@ -89,16 +103,23 @@ class TiedEmbedding(nn.Module):
         if isinstance(weight, Q4Weight):
             backend = backend if backend.supports(weight) else REFERENCE
             device = device or weight.blocks.device
-            self.q4: Q4Weight | None = weight.to(device)  # rows are dequantised on lookup
-            self.prepared = self.q4 if backend is REFERENCE else backend.prepare(weight, device)
+            self.prepared = weight.to(device) if backend is REFERENCE else backend.prepare(weight, device)
+            # Rows are dequantised on lookup: from the backend's own layout where it can, else from
+            # a copy of the GGUF blocks.
+            self.rows_from_prepared = backend is REFERENCE or hasattr(backend, "embed_rows")
+            self.q4: Q4Weight | None = None if self.rows_from_prepared else weight.to(device)
             self.weight = None
         else:
-            self.q4 = None
+            self.q4, self.prepared, self.rows_from_prepared = None, None, False
             self.weight = nn.Parameter(weight, requires_grad=False)
         self.backend = backend
 
     def embed(self, ids: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         """[...] int64 -> [..., dim]."""
+        if self.rows_from_prepared:
+            if isinstance(self.prepared, Q4Weight):
+                return q4_embedding_reference(ids, self.prepared, dtype)
+            return self.backend.embed_rows(self.prepared, ids, dtype)  # type: ignore[attr-defined]
         if self.q4 is not None:
             return q4_embedding_reference(ids, self.q4, dtype)
         assert self.weight is not None
@@ -106,13 +127,7 @@ class TiedEmbedding(nn.Module):
 
     def logits(self, h: torch.Tensor) -> torch.Tensor:
         """[..., dim] -> [..., vocab]."""
-        if self.q4 is not None:
+        if self.prepared is not None:
             return self.backend.linear(h, self.prepared, None)
         assert self.weight is not None
         return nn.functional.linear(h, self.weight.to(h.dtype))
-
-    def dense_weight(self, dtype: torch.dtype) -> torch.Tensor:
-        if self.q4 is not None:
-            return dequantize_q4_0(self.q4.blocks, dtype)
-        assert self.weight is not None
-        return self.weight.to(dtype)

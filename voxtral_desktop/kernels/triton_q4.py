@@ -1,24 +1,40 @@
-"""A Triton Q4_0 matrix-vector kernel that reads the GGUF codes directly (no repacking).
+"""Triton Q4_0 matmuls that read the GGUF codes directly (CUDA; no repacking, no extra bytes).
 
-Exact in the sense of the reference: fp32 dequantisation and fp32 accumulation, whatever the
-activation dtype, so a model run in fp32 with this kernel gives the reference tokens. The 18-byte
-blocks are split once at load into nibbles [N, K/2] and f16 scales [N, K/32] (the same bytes,
-aligned for vector loads). For more than a few rows of activations the weight is dequantised and
-multiplied with cuBLAS instead, which is faster there (prefill, batched encoder chunks).
-Triton is imported lazily: the package works without it.
+The 18-byte blocks are split once at load into nibbles [N, K/2] (byte j of a block holds element j
+in its low nibble and element j + 16 in its high nibble, exactly as in the file) and f16 scales
+[N, K/32]: 0.5625 bytes per weight, the Q4_0 size itself (tinygemm needs 0.625).
+
+Two kernels, chosen by the number of activation rows M:
+- `gemv` (M <= GEMV_MAX_ROWS: streaming steps, small batches): one program per activation row
+  and tile of weight rows (the M programs of a tile run side by side and share it through L2;
+  a variant reading each tile once for all rows, with [M, N, blocks, 16] products, measured 3x
+  slower on the H100), fp32 dequantisation and accumulation, per block d * (sum q x - 8 sum x).
+  Memory-bound: its speed is the bytes it streams (bench/tune_q4.py).
+- `matmul` (larger M: prompt prefill, encoder chunks of files, large batches): dequantised tiles
+  fed to tensor-core dots, in the activation dtype (bf16: the same rounding of the weight as the
+  dense reference; fp32: exact IEEE dots).
+Both take an optional bias and can compute SwiGLU's silu(gate) * up on the fly from the fused
+gate/up output (`swiglu=True`), which saves a kernel and a round trip per FFN.
+
+Accuracy: fp32 accumulation everywhere; a model run in fp32 through these kernels gives the
+reference tokens. Triton is imported lazily (the package works without it); with
+TRITON_INTERPRET=1 the same kernels run on the CPU, which is how CI tests them.
 """
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import dataclass
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from voxtral_desktop.kernels.q4 import Q4Weight, split_q4_0
 
-GEMV_MAX_ROWS = 8  # activations rows up to which the GEMV beats dequantise + cuBLAS
+GEMV_MAX_ROWS = 8  # activation rows up to which the memory-bound GEMV is used
 
 
 @dataclass(frozen=True)
@@ -29,46 +45,68 @@ class SplitQ4:
     in_features: int
 
 
+@dataclass(frozen=True)
+class GemvConfig:
+    block_n: int  # weight rows per program
+    block_blocks: int  # Q4_0 blocks (32 weights, 16 bytes of codes) of each row per loop iteration
+    num_warps: int
+
+
+@dataclass(frozen=True)
+class MatmulConfig:
+    block_m: int
+    block_n: int
+    block_bytes: int
+    num_warps: int
+    num_stages: int
+
+
+TUNING_FILE = Path(__file__).with_name("q4_tuning.json")  # written by bench/tune_q4.py
+
+
 @cache
-def _kernel() -> Any:
-    import triton
-    import triton.language as tl
+def _tuned() -> dict[str, dict[str, list[int]]]:
+    """Best tile sizes per "N,K,M" measured by bench/tune_q4.py (VOXTRAL_Q4_TUNING: another file)."""
+    path = Path(os.environ.get("VOXTRAL_Q4_TUNING") or TUNING_FILE)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {"gemv": {}, "matmul": {}}
+    return {"gemv": dict(data.get("gemv", {})), "matmul": dict(data.get("matmul", {}))}
 
-    @triton.jit
-    def q4_0_gemv(
-        x_ptr, q_ptr, d_ptr, b_ptr, y_ptr, N, NB, stride_x, stride_y,
-        HAS_BIAS: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_B: tl.constexpr,
-    ):  # fmt: skip
-        rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)  # [BN]
-        m = tl.program_id(1)
-        row_ok = rows < N
-        c = tl.arange(0, BLOCK_B * 16)  # byte index inside a chunk of BLOCK_B blocks
-        acc = tl.zeros([BLOCK_N], dtype=tl.float32)
-        for b0 in range(0, NB, BLOCK_B):
-            blk = b0 + c // 16  # [BB*16] block of each byte
-            j = c % 16
-            ok = blk < NB
-            q = tl.load(
-                q_ptr + rows[:, None] * (NB * 16) + (blk * 16 + j)[None, :],
-                mask=row_ok[:, None] & ok[None, :],
-                other=0x88,
-            )  # [BN, BB*16]
-            x_lo = tl.load(x_ptr + m * stride_x + blk * 32 + j, mask=ok, other=0.0).to(tl.float32)
-            x_hi = tl.load(x_ptr + m * stride_x + blk * 32 + 16 + j, mask=ok, other=0.0).to(tl.float32)
-            lo = (q & 15).to(tl.float32) - 8.0
-            hi = (q >> 4).to(tl.float32) - 8.0
-            prod = lo * x_lo[None, :] + hi * x_hi[None, :]  # [BN, BB*16]
-            per_block = tl.sum(tl.reshape(prod, [BLOCK_N, BLOCK_B, 16]), axis=2)  # [BN, BB]
-            bi = b0 + tl.arange(0, BLOCK_B)
-            d = tl.load(
-                d_ptr + rows[:, None] * NB + bi[None, :], mask=row_ok[:, None] & (bi < NB)[None, :], other=0.0
-            ).to(tl.float32)
-            acc += tl.sum(per_block * d, axis=1)
-        if HAS_BIAS:
-            acc += tl.load(b_ptr + rows, mask=row_ok, other=0.0).to(tl.float32)
-        tl.store(y_ptr + m * stride_y + rows, acc.to(y_ptr.dtype.element_ty), mask=row_ok)
 
-    return q4_0_gemv
+def gemv_config(n: int, k: int, m: int) -> GemvConfig:
+    """Tile sizes for an [M <= 8, K] x [N, K]^T product: the tuned ones for this shape, else a
+    default that is good across shapes."""
+    override = os.environ.get("VOXTRAL_Q4_GEMV")  # "BN,BLOCKS,WARPS": for tuning runs
+    if override:
+        bn, nb, warps = (int(v) for v in override.split(","))
+        return GemvConfig(bn, nb, warps)
+    table = _tuned()["gemv"]
+    best = table.get(f"{n},{k},{m}") or table.get(f"{n},{k},1")
+    if best:
+        return GemvConfig(*best)
+    return GemvConfig(block_n=4, block_blocks=16, num_warps=4)
+
+
+def matmul_config(n: int, k: int, m: int, dtype: torch.dtype = torch.bfloat16) -> MatmulConfig:
+    override = os.environ.get("VOXTRAL_Q4_MATMUL")  # "BM,BN,BYTES,WARPS,STAGES"
+    if override:
+        bm, bn, nbytes, warps, stages = (int(v) for v in override.split(","))
+        return MatmulConfig(bm, bn, nbytes, warps, stages)
+    # Tuned in bf16; fp32 tiles take twice the shared memory, so they keep the small default.
+    best = _tuned()["matmul"].get(f"{n},{k}") if dtype.itemsize == 2 else None
+    if best:
+        return MatmulConfig(*best)
+    block_m = 16 if m <= 16 else 32 if m <= 32 else 64
+    return MatmulConfig(block_m=block_m, block_n=64, block_bytes=32, num_warps=4, num_stages=3)
+
+
+@cache
+def _kernels() -> Any:
+    from voxtral_desktop.kernels import triton_q4_jit
+
+    return triton_q4_jit.q4_0_gemv, triton_q4_jit.q4_0_matmul
 
 
 def triton_available() -> bool:
@@ -76,27 +114,50 @@ def triton_available() -> bool:
         import triton  # noqa: F401
     except ImportError:
         return False
-    return torch.cuda.is_available()
+    return torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET") == "1"
 
 
-def q4_0_gemv(x: torch.Tensor, w: SplitQ4, bias: torch.Tensor | None) -> torch.Tensor:
-    """x [M, K] (M small) -> [M, N], fp32 accumulation."""
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def q4_0_linear(
+    x: torch.Tensor, w: SplitQ4, bias: torch.Tensor | None = None, *, swiglu: bool = False
+) -> torch.Tensor:
+    """x [M, K] (or with `swiglu`, the gate/up pair [M, 2K]) -> x W^T + b [M, N], fp32 accumulation."""
     M = x.shape[0]
-    y = torch.empty(M, w.out_features, device=x.device, dtype=x.dtype)
-    block_n, block_b = 4, 8
-    grid = ((w.out_features + block_n - 1) // block_n, M)
-    _kernel()[grid](
+    N, K = w.out_features, w.in_features
+    if x.shape[1] != (2 * K if swiglu else K):
+        raise ValueError(f"activations {tuple(x.shape)} do not fit a Q4_0 matrix {N} x {K}")
+    if x.stride(-1) != 1:
+        x = x.contiguous()
+    y = torch.empty(M, N, device=x.device, dtype=x.dtype)
+    gemv, matmul = _kernels()
+    args = (
         x, w.nibbles, w.scales, bias if bias is not None else y, y,
-        w.out_features, w.in_features // 32, x.stride(0), y.stride(0),
-        HAS_BIAS=bias is not None, BLOCK_N=block_n, BLOCK_B=block_b, num_warps=4,
+        M, N, K // 2, K // 32, K, x.stride(0), y.stride(0),
     )  # fmt: skip
+    if M <= GEMV_MAX_ROWS:
+        g = gemv_config(N, K, M)
+        gemv[(M, _cdiv(N, g.block_n))](
+            *args[:5], *args[6:], HAS_BIAS=bias is not None, SWIGLU=swiglu,
+            BN=g.block_n, BB=g.block_blocks, num_warps=g.num_warps,
+        )  # fmt: skip
+    else:
+        c = matmul_config(N, K, M, x.dtype)
+        matmul[(_cdiv(N, c.block_n), _cdiv(M, c.block_m))](
+            *args, HAS_BIAS=bias is not None, SWIGLU=swiglu, IEEE=x.dtype == torch.float32,
+            BM=c.block_m, BN=c.block_n, BKB=c.block_bytes, num_warps=c.num_warps, num_stages=c.num_stages,
+        )  # fmt: skip
     return y
 
 
-def dequantize_split(w: SplitQ4, dtype: torch.dtype) -> torch.Tensor:
-    q = w.nibbles.view(w.out_features, -1, 16)  # [N, nb, 16]
-    codes = torch.cat([q & 15, q >> 4], dim=-1).to(torch.float32) - 8  # [N, nb, 32]
-    return (codes * w.scales.to(torch.float32)[..., None]).reshape(w.out_features, w.in_features).to(dtype)
+def dequantize_split(w: SplitQ4, dtype: torch.dtype, rows: torch.Tensor | None = None) -> torch.Tensor:
+    """The dense matrix (or only `rows` of it, e.g. embedding lookups) in `dtype`."""
+    nib, scales = (w.nibbles, w.scales) if rows is None else (w.nibbles[rows], w.scales[rows])
+    q = nib.view(*nib.shape[:-1], -1, 16)  # [..., nb, 16]
+    codes = torch.cat([q & 15, q >> 4], dim=-1).to(torch.float32) - 8  # [..., nb, 32]
+    return (codes * scales.to(torch.float32)[..., None]).reshape(*nib.shape[:-1], w.in_features).to(dtype)
 
 
 class TritonQ4Backend:
@@ -107,16 +168,27 @@ class TritonQ4Backend:
         return True
 
     def prepare(self, weight: Q4Weight, device: torch.device) -> SplitQ4:
-        scales, qs = split_q4_0(weight.blocks)  # [N, nb], [N, nb, 16]
+        scales, qs = split_q4_0(weight.blocks.to(device))  # [N, nb], [N, nb, 16]
         n, k = weight.shape
-        return SplitQ4(qs.reshape(n, k // 2).contiguous().to(device), scales.contiguous().to(device), n, k)
+        return SplitQ4(qs.reshape(n, k // 2).contiguous(), scales.contiguous(), n, k)
 
     def linear(self, x: torch.Tensor, prepared: object, bias: torch.Tensor | None) -> torch.Tensor:
+        return self._apply(x, prepared, bias, swiglu=False)
+
+    def linear_swiglu(
+        self, gate_up: torch.Tensor, prepared: object, bias: torch.Tensor | None
+    ) -> torch.Tensor:
+        """W (silu(gate) * up) + b from the fused gate/up output [..., 2K], in one kernel."""
+        return self._apply(gate_up, prepared, bias, swiglu=True)
+
+    def embed_rows(self, prepared: object, ids: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """Rows of the matrix as an embedding table: no second copy of the table is kept."""
+        assert isinstance(prepared, SplitQ4)
+        return dequantize_split(prepared, dtype, ids)
+
+    @staticmethod
+    def _apply(x: torch.Tensor, prepared: object, bias: torch.Tensor | None, *, swiglu: bool) -> torch.Tensor:
         assert isinstance(prepared, SplitQ4)
         lead = x.shape[:-1]
-        x2 = x.reshape(-1, prepared.in_features)
-        if x2.shape[0] <= GEMV_MAX_ROWS:
-            y = q4_0_gemv(x2.contiguous(), prepared, bias)
-        else:
-            y = torch.nn.functional.linear(x2, dequantize_split(prepared, x.dtype), bias)
+        y = q4_0_linear(x.reshape(-1, x.shape[-1]), prepared, bias, swiglu=swiglu)
         return y.reshape(*lead, prepared.out_features)

@@ -91,6 +91,12 @@ class KVCache:
         return self.used(layer)
 
     @property
+    def filled(self) -> torch.Tensor:
+        """Device integer: slots [0, filled) may hold keys (slots fill in order until the ring
+        wraps; past capacity, all of them). Valid after `begin`, inside graphs too."""
+        return self.pos_t
+
+    @property
     def slots(self) -> torch.Tensor:
         """Slots [T] of the positions reserved by the last `begin` (device)."""
         return self._slots

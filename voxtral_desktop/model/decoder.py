@@ -128,7 +128,8 @@ class Decoder(nn.Module):
         bias = attention_bias(mask, self.config.n_heads // self.config.n_kv_heads, x.dtype)
         rotations = rope_tables(positions, self.config.head_dim, self.config.rope_theta)
         pending = None
-        for index, layer in enumerate(self.layers):
+        layers: list[DecoderLayer] = list(self.layers)  # type: ignore[arg-type]
+        for index, layer in enumerate(layers):
             x, pending = layer.forward_pending(
                 x, pending, rotations, state.cache, index, bias, state.ada_scales[index]
             )

@@ -79,8 +79,18 @@ class ConvLayer(nn.Module):
         self.conv = nn.Conv1d(c_in, c_out, kernel_size=3, stride=stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Causal conv + GELU; the caller prepends the left context (the conv tail)."""
-        return F.gelu(self.conv(x))
+        """Causal conv + GELU; the caller prepends the left context (the conv tail).
+
+        On CUDA the conv runs as one matmul over the unfolded input: cuDNN re-lays out the
+        1280 x 1280 x 3 weight on every call (22 us, 4 times per streaming step, on an H100)."""
+        if not x.is_cuda:
+            return F.gelu(self.conv(x))
+        B, C, _ = x.shape
+        w = self.conv.weight  # [O, C, 3]
+        cols = x.unfold(-1, w.shape[-1], self.conv.stride[0])  # [B, C, T', 3]
+        cols = cols.permute(0, 2, 1, 3).reshape(B, -1, C * w.shape[-1])  # [B, T', C*3]
+        y = F.linear(cols, w.reshape(w.shape[0], -1), self.conv.bias)  # [B, T', O]
+        return F.gelu(y).transpose(1, 2)
 
 
 class EncoderLayer(nn.Module):
@@ -149,7 +159,8 @@ class WhisperEncoder(nn.Module):
         bias = attention_bias(mask, 1, x.dtype)
         rotations = rope_tables(positions, self.config.head_dim, self.config.rope_theta)
         pending = None
-        for index, layer in enumerate(self.transformer.layers):
+        layers: list[EncoderLayer] = list(self.transformer.layers)  # type: ignore[arg-type]
+        for index, layer in enumerate(layers):
             x, pending = layer.forward_pending(x, pending, rotations, state.cache, index, bias)
         norm = self.transformer.norm
         return norm(x) if pending is None else norm.add_forward(x, pending)[1]

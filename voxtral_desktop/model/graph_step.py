@@ -1,10 +1,11 @@
 """The whole 80 ms streaming step (encoder on 8 mel frames, adapter, decoder, argmax) as CUDA graphs.
 
 Eager PyTorch launches ~1,000 small kernels per step; replaying a captured graph removes the
-launch overhead, which is most of the step time on a fast GPU. Graphs need static shapes, so the
-decoder's attention reads a fixed prefix of its cache: one graph per prefix length ("bucket"),
-chosen by the current position, and one over the whole ring once it has wrapped. All graphs
-share the session's state tensors; the next token is fed back on the device.
+launch overhead, which is most of the step time on a fast GPU. Graphs need static shapes: the
+fused attention kernel reads the cache fill from the device, so one graph over the whole ring
+serves every position; the plain torch attention reads a fixed prefix of the cache instead, so
+without it there is one graph per prefix length ("bucket"), chosen by the current position. All
+graphs share the session's state tensors; the next token is fed back on the device.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import logging
 import torch
 
 from voxtral_desktop.config import MEL_FRAMES_PER_TOKEN
+from voxtral_desktop.kernels import fused
 from voxtral_desktop.model.decoder import DecoderState
 from voxtral_desktop.model.encoder import EncoderState
 from voxtral_desktop.model.voxtral import VoxtralModel
@@ -34,11 +36,19 @@ def decoder_buckets(capacity: int) -> list[int]:
 class GraphStep:
     """Captured steps over one session's `EncoderState` and `DecoderState` (batch rows B).
 
-    With `encoder=None` the graphs run only the decoder on a given audio vector (file batches,
-    where the encoder runs ahead in large chunks).
+    With `encoder=None` the graphs run only the decoder on a given audio vector (files, where
+    the encoder runs ahead in large chunks). Two GraphSteps over the same decoder state can share
+    `token`, the fed-back token buffer [B, 1], so either may run the next position.
     """
 
-    def __init__(self, model: VoxtralModel, encoder: EncoderState | None, decoder: DecoderState) -> None:
+    def __init__(
+        self,
+        model: VoxtralModel,
+        encoder: EncoderState | None,
+        decoder: DecoderState,
+        *,
+        token: torch.Tensor | None = None,
+    ) -> None:
         self.model, self.encoder, self.decoder = model, encoder, decoder
         batch = decoder.cache.k.shape[1]
         device = model.device
@@ -46,9 +56,12 @@ class GraphStep:
             batch, model.config.encoder.n_mels, MEL_FRAMES_PER_TOKEN, device=device, dtype=model.dtype
         )
         self.audio = torch.zeros(batch, 1, model.config.decoder.dim, device=device, dtype=model.dtype)
-        self.token = torch.zeros(batch, 1, dtype=torch.long, device=device)
+        self.token = torch.zeros(batch, 1, dtype=torch.long, device=device) if token is None else token
         self.next_token = torch.zeros(batch, dtype=torch.long, device=device)
-        self.buckets = decoder_buckets(decoder.cache.capacity)
+        dcfg = model.config.decoder
+        probe = torch.empty(batch, dcfg.n_heads, 1, dcfg.head_dim, device=device, dtype=model.dtype)
+        whole_ring = fused.attention_applies(probe, dcfg.n_heads // dcfg.n_kv_heads)
+        self.buckets = [decoder.cache.capacity] if whole_ring else decoder_buckets(decoder.cache.capacity)
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
         self.pool = torch.cuda.graph_pool_handle()
         self._capture_all()
@@ -96,6 +109,16 @@ class GraphStep:
         if position >= self.decoder.cache.capacity:
             return self.decoder.cache.capacity  # wrapped: the whole ring
         return next(b for b in self.buckets if position < b)
+
+    def run_many(self, audio: torch.Tensor, token: torch.Tensor | None) -> torch.Tensor:
+        """Decoder-only graphs over n positions in a row: audio [B, n, dim] -> tokens [B, n], read
+        back once (not once per position)."""
+        assert self.encoder is None
+        n = audio.shape[1]
+        out = torch.empty(audio.shape[0], n, dtype=torch.long, device=audio.device)
+        for i in range(n):
+            out[:, i].copy_(self.run(audio[:, i : i + 1], token if i == 0 else None))
+        return out
 
     def run(self, inputs: torch.Tensor, token: torch.Tensor | None) -> torch.Tensor:
         """One position. `inputs`: mel [B, n_mels, 8], or with no encoder the audio vectors

@@ -61,7 +61,9 @@ def attention_bias(mask: torch.Tensor, groups: int, dtype: torch.dtype) -> torch
     return bias.repeat(groups, 1)
 
 
-def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+def attend(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor, filled: torch.Tensor | None = None
+) -> torch.Tensor:
     """Masked softmax attention with grouped KV heads, as plain matmuls.
 
     q [B, H, T, D], k/v [B, Hkv, S, D], bias [G*T, S] from `attention_bias` -> [B, H, T, D]. Scores are
@@ -69,12 +71,14 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor
     reshape, so keys are never repeated in memory. Plain matmuls (rather than a fused kernel
     chosen per shape) keep every step's kernels the same whatever the cache fill, which is what
     CUDA graphs need, and are as fast at these sizes (T <= 4 per streaming step).
+    `filled` (device integer, optional): keys at or past it are masked anyway; the fused kernel
+    skips reading them.
     """
     B, H, T, D = q.shape
     Hkv, S = k.shape[1], k.shape[2]
     groups = H // Hkv
     if fused.attention_applies(q, groups):  # a streaming step: one flash-decoding pass
-        return fused.attention(q, k, v, bias)
+        return fused.attention(q, k, v, bias, filled)
     qg = q.reshape(B * Hkv, groups * T, D)  # [B Hkv, G T, D]: rows are (group, t)
     # scale, matmul and mask in one kernel; the softmax accumulates in fp32 like the reference
     scores = torch.baddbmm(
@@ -136,7 +140,7 @@ class Attention(nn.Module):
                 self.n_heads, self.n_kv_heads, self.head_dim,
             )  # fmt: skip
             keys, values = cache.used(layer)
-            out = attend(q, keys.to(q.dtype), values.to(q.dtype), bias)  # [B, H, T, D]
+            out = attend(q, keys.to(q.dtype), values.to(q.dtype), bias, cache.filled)  # [B, H, T, D]
         else:
             q, k, v = self.project_qkv(x, rotations)
             keys, values = cache.write(layer, k.transpose(1, 2), v.transpose(1, 2))  # [B, Hkv, S, D]
@@ -157,6 +161,8 @@ class FeedForward(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.w13 is None:
             gate, up = self.w1(x), self.w3(x)
+        elif getattr(self.w2, "fuses_swiglu", False):  # silu(gate) * up computed inside w2's kernel
+            return self.w2.forward_swiglu(self.w13(x))  # type: ignore[operator]
         elif fused.enabled(x):
             return self.w2(fused.silu_mul(self.w13(x)))
         else:
