@@ -6,6 +6,11 @@ same time (they share the prompt and the left pad), so the batch needs no per-ro
 stream that ends earlier just idles in its row until the longest one ends. Sorting files by
 length keeps that waste small. Each row computes exactly what a single `StreamingSession` would;
 tests check the tokens are equal.
+
+Two phases: the encoder first runs over every file in large chunks, a few files at a time (it
+does not depend on the text, and its 750-frame KV cache is 263 MB per stream at full size, so
+it is kept for `encoder_batch` streams only), storing one audio vector per position
+(B x positions x 6 KB in bf16); then the decoder runs all B streams in lockstep.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from voxtral_desktop.model.voxtral import VoxtralModel
 log = logging.getLogger(__name__)
 
 ENCODER_CHUNK_TOKENS = 64
+DECODE_RUN = 64  # positions replayed between two reads of the tokens
 
 
 def padded_audio(audio: np.ndarray, config: StreamConfig) -> np.ndarray:
@@ -59,9 +65,11 @@ class BatchDecoder:
         batch: int,
         max_seconds: float = 600.0,
         cuda_graphs: bool = False,
+        encoder_batch: int = 8,
     ) -> None:
         """Files up to `max_seconds` long; that bounds the decoder cache (B x positions x 106 KB)."""
         self.model, self.tokenizer, self.config, self.batch = model, tokenizer, config, batch
+        self.encoder_batch = min(batch, encoder_batch)
         self.max_positions = len(
             padded_audio(np.zeros(int(max_seconds * SAMPLE_RATE), np.float32), config)
         ) // (SAMPLES_PER_TOKEN)
@@ -71,7 +79,7 @@ class BatchDecoder:
             ada = model.decoder.ada_scales(config.n_delay_tokens, device, dtype)
         self.encoder = EncoderState.allocate(
             mcfg.encoder,
-            batch=batch,
+            batch=self.encoder_batch,
             max_chunk_frames=ENCODER_CHUNK_TOKENS * mcfg.downsample_factor,
             device=device,
             dtype=dtype,
@@ -94,54 +102,38 @@ class BatchDecoder:
         if not 0 < len(audios) <= self.batch:
             raise ValueError(f"between 1 and {self.batch} signals per call, got {len(audios)}")
         cfg, model = self.config, self.model
-        device, dtype = model.device, model.dtype
         mels = [log_mel(padded_audio(a, cfg)) for a in audios]  # [n_mels, 8 P_i] each
         lengths = [m.shape[1] // MEL_FRAMES_PER_TOKEN for m in mels]  # P_i positions
         n_positions = max(lengths)
         if n_positions > self.max_positions:
             raise ValueError(f"a signal is longer than this batch decoder's {self.max_positions} positions")
-        mel = np.zeros((self.batch, mels[0].shape[0], n_positions * MEL_FRAMES_PER_TOKEN), np.float32)
-        mel[:] = log_mel(np.zeros(SAMPLES_PER_TOKEN, np.float32))[:, :1]  # silence everywhere else
-        for row, m in enumerate(mels):
-            mel[row, :, : m.shape[1]] = m
-        self.encoder.reset()
+        # Positions 0 .. n-2 are decoded (the reference never runs the last one).
+        audio = self._encode(mels, n_positions - 1)  # [B, n - 1, dim]
         self.decoder.cache.reset()
 
         n_prompt = cfg.n_prompt_tokens
         detoks = [StreamingDetokenizer(self.tokenizer) for _ in audios]
         tokens: list[list[TimedToken]] = [[] for _ in audios]
         open_rows = set(range(len(audios)))
-        pending: list[torch.Tensor] = []  # audio vectors [B, n, dim] not yet decoded
-        next_ids = torch.zeros(self.batch, dtype=torch.long, device=device)
-        position = 0  # next decoder position
-        for start in range(0, n_positions - 1, ENCODER_CHUNK_TOKENS):
-            count = min(ENCODER_CHUNK_TOKENS, n_positions - 1 - start)
-            chunk = torch.from_numpy(
-                mel[:, :, start * MEL_FRAMES_PER_TOKEN : (start + count) * MEL_FRAMES_PER_TOKEN]
-            )
-            pending.append(model.embed_audio(chunk.to(device, dtype), self.encoder))  # [B, count, dim]
-            audio = torch.cat(pending, dim=1)
-            used = 0
-            if position == 0:
-                if audio.shape[1] < n_prompt:
-                    continue
-                logits = model.decode(self._prompt, audio[:, :n_prompt], self.decoder)
-                next_ids = logits.argmax(-1)
-                used = position = n_prompt
-                self._collect(next_ids, position - 1, lengths, tokens, detoks, open_rows)
-            while used < audio.shape[1] and open_rows:
-                if self.graph is not None:
-                    next_ids = self.graph.run(audio[:, used : used + 1], next_ids).clone()
-                else:
-                    next_ids = model.decode(
-                        next_ids[:, None], audio[:, used : used + 1], self.decoder
-                    ).argmax(-1)
-                used += 1
+        logits = model.decode(self._prompt, audio[:, :n_prompt], self.decoder)
+        next_ids = logits.argmax(-1)
+        position = n_prompt
+        self._collect(next_ids.tolist(), position - 1, lengths, tokens, detoks, open_rows)
+        while position < audio.shape[1] and open_rows:
+            if self.graph is not None:
+                # graph replays over a run of positions, the tokens read back once per run
+                count = min(DECODE_RUN, audio.shape[1] - position)
+                ids = self.graph.run_many(audio[:, position : position + count], next_ids)  # [B, n]
+                next_ids = ids[:, -1].clone()
+                columns = ids.t().tolist()
+            else:
+                next_ids = model.decode(
+                    next_ids[:, None], audio[:, position : position + 1], self.decoder
+                ).argmax(-1)
+                columns = [next_ids.tolist()]
+            for column in columns:
                 position += 1
-                self._collect(next_ids, position - 1, lengths, tokens, detoks, open_rows)
-            pending = [audio[:, used:]] if used < audio.shape[1] else []
-            if not open_rows:
-                break
+                self._collect(column, position - 1, lengths, tokens, detoks, open_rows)
 
         out = []
         for row, audio_in in enumerate(audios):
@@ -160,16 +152,40 @@ class BatchDecoder:
             )
         return out
 
+    def _encode(self, mels: list[np.ndarray], n_positions: int) -> torch.Tensor:
+        """The audio vectors of the first `n_positions` positions of every stream: [B, n, dim].
+        Streams run through the encoder `encoder_batch` at a time, in chunks of positions."""
+        model, device, dtype = self.model, self.model.device, self.model.dtype
+        n_mels = mels[0].shape[0]
+        out = torch.empty(self.batch, n_positions, model.config.decoder.dim, device=device, dtype=dtype)
+        silence = log_mel(np.zeros(SAMPLES_PER_TOKEN, np.float32))[:, :1]  # rows past a stream's end
+        rows_per_group = self.encoder_batch
+        for first in range(0, len(mels), rows_per_group):
+            group = mels[first : first + rows_per_group]
+            mel = np.empty((rows_per_group, n_mels, n_positions * MEL_FRAMES_PER_TOKEN), np.float32)
+            mel[:] = silence
+            for row, m in enumerate(group):
+                width = min(m.shape[1], mel.shape[2])
+                mel[row, :, :width] = m[:, :width]
+            self.encoder.reset()
+            for start in range(0, n_positions, ENCODER_CHUNK_TOKENS):
+                count = min(ENCODER_CHUNK_TOKENS, n_positions - start)
+                chunk = torch.from_numpy(
+                    mel[:, :, start * MEL_FRAMES_PER_TOKEN : (start + count) * MEL_FRAMES_PER_TOKEN]
+                ).to(device, dtype)
+                vectors = model.embed_audio(chunk, self.encoder)  # [group, count, dim]
+                out[first : first + len(group), start : start + count] = vectors[: len(group)]
+        return out
+
     def _collect(
         self,
-        ids: torch.Tensor,
+        values: list[int],
         step: int,
         lengths: list[int],
         tokens: list[list[TimedToken]],
         detoks: list[StreamingDetokenizer],
         open_rows: set[int],
     ) -> None:
-        values = ids.tolist()
         time_s = max(0.0, (step + 1 - N_LEFT_PAD_TOKENS) * SAMPLES_PER_TOKEN / SAMPLE_RATE)
         for row in sorted(open_rows):
             token = values[row]

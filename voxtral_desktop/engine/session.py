@@ -75,7 +75,10 @@ class StreamingSession:
         *,
         cuda_graphs: bool = False,
     ) -> None:
-        """`cuda_graphs` runs every position after the prompt as one replayed CUDA graph."""
+        """`cuda_graphs` runs every position after the prompt as replayed CUDA graphs: one for a
+        whole 80 ms step (encoder + decoder) when audio arrives in real time, and a decoder-only
+        one when many positions are ready at once (files, bursts, flush), whose encoder then runs
+        in large chunks."""
         self.model = model
         self.tokenizer = tokenizer
         self.config = config
@@ -102,6 +105,13 @@ class StreamingSession:
         self._prompt = torch.tensor([config.prompt_ids()], device=device)
         # Captured before anything runs: capture scribbles on the state, then resets it.
         self.graph = GraphStep(model, self.state.encoder, self.state.decoder) if cuda_graphs else None
+        self.bulk_graph = (
+            GraphStep(model, None, self.state.decoder, token=self.graph.token)
+            if self.graph is not None
+            else None
+        )
+        if self.graph is not None:
+            self._warm_up()
         self._start()
         # The left pad is the same silence for every stream: keep its state and restore it on reset.
         self._silent_prefix = self._snapshot()
@@ -155,6 +165,20 @@ class StreamingSession:
         return SessionUpdate(tuple(tokens), finished=True)
 
     # ---- internals --------------------------------------------------------------------------
+    def _warm_up(self) -> None:
+        """Run the eager shapes once (a long encoder chunk, the prompt) so that their kernels are
+        compiled and tuned now rather than on the first utterance; then clear the state."""
+        st = self.state
+        n_mels = self.model.config.encoder.n_mels
+        mel = torch.zeros(
+            1, n_mels, MAX_CHUNK_TOKENS * MEL_FRAMES_PER_TOKEN, device=self._device, dtype=self._dtype
+        )
+        with torch.no_grad():
+            audio = self.model.embed_audio(mel, st.encoder)
+            self.model.decode(self._prompt, audio[:, : self.config.n_prompt_tokens], st.decoder)
+        st.encoder.reset()
+        st.decoder.cache.reset()
+
     def _start(self) -> None:
         """Every stream begins with the left pad of silence."""
         self._advance(np.zeros(N_LEFT_PAD_TOKENS * SAMPLES_PER_TOKEN, np.float32), limit=None)
@@ -198,8 +222,15 @@ class StreamingSession:
         with torch.no_grad():
             while n_ready > 0 and not st.finished:
                 if self.graph is not None and st.n_decoded >= n_prompt:
-                    emitted.append(self._graph_step())
-                    n_ready -= 1
+                    if n_ready == 1 or self.bulk_graph is None:
+                        emitted.append(self._graph_step())
+                        n_ready -= 1
+                    else:
+                        count = min(MAX_CHUNK_TOKENS, n_ready)
+                        audio = self.model.embed_audio(self._pop_mel(count), st.encoder)  # [1, n, dim]
+                        st.n_embedded += count
+                        n_ready -= count
+                        emitted.extend(self._bulk_steps(audio))
                     continue
                 count = min(MAX_CHUNK_TOKENS, n_ready)
                 if self.graph is not None:
@@ -231,6 +262,19 @@ class StreamingSession:
         st.n_embedded += 1
         st.n_decoded += 1
         return self._emit(token, step=st.n_decoded - 1)
+
+    def _bulk_steps(self, audio: torch.Tensor) -> list[TimedToken]:
+        """Decoder-only graph replays over audio vectors [1, n, dim]; tokens read back once."""
+        st = self.state
+        assert self.bulk_graph is not None and st.n_embedded == st.n_decoded + audio.shape[1]
+        last = torch.tensor([st.last_token], device=self._device)
+        out: list[TimedToken] = []
+        for token in self.bulk_graph.run_many(audio, last)[0].tolist():
+            st.n_decoded += 1
+            out.append(self._emit(token, step=st.n_decoded - 1))
+            if st.finished:
+                break
+        return out
 
     def _take_audio(self, n: int) -> torch.Tensor:
         """Pop the next n pending audio vectors: [1, n, dim]."""
