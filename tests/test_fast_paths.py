@@ -118,10 +118,13 @@ def test_bench_runs_end_to_end_on_a_tiny_model() -> None:
         file_seconds=4.0,
         batch_files=3,
         batch_seconds=2.0,
+        segment_seconds=1.5,
+        segment_batch=3,
         config=tiny_config(),
         report=lines.append,
     )
     assert result.steps == 20 and result.step_ms["p50"] > 0 and result.step_ms["p99"] >= result.step_ms["p50"]
     assert result.file_rtfx > 0 and result.batch_rtfx > 0 and result.load_s >= 0
+    assert result.file_segmented_rtfx > 0 and result.segment_batch == 3
     assert "streaming step (20 steps)" in format_table(result)
     assert any("streaming step" in line for line in lines)

@@ -16,6 +16,7 @@ import torch
 
 from voxtral_desktop.config import DEFAULT_DELAY_MS, StreamConfig
 from voxtral_desktop.device import DeviceChoice, resolve_device
+from voxtral_desktop.engine.batch import BatchDecoder
 from voxtral_desktop.engine.events import ModelInfo
 from voxtral_desktop.engine.session import StreamingSession
 from voxtral_desktop.engine.tokenizer import TekkenTokenizer
@@ -101,3 +102,21 @@ class Engine:
             config or StreamConfig(self.default_delay_ms),
             cuda_graphs=self.device.device.type == "cuda",
         )
+
+    def batch_decoder(self, config: StreamConfig, *, batch: int, max_seconds: float) -> BatchDecoder:
+        """Preallocated state for `batch` streams of up to `max_seconds` (file batches, long files
+        cut into segments); build it once and reuse it. On CUDA its steps replay captured graphs."""
+        try:
+            return BatchDecoder(
+                self.model,
+                self.tokenizer,
+                config,
+                batch=batch,
+                max_seconds=max_seconds,
+                cuda_graphs=self.device.device.type == "cuda",
+            )
+        except torch.OutOfMemoryError:
+            raise DeviceError(
+                f"not enough memory on {self.device.device} for {batch} streams of {max_seconds:g} s; "
+                "try shorter segments (--segment-seconds) or --device cpu"
+            ) from None

@@ -1,0 +1,329 @@
+"""Long files as a batch of segments (engine/long_file.py), on the CPU with tiny random models."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from test_cli import transcribe, write_wav
+from test_fast_paths import q4_tensors
+from test_parity import CPU, VOCAB, speechlike
+
+from voxtral_desktop.cli import main
+from voxtral_desktop.config import SAMPLE_RATE, SAMPLES_PER_TOKEN, StreamConfig
+from voxtral_desktop.engine.batch import BatchDecoder
+from voxtral_desktop.engine.events import SessionUpdate, TimedToken
+from voxtral_desktop.engine.long_file import WINDOW_SAMPLES, plan_cuts, transcribe_segmented
+from voxtral_desktop.engine.session import StreamingSession
+from voxtral_desktop.engine.transcribe import Transcript, transcribe_stream
+from voxtral_desktop.model.build import build_model
+from voxtral_desktop.synthetic.model import tiny_config
+
+SR = SAMPLE_RATE
+TOKEN = SAMPLES_PER_TOKEN
+
+
+def noise(seconds: float, seed: int, level: float = 0.1) -> np.ndarray:
+    return (level * np.random.default_rng(seed).standard_normal(int(seconds * SR))).astype(np.float32)
+
+
+def three_parts() -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """Three speech-like parts with 1 s of digital silence between them, and where the gaps are.
+
+    A faint noise floor under the parts keeps their own short pauses louder than the real gaps.
+    """
+    parts = [speechlike(1.5, 40 + i) + noise(1.5, 50 + i, 0.003) for i in range(3)]
+    gap = np.zeros(SR, np.float32)
+    audio = np.concatenate([parts[0], gap, parts[1], gap, parts[2]])
+    gaps = [(int(1.5 * SR), int(2.5 * SR)), (int(4.0 * SR), int(5.0 * SR))]
+    return audio, gaps
+
+
+# ---- plan_cuts ------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("seconds", "max_seconds", "search_seconds"),
+    [(20.3, 3.0, 1.0), (20.3, 2.5, 5.0), (7.0, 0.08, 0.0), (31.0, 10.0, 0.0), (12.34, 1.3, 0.5)],
+)
+def test_plan_cuts_properties(seconds: float, max_seconds: float, search_seconds: float) -> None:
+    audio = speechlike(seconds, 7)
+    cuts = plan_cuts(audio, max_seconds=max_seconds, search_seconds=search_seconds)
+    max_samples = int(max_seconds * SR + 1e-6) // TOKEN * TOKEN
+    bounds = [0, *cuts, len(audio)]
+    assert all(c % TOKEN == 0 for c in cuts)
+    assert all(a < b for a, b in itertools.pairwise(bounds))  # increasing, none empty
+    assert all(b - a <= max_samples for a, b in itertools.pairwise(bounds))
+    # Every cut lies in the search range before its segment's longest end.
+    search = min(int(search_seconds * SR + 1e-6) // TOKEN * TOKEN, max_samples - TOKEN)
+    assert all(max_samples - search <= b - a for a, b in zip(bounds, cuts, strict=False))
+    # Deterministic, and what follows a cut depends only on the audio from the cut on.
+    assert plan_cuts(audio.copy(), max_seconds=max_seconds, search_seconds=search_seconds) == cuts
+    if cuts:
+        rest = plan_cuts(audio[cuts[0] :], max_seconds=max_seconds, search_seconds=search_seconds)
+        assert [cuts[0] + c for c in rest] == cuts[1:]
+
+
+def test_a_cut_lands_in_a_silent_gap() -> None:
+    audio = noise(20.0, 1)
+    audio[int(6.1 * SR) : int(6.7 * SR)] = 0.0  # inside the first search range [5, 8] s
+    audio[int(12.0 * SR) : int(12.5 * SR)] = 0.0  # inside the second one, counted from the first cut
+    cuts = plan_cuts(audio, max_seconds=8.0, search_seconds=3.0)
+    half = WINDOW_SAMPLES // 2
+    assert int(6.1 * SR) + half <= cuts[0] <= int(6.7 * SR) - half
+    assert int(12.0 * SR) + half <= cuts[1] <= int(12.5 * SR) - half
+    assert len(cuts) == 2 and len(audio) - cuts[1] <= 8 * SR
+
+
+def test_a_quieter_spot_wins_even_without_digital_silence() -> None:
+    audio = noise(10.0, 2)
+    audio[int(3.0 * SR) : int(3.6 * SR)] *= 0.1
+    assert plan_cuts(audio, max_seconds=4.0, search_seconds=2.0)[0] in range(
+        int(3.0 * SR) + WINDOW_SAMPLES // 2, int(3.6 * SR) - WINDOW_SAMPLES // 2 + 1, TOKEN
+    )
+
+
+def test_silence_noise_short_and_empty_audio() -> None:
+    # Digital silence ties everywhere: the latest candidate wins, segments are as long as allowed
+    # (3 s is 37.5 tokens: 37 of them).
+    longest = 37 * TOKEN
+    assert plan_cuts(np.zeros(10 * SR, np.float32), max_seconds=3.0, search_seconds=1.0) == [
+        longest,
+        2 * longest,
+        3 * longest,
+    ]
+    pure = noise(30.0, 3)
+    cuts = plan_cuts(pure, max_seconds=5.0, search_seconds=2.0)
+    assert len(cuts) in range(6, 10) and cuts == plan_cuts(pure, max_seconds=5.0, search_seconds=2.0)
+    assert plan_cuts(noise(2.9, 4), max_seconds=3.0, search_seconds=1.0) == []
+    assert plan_cuts(np.zeros(longest, np.float32), max_seconds=3.0, search_seconds=1.0) == []  # exactly max
+    assert plan_cuts(np.zeros(longest + 1, np.float32), max_seconds=3.0, search_seconds=1.0) == [longest]
+    assert plan_cuts(np.zeros(0, np.float32), max_seconds=3.0, search_seconds=1.0) == []
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"max_seconds": 0.05, "search_seconds": 0.0}, {"max_seconds": 3.0, "search_seconds": -1.0}]
+)
+def test_plan_cuts_rejects_bad_limits(kwargs: dict) -> None:
+    with pytest.raises(ValueError):
+        plan_cuts(np.zeros(SR, np.float32), **kwargs)
+    with pytest.raises(ValueError):
+        plan_cuts(np.zeros((2, SR), np.float32), max_seconds=3.0, search_seconds=1.0)
+
+
+# ---- transcribe_segmented on a real (tiny) model --------------------------------------------
+MAX_S, SEARCH_S = 3.0, 1.2
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    config = tiny_config(decoder_vocab_size=VOCAB)
+    return build_model(config, q4_tensors(config, 21), device=CPU, dtype=torch.float32, fuse=True)
+
+
+class Counted:
+    """Wraps chunks and a decoder to measure how much audio the driver holds at any time."""
+
+    def __init__(self, decoder: BatchDecoder) -> None:
+        self.decoder, self.read, self.sent, self.peak, self.calls = decoder, 0, 0, 0, 0
+        self.batch, self.config, self.max_positions = decoder.batch, decoder.config, decoder.max_positions
+
+    def chunks(self, audio: np.ndarray, size: int) -> Iterator[np.ndarray]:
+        for i in range(0, len(audio), size):
+            self.read += len(audio[i : i + size])
+            self.peak = max(self.peak, self.read - self.sent)
+            yield audio[i : i + size]
+
+    def transcribe(self, audios: list[np.ndarray]) -> list[Transcript]:
+        self.calls += 1
+        self.sent += sum(len(a) for a in audios)
+        return self.decoder.transcribe(audios)
+
+
+def test_segments_equal_one_stream_each_and_chunking_changes_nothing(tiny_model, tokenizer_small) -> None:
+    stream = StreamConfig(480)
+    audio, gaps = three_parts()
+    cuts = plan_cuts(audio, max_seconds=MAX_S, search_seconds=SEARCH_S)
+    assert len(cuts) == 2 and all(a < c < b for c, (a, b) in zip(cuts, gaps, strict=True))
+    bounds = [0, *cuts, len(audio)]
+
+    decoder = BatchDecoder(tiny_model, tokenizer_small, stream, batch=2, max_seconds=MAX_S)
+    counted = Counted(decoder)
+    updates: list[SessionUpdate] = []
+    merged = transcribe_segmented(
+        counted,  # type: ignore[arg-type]
+        counted.chunks(audio, 7919),
+        max_seconds=MAX_S,
+        search_seconds=SEARCH_S,
+        language="en",
+        on_update=updates.append,
+    )
+    # Two batches (2 segments, then the last one); never more than (batch + 1) x max held.
+    assert counted.calls == 2 and counted.sent == len(audio)
+    assert counted.peak <= (decoder.batch + 1) * MAX_S * SR
+    assert [u.finished for u in updates] == [False, False, True]
+    assert [t for u in updates for t in u.tokens] == list(merged.tokens)
+
+    session = StreamingSession(tiny_model, tokenizer_small, stream)
+    alone = [transcribe_stream(session, [audio[a:b]]) for a, b in itertools.pairwise(bounds)]
+    position = 0
+    for start, one in zip(bounds, alone, strict=False):
+        part = merged.tokens[position : position + len(one.tokens)]
+        position += len(one.tokens)
+        assert [t.id for t in part] == [t.id for t in one.tokens]
+        assert [t.step for t in part] == [t.step + start // TOKEN for t in one.tokens]
+        assert [t.time_s for t in part] == pytest.approx([t.time_s + start / SR for t in one.tokens])
+        steps = [t.step for t in part]
+        assert steps == sorted(set(steps))  # strictly increasing within a segment
+    assert position == len(merged.tokens)
+    # Across cuts: every segment starts later than the one before, on the file's timeline.
+    firsts = [merged.tokens[sum(len(o.tokens) for o in alone[:k])] for k in range(3)]
+    assert [f.step for f in firsts] == sorted({f.step for f in firsts})
+    assert [f.time_s for f in firsts] == sorted({f.time_s for f in firsts})
+    # ... but a segment's tail, decoded over its right pad, overlaps the next one's first 10 steps.
+    lasts = [merged.tokens[sum(len(o.tokens) for o in alone[: k + 1]) - 1] for k in range(2)]
+    assert all(0 < last.step - first.step + 1 <= 10 for last, first in zip(lasts, firsts[1:], strict=True))
+
+    assert merged.text == "".join(t.text for t in merged.tokens)
+    joined = ""
+    for one in alone:  # one space where neither side of a cut has whitespace
+        glue = joined and not joined[-1].isspace() and one.text and not one.text[0].isspace()
+        joined += " " * bool(glue) + one.text
+    assert merged.text == joined
+    assert merged.duration_s == pytest.approx(len(audio) / SR)
+    assert merged.delay_ms == 480 and merged.language == "en"
+
+    # One chunk, or the whole file at once, gives the same transcript.
+    kwargs = {"max_seconds": MAX_S, "search_seconds": SEARCH_S, "language": "en"}
+    assert transcribe_segmented(decoder, [audio], **kwargs) == merged
+    assert transcribe_segmented(decoder, iter([audio[:1], audio[1:40000], audio[40000:]]), **kwargs) == merged
+
+
+def test_a_decoder_too_short_for_the_segments_is_refused(tiny_model, tokenizer_small) -> None:
+    decoder = BatchDecoder(tiny_model, tokenizer_small, StreamConfig(480), batch=2, max_seconds=2.0)
+    with pytest.raises(ValueError, match=r"max_seconds >= 3"):
+        transcribe_segmented(decoder, [np.zeros(SR, np.float32)], max_seconds=3.0)
+    transcribe_segmented(decoder, [np.zeros(SR, np.float32)], max_seconds=2.0)  # fits
+
+
+# ---- the merge, with a scripted decoder -----------------------------------------------------
+class ScriptedDecoder:
+    """Stands in for BatchDecoder: segment i's transcript is texts[i] on one token at step 40."""
+
+    def __init__(self, texts: list[str], batch: int = 3) -> None:
+        self.texts, self.batch, self.config, self.max_positions = texts, batch, StreamConfig(480), 10**6
+        self.lengths: list[int] = []
+
+    def transcribe(self, audios: list[np.ndarray]) -> list[Transcript]:
+        out = []
+        for audio in audios:
+            text = self.texts[len(self.lengths)]
+            self.lengths.append(len(audio))
+            tokens = (TimedToken(32, 39, 0.4, ""), TimedToken(1500, 40, 0.48, text))
+            out.append(Transcript(text, tokens, 480, len(audio) / SR))
+        return out
+
+
+def test_merged_text_gets_one_space_between_segments_that_need_it() -> None:
+    texts = ["Hello", "world.", " Already spaced", "", "next ", "end"]
+    decoder = ScriptedDecoder(texts)
+    audio = np.zeros(6 * 2 * SR - 5, np.float32)  # six segments of at most 2 s of silence
+    updates: list[SessionUpdate] = []
+    merged = transcribe_segmented(
+        decoder,  # type: ignore[arg-type]
+        [audio],
+        max_seconds=2.0,
+        search_seconds=0.5,
+        on_update=updates.append,
+    )
+    assert decoder.lengths == [2 * SR] * 5 + [2 * SR - 5]
+    assert merged.text == "Hello world. Already spaced next end"
+    assert merged.text == "".join(t.text for t in merged.tokens)
+    assert [t.step for t in merged.tokens] == [s + 25 * k for k in range(6) for s in (39, 40)]
+    assert [t.time_s for t in merged.tokens] == pytest.approx(
+        [x + 2 * k for k in range(6) for x in (0.4, 0.48)]
+    )
+    assert [len(u.tokens) for u in updates] == [6, 6, 0] and updates[-1].finished
+
+
+def test_no_samples_give_an_empty_transcript() -> None:
+    decoder = ScriptedDecoder([])
+    updates: list[SessionUpdate] = []
+    merged = transcribe_segmented(decoder, iter([]), on_update=updates.append)  # type: ignore[arg-type]
+    assert merged == Transcript("", (), 480, 0.0)
+    assert updates == [SessionUpdate(finished=True)] and decoder.lengths == []
+
+
+def test_the_buffer_stays_bounded_on_a_long_input() -> None:
+    """Ten minutes in 1.9 s chunks, 2 s segments, 3 at a time: the driver holds 3 segments, the
+    half window the last cut looks past them, and one chunk; never the file."""
+    decoder = ScriptedDecoder(["x"] * 400)
+    counted = Counted(decoder)  # type: ignore[arg-type]
+    audio, chunk = noise(600.0, 5), int(1.9 * SR)
+    merged = transcribe_segmented(
+        counted,  # type: ignore[arg-type]
+        counted.chunks(audio, chunk),
+        max_seconds=2.0,
+        search_seconds=0.5,
+    )
+    assert counted.sent == len(audio)
+    assert counted.peak <= decoder.batch * 2 * SR + WINDOW_SAMPLES // 2 + chunk
+    bounds = [0, *plan_cuts(audio, max_seconds=2.0, search_seconds=0.5), len(audio)]
+    assert decoder.lengths == [b - a for a, b in itertools.pairwise(bounds)]
+    assert merged.text == " ".join(["x"] * len(decoder.lengths))
+
+
+# ---- the command line -----------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("tiny")
+    assert main(["make-tiny", str(out), "--format", "native"]) == 0
+    return out / "native"
+
+
+@pytest.fixture(scope="module")
+def long_wav(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    audio, _ = three_parts()
+    return write_wav(tmp_path_factory.mktemp("long") / "three.wav", audio)
+
+
+def test_cli_segment_seconds(capsys: pytest.CaptureFixture[str], tiny: Path, long_wav: Path) -> None:
+    from voxtral_desktop.audio.decode import iter_audio
+    from voxtral_desktop.engine.engine import Engine
+    from voxtral_desktop.engine.transcribe import transcribe_file
+    from voxtral_desktop.engine.writers import format_json
+
+    engine = Engine.load(tiny, device="cpu")
+    config = StreamConfig(engine.default_delay_ms)
+    decoder = engine.batch_decoder(config, batch=8, max_seconds=2.0)
+    segmented = transcribe_segmented(decoder, iter_audio(long_wav, chunk_seconds=30.0), max_seconds=2.0)
+    single = transcribe_file(engine.session(config), long_wav)
+    assert len(segmented.tokens) != len(single.tokens)  # two different paths
+
+    for option, expected in (("2", segmented), ("0", single)):
+        code, out, err = transcribe(capsys, tiny, long_wav, "-f", "json", "--segment-seconds", option)
+        assert code == 0, err
+        got = json.loads(out)
+        assert got == json.loads(json.dumps(format_json(expected)))
+        assert got["text"] == expected.text.strip()
+    # Without the option, on the CPU: the single stream.
+    code, out, err = transcribe(capsys, tiny, long_wav)
+    assert code == 0, err
+    assert out == single.text.strip() + "\n"
+
+
+@pytest.mark.parametrize("value", ["-1", "0.01", "nan", "inf"])
+def test_cli_rejects_a_bad_segment_length(
+    capsys: pytest.CaptureFixture[str],
+    tiny: Path,
+    long_wav: Path,
+    value: str,
+) -> None:
+    code = main(["transcribe", str(long_wav), "--model", str(tiny), "--segment-seconds", value])
+    out, err = capsys.readouterr()
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and err.startswith("voxtral-desktop: error: --segment-seconds")
+    assert "Traceback" not in err

@@ -1,0 +1,231 @@
+"""Long files as a batch of segments: cut at pauses, decode the pieces side by side.
+
+One stream decodes one 80 ms position after another, so on a GPU a long file costs
+(positions x per-step latency) however fast the matmuls are. Cut into segments at quiet spots,
+the same file becomes a batch of independent streams that `BatchDecoder` runs in lockstep: B
+positions per step for about the price of one.
+
+The price: every segment is a fresh stream (its own left pad and prompt, no memory of the text
+before it), so words right at a cut can come out differently from one stream over the whole file.
+Cutting where the audio is quietest keeps words whole; `transcribe_stream` remains the exact path.
+
+Memory stays bounded: the driver holds about batch x max_seconds of audio, never the whole file.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from voxtral_desktop.config import SAMPLE_RATE, SAMPLES_PER_TOKEN
+from voxtral_desktop.engine.batch import BatchDecoder, padded_audio
+from voxtral_desktop.engine.events import SessionUpdate, TimedToken
+from voxtral_desktop.engine.transcribe import Transcript
+
+__all__ = ["DEFAULT_MAX_SECONDS", "DEFAULT_SEARCH_SECONDS", "plan_cuts", "transcribe_segmented"]
+
+DEFAULT_MAX_SECONDS = 30.0
+DEFAULT_SEARCH_SECONDS = 5.0
+# The loudness of a candidate cut is measured over 400 ms centred on it: long enough that a
+# short stop consonant inside a word does not look like a pause, short enough to fit real pauses.
+WINDOW_SAMPLES = 6400
+_HALF_WINDOW = WINDOW_SAMPLES // 2
+
+
+@dataclass(frozen=True)
+class _Limits:
+    """Segment geometry in samples, whole tokens only, so every cut is a multiple of 1280."""
+
+    max_samples: int
+    search_samples: int
+
+    @classmethod
+    def of(cls, max_seconds: float, search_seconds: float) -> _Limits:
+        if not (math.isfinite(max_seconds) and max_seconds * SAMPLE_RATE >= SAMPLES_PER_TOKEN - 1e-6):
+            raise ValueError(f"max_seconds must be at least one 80 ms token, got {max_seconds}")
+        if not (math.isfinite(search_seconds) and search_seconds >= 0):
+            raise ValueError(f"search_seconds must be >= 0, got {search_seconds}")
+        max_tokens = math.floor(max_seconds * SAMPLE_RATE / SAMPLES_PER_TOKEN + 1e-9)
+        # A cut strictly after the segment's start, so every segment holds at least one token.
+        search_tokens = min(
+            math.floor(search_seconds * SAMPLE_RATE / SAMPLES_PER_TOKEN + 1e-9), max_tokens - 1
+        )
+        return cls(max_tokens * SAMPLES_PER_TOKEN, search_tokens * SAMPLES_PER_TOKEN)
+
+
+def _next_cut(audio: np.ndarray, start: int, limits: _Limits) -> int | None:
+    """The end of the segment that starts at `start`, or None if the rest fits in one segment.
+
+    Candidates are every token boundary in the last `search_samples` before the longest allowed
+    end; the quietest (lowest mean square over the window, clipped to [start, len(audio))) wins,
+    ties going to the latest, which keeps segments long (silence cuts at the full length). The
+    result depends only on audio from `start` on, so a buffer that begins at a cut plans the same
+    cuts as the whole file does.
+    """
+    n = len(audio)
+    end = start + limits.max_samples
+    if end >= n:
+        return None
+    best, best_energy = end, math.inf
+    for candidate in range(end, end - limits.search_samples - 1, -SAMPLES_PER_TOKEN):
+        lo, hi = max(start, candidate - _HALF_WINDOW), min(n, candidate + _HALF_WINDOW)
+        window = audio[lo:hi].astype(np.float64)
+        energy = float(np.dot(window, window)) / (hi - lo)
+        if energy < best_energy:  # strict: among equals the latest candidate stays
+            best, best_energy = candidate, energy
+    return best
+
+
+def plan_cuts(audio: np.ndarray, *, max_seconds: float, search_seconds: float) -> list[int]:
+    """Cut points (increasing sample indices, multiples of 1280) splitting 16 kHz mono `audio`
+    into segments of at most `max_seconds` (rounded down to whole 80 ms tokens).
+
+    Each cut is the quietest token boundary (RMS over ~400 ms) in the last `search_seconds`
+    before its segment's longest allowed end, so words are rarely cut; `search_seconds` is
+    clamped to leave every segment at least one token. Audio no longer than `max_seconds`
+    (empty included) needs no cut: [].
+    """
+    audio = np.asarray(audio)
+    if audio.ndim != 1:
+        raise ValueError(f"plan_cuts wants mono 1-D audio, got shape {audio.shape}")
+    limits = _Limits.of(max_seconds, search_seconds)
+    cuts: list[int] = []
+    start = 0
+    while (cut := _next_cut(audio, start, limits)) is not None:
+        cuts.append(cut)
+        start = cut
+    return cuts
+
+
+def _check_decoder(decoder: BatchDecoder, limits: _Limits, max_seconds: float) -> None:
+    """The decoder's cache must hold the longest segment; better said now than mid-file."""
+    needed = len(padded_audio(np.zeros(limits.max_samples, np.float32), decoder.config)) // SAMPLES_PER_TOKEN
+    if needed > decoder.max_positions:
+        held = (decoder.max_positions - (needed - limits.max_samples // SAMPLES_PER_TOKEN)) * (
+            SAMPLES_PER_TOKEN / SAMPLE_RATE
+        )
+        raise ValueError(
+            f"segments of up to {max_seconds:g} s need a BatchDecoder built with max_seconds >= "
+            f"{max_seconds:g}; this one holds {max(held, 0.0):.2f} s"
+        )
+
+
+class _Merger:
+    """Joins per-segment transcripts into one timeline, in order.
+
+    Tokens move by their segment's start: `time_s` by its seconds, `step` by its 80 ms positions.
+    Steps and times increase within a segment, and each segment starts later than the one before,
+    but not strictly across a cut: a segment's last tokens were decoded over its right pad of
+    silence, past the cut, so (unless it stopped at EOS) its last 10 positions share their steps
+    and times with the next segment's first 10, whatever the delay. Both ends are almost always
+    [STREAMING_PAD], and `build_segments` keeps subtitle cues ordered regardless.
+
+    Text: a segment whose text starts without whitespace, after text that ends without it, gets
+    one space in front, so words on either side of a cut do not fuse. The space goes into the
+    segment's first text-bearing token, so `text == "".join(t.text for t in tokens)` still holds
+    and subtitles see the word boundary too. (Text without spaces, such as CJK, then gains one
+    space per cut; cuts are tens of seconds apart.)
+    """
+
+    def __init__(self, on_update: Callable[[SessionUpdate], None] | None) -> None:
+        self.on_update = on_update
+        self.tokens: list[TimedToken] = []
+        self._ends_open = False  # the text so far is non-empty and ends without whitespace
+
+    def add_batch(self, starts: Sequence[int], transcripts: Sequence[Transcript]) -> None:
+        batch_tokens: list[TimedToken] = []
+        for start, transcript in zip(starts, transcripts, strict=True):
+            batch_tokens.extend(self._shifted(start, transcript))
+        self.tokens.extend(batch_tokens)
+        if self.on_update is not None:
+            self.on_update(SessionUpdate(tokens=tuple(batch_tokens), finished=False))
+
+    def _shifted(self, start: int, transcript: Transcript) -> list[TimedToken]:
+        steps, seconds = start // SAMPLES_PER_TOKEN, start / SAMPLE_RATE
+        space = self._ends_open and bool(transcript.text) and not transcript.text[0].isspace()
+        out = []
+        for token in transcript.tokens:
+            text = token.text
+            if space and text:
+                text, space = " " + text, False
+            out.append(TimedToken(token.id, token.step + steps, token.time_s + seconds, text))
+        if transcript.text:
+            self._ends_open = not transcript.text[-1].isspace()
+        return out
+
+
+def transcribe_segmented(
+    decoder: BatchDecoder,
+    chunks: Iterable[np.ndarray],
+    *,
+    max_seconds: float = DEFAULT_MAX_SECONDS,
+    search_seconds: float = DEFAULT_SEARCH_SECONDS,
+    language: str | None = None,
+    on_update: Callable[[SessionUpdate], None] | None = None,
+) -> Transcript:
+    """Transcribe float32 16 kHz `chunks` (e.g. `iter_audio`) as segments decoded `decoder.batch`
+    at a time, cut where `plan_cuts` would cut the whole signal.
+
+    Audio is buffered until it holds `decoder.batch` full segments (plus the half window the last
+    cut's loudness needs), then those go to the decoder and only the rest is kept; so at most
+    about batch x max_seconds + one chunk is held, and the cuts do not depend on the chunk sizes.
+    `on_update` gets each batch's tokens (already on the file's timeline), then `finished=True`.
+    Input with no samples gives an empty transcript.
+    """
+    limits = _Limits.of(max_seconds, search_seconds)
+    _check_decoder(decoder, limits, max_seconds)
+    merger = _Merger(on_update)
+    # Past this many samples the first `batch` cuts, and every window they look at, lie inside the
+    # buffer: they are then the cuts planned on the whole file.
+    ready = decoder.batch * limits.max_samples + _HALF_WINDOW
+    offset = 0  # file position of the buffer's first sample
+    pending: list[np.ndarray] = []
+    n_pending = n_total = 0
+
+    def decode(audio: np.ndarray, final: bool) -> int:
+        """One batch from the front of `audio`; returns the samples it consumed."""
+        bounds: list[tuple[int, int]] = []
+        start = 0
+        while len(bounds) < decoder.batch:
+            cut = _next_cut(audio, start, limits)
+            if cut is None:
+                assert final, "a full batch was promised"
+                bounds.append((start, len(audio)))
+                break
+            bounds.append((start, cut))
+            start = cut
+        transcripts = decoder.transcribe([audio[a:b] for a, b in bounds])
+        merger.add_batch([offset + a for a, _ in bounds], transcripts)
+        return bounds[-1][1]
+
+    for chunk in chunks:
+        piece = np.asarray(chunk, dtype=np.float32)
+        if piece.ndim != 1:
+            raise ValueError(f"chunks must be mono 1-D float32 arrays, got shape {piece.shape}")
+        pending.append(piece)
+        n_pending += len(piece)
+        n_total += len(piece)
+        while n_pending >= ready:
+            audio = np.concatenate(pending)
+            consumed = decode(audio, final=False)
+            rest = audio[consumed:].copy()  # a copy, so the consumed audio is freed
+            offset += consumed
+            pending, n_pending = [rest], len(rest)
+
+    audio = np.concatenate(pending) if pending else np.zeros(0, np.float32)
+    while len(audio):
+        consumed = decode(audio, final=True)
+        offset += consumed
+        audio = audio[consumed:]
+    if on_update is not None:
+        on_update(SessionUpdate(finished=True))
+    return Transcript(
+        text="".join(t.text for t in merger.tokens),
+        tokens=tuple(merger.tokens),
+        delay_ms=decoder.config.delay_ms,
+        duration_s=n_total / SAMPLE_RATE,
+        language=language,
+    )
