@@ -1,11 +1,15 @@
 """Where the time of one streaming step goes (device machine): graph replay timing + a profile.
 
-Captures the step twice, with the Triton fusions (kernels/fused.py) and without, and prints the
-bare replay time and the kernels per step of each; then a profile of the fused one.
+    python bench/profile_step.py [int4|triton] [--unfused]
+
+Captures the step (with the Triton fusions of kernels/fused.py; also without them given
+--unfused) and prints the bare replay time and the kernels per step; then a profile of ten
+fed steps, by kernel.
 """
 
 from __future__ import annotations
 
+import sys
 import time
 
 import torch
@@ -17,15 +21,16 @@ from voxtral_desktop.engine.session import StreamingSession
 from voxtral_desktop.engine.tokenizer import TekkenTokenizer
 from voxtral_desktop.kernels import fused
 from voxtral_desktop.kernels.int4pack import CudaInt4Backend
+from voxtral_desktop.kernels.triton_q4 import TritonQ4Backend
 from voxtral_desktop.model.build import build_model
 from voxtral_desktop.synthetic.tekken import build_tekken_json
 
 dev = torch.device("cuda")
 config = ModelConfig()
 tensors = random_q4_tensors(config)
-model = build_model(
-    config, tensors, device=dev, dtype=torch.bfloat16, q4_backend=CudaInt4Backend(), fuse=True
-)
+backend = TritonQ4Backend() if "triton" in sys.argv[1:] else CudaInt4Backend()
+model = build_model(config, tensors, device=dev, dtype=torch.bfloat16, q4_backend=backend, fuse=True)
+print(f"Q4 kernel: {backend.name}")
 tok = TekkenTokenizer.from_dict(build_tekken_json(2000))
 audio = noise(30.0)
 
@@ -60,8 +65,9 @@ def measure(use_fused: bool) -> StreamingSession:
     return session
 
 
-session = measure(False)
-del session
+if "--unfused" in sys.argv:
+    session = measure(False)
+    del session
 session = measure(True)
 with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
     for i in range(100 * SAMPLES_PER_TOKEN, 110 * SAMPLES_PER_TOKEN, SAMPLES_PER_TOKEN):
