@@ -327,3 +327,27 @@ def test_cli_rejects_a_bad_segment_length(
     assert code == 2 and out == ""
     assert err.count("\n") == 1 and err.startswith("voxtral-desktop: error: --segment-seconds")
     assert "Traceback" not in err
+
+
+def test_cli_segments_that_do_not_fit_the_gpu(
+    capsys: pytest.CaptureFixture[str], tiny: Path, long_wav: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Out of memory for the segment batch: asked-for segments fail with one line; the default
+    (segments on a GPU) falls back to one stream with a warning, and the text is still written."""
+    from voxtral_desktop import cli
+    from voxtral_desktop.engine.engine import Engine
+    from voxtral_desktop.errors import DeviceError
+
+    def no_memory(self, config, *, batch, max_seconds):
+        raise DeviceError(f"not enough memory for {batch} streams of {max_seconds:g} s")
+
+    monkeypatch.setattr(Engine, "batch_decoder", no_memory)
+    code, out, err = transcribe(capsys, tiny, long_wav, "--segment-seconds", "2")
+    assert code != 0 and out == ""
+    assert err.count("\n") == 1 and "not enough memory" in err and "Traceback" not in err
+
+    _, single, _ = transcribe(capsys, tiny, long_wav, "--segment-seconds", "0")
+    monkeypatch.setattr(cli, "default_segment_seconds", lambda device_type: 2.0)
+    code, out, err = transcribe(capsys, tiny, long_wav)
+    assert code == 0 and out == single
+    assert "one stream instead" in err

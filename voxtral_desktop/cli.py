@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from voxtral_desktop import __version__
-from voxtral_desktop.errors import AudioError, ConfigError, VoxtralError
+from voxtral_desktop.errors import AudioError, ConfigError, DeviceError, VoxtralError
 
 if TYPE_CHECKING:
     from voxtral_desktop.engine.events import SessionUpdate
@@ -329,6 +329,11 @@ def _check_collisions(files: Sequence[Path], out_dir: Path) -> None:
         seen[path.stem] = path
 
 
+def default_segment_seconds(device_type: str) -> float:
+    """Segments on a GPU, where one stream waits on every step; one exact stream elsewhere."""
+    return SEGMENT_SECONDS_CUDA if device_type == "cuda" else 0.0
+
+
 def _check_segment_seconds(value: float | None) -> None:
     # Before the model load; 80 ms is one decoder position, the shortest segment there is.
     if value is not None and not (value == 0 or (math.isfinite(value) and value >= 0.08)):
@@ -364,16 +369,25 @@ def _cmd_transcribe(args: argparse.Namespace) -> int:
     live = _Live(sys.stderr)
     segment_s = args.segment_seconds
     if segment_s is None:
-        segment_s = SEGMENT_SECONDS_CUDA if engine.device.device.type == "cuda" else 0.0
+        segment_s = default_segment_seconds(engine.device.device.type)
+    decoder = None
     if segment_s > 0:
         # Built once, reused for every file: its state is preallocated for 8 segments.
-        decoder = engine.batch_decoder(config, batch=SEGMENT_BATCH, max_seconds=segment_s)
+        try:
+            decoder = engine.batch_decoder(config, batch=SEGMENT_BATCH, max_seconds=segment_s)
+        except DeviceError as e:
+            if args.segment_seconds is not None:  # asked for: say why it cannot be done
+                raise
+            # The default on a small GPU: the exact single stream needs far less memory.
+            log.warning("%s; decoding each file as one stream instead", e)
+    if decoder is not None:
         log.info("segments of up to %g s, %d side by side", segment_s, SEGMENT_BATCH)
+        segments = decoder
 
         def transcribe_one(path: Path) -> Transcript:
             chunks = iter_audio(path, chunk_seconds=CHUNK_SECONDS)
             return transcribe_segmented(
-                decoder, chunks, max_seconds=segment_s, language=language, on_update=live.update
+                segments, chunks, max_seconds=segment_s, language=language, on_update=live.update
             )
     else:
         session = engine.session(config)  # one session, reset per file
