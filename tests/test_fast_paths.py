@@ -128,3 +128,27 @@ def test_bench_runs_end_to_end_on_a_tiny_model() -> None:
     assert result.file_segmented_rtfx > 0 and result.segment_batch == 3
     assert "streaming step (20 steps)" in format_table(result)
     assert any("streaming step" in line for line in lines)
+
+
+@pytest.mark.parametrize("backend", [REFERENCE, CpuInt4Backend()])
+def test_dense_weights_inside_the_context_only(backend) -> None:
+    """`dense_weights` swaps Q4 matmuls for the backend's dense matrix (the int4 one recovered
+    through the kernel itself) and restores them; outputs agree with the Q4 kernel."""
+    from voxtral_desktop.kernels.linear import dense_weights
+    from voxtral_desktop.kernels.q4 import dequantize_q4_0
+
+    g = torch.Generator().manual_seed(3)
+    w = Q4Weight(quantize_q4_0(torch.randn(64, 2048, generator=g) / 45), (64, 2048))
+    layer = Q4Linear(w, torch.randn(64, generator=g), backend)
+    x = torch.randn(7, 2048, generator=g)
+    kernel_out = layer(x)
+    with dense_weights(torch.nn.Sequential(layer), torch.float32):
+        assert layer.dense is not None
+        # the reference dequantises exactly; the int4 form rounds the f16 scale to bf16
+        tol = 0 if backend is REFERENCE else 1e-2
+        assert float((layer.dense - dequantize_q4_0(w.blocks)).norm() / layer.dense.norm()) <= tol
+        dense_out = layer(x)
+    assert layer.dense is None
+    assert float((dense_out - kernel_out).norm() / kernel_out.norm()) < (
+        1e-6 if backend is REFERENCE else 2e-2
+    )

@@ -67,6 +67,18 @@ def test_tinygemm_int4_matches_reference(rows: int, cols: int) -> None:
         assert rel_err(backend.linear(x, prepared, None), ref) < 1e-2
 
 
+@pytest.mark.parametrize("backend", [CudaInt4Backend, TritonQ4Backend])
+def test_dense_form_of_the_q4_layouts(backend) -> None:
+    """What `dense_weights` (file batches' encoder phase) uses: tinygemm's matrix recovered by
+    the kernel itself (bf16 scales), the Triton layout's directly (exact)."""
+    from voxtral_desktop.kernels.q4 import dequantize_q4_0
+
+    w = q4(1280, 5120, seed=2)
+    b = backend()
+    dense = b.dequantize(b.prepare(w, CUDA), torch.float32)
+    assert rel_err(dense, dequantize_q4_0(w.blocks.to(CUDA))) < (1e-2 if backend is CudaInt4Backend else 1e-7)
+
+
 @pytest.mark.parametrize(("rows", "cols"), SHAPES)
 def test_triton_q4_matches_reference(rows: int, cols: int) -> None:
     w = q4(rows, cols, seed=1)

@@ -33,6 +33,7 @@ from voxtral_desktop.config import (
 from voxtral_desktop.engine.events import TimedToken
 from voxtral_desktop.engine.tokenizer import StreamingDetokenizer, TekkenTokenizer
 from voxtral_desktop.engine.transcribe import Transcript
+from voxtral_desktop.kernels.linear import dense_weights
 from voxtral_desktop.model.decoder import DecoderState
 from voxtral_desktop.model.encoder import EncoderState
 from voxtral_desktop.model.graph_step import GraphStep
@@ -156,10 +157,17 @@ class BatchDecoder:
         """The audio vectors of the first `n_positions` positions of every stream: [B, n, dim].
         Streams run through the encoder `encoder_batch` at a time, in chunks of positions."""
         model, device, dtype = self.model, self.model.device, self.model.dtype
-        n_mels = mels[0].shape[0]
         out = torch.empty(self.batch, n_positions, model.config.decoder.dim, device=device, dtype=dtype)
-        silence = log_mel(np.zeros(SAMPLES_PER_TOKEN, np.float32))[:, :1]  # rows past a stream's end
+        # Thousands of frames per matmul: dense weights for this phase beat the Q4 kernels.
+        with dense_weights(model.encoder, dtype), dense_weights(model.adapter, dtype):
+            self._encode_groups(mels, n_positions, out)
+        return out
+
+    def _encode_groups(self, mels: list[np.ndarray], n_positions: int, out: torch.Tensor) -> None:
+        model, device, dtype = self.model, self.model.device, self.model.dtype
         rows_per_group = self.encoder_batch
+        n_mels = mels[0].shape[0]
+        silence = log_mel(np.zeros(SAMPLES_PER_TOKEN, np.float32))[:, :1]  # rows past a stream's end
         for first in range(0, len(mels), rows_per_group):
             group = mels[first : first + rows_per_group]
             mel = np.empty((rows_per_group, n_mels, n_positions * MEL_FRAMES_PER_TOKEN), np.float32)
@@ -175,7 +183,6 @@ class BatchDecoder:
                 ).to(device, dtype)
                 vectors = model.embed_audio(chunk, self.encoder)  # [group, count, dim]
                 out[first : first + len(group), start : start + count] = vectors[: len(group)]
-        return out
 
     def _collect(
         self,

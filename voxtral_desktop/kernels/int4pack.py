@@ -29,6 +29,20 @@ def _scales_and_zeros(scales: torch.Tensor) -> torch.Tensor:
     return torch.stack([s, torch.zeros_like(s)], dim=-1).contiguous()
 
 
+def dequantize_by_identity(
+    x_to_y, in_features: int, dtype: torch.dtype, device: torch.device
+) -> torch.Tensor:
+    """The dense [N, K] matrix behind an opaque packed layout: the kernel itself times identity
+    rows (I W^T = W^T), K rows at a time in slices of 1,024 so the identity stays small."""
+    parts = []
+    for start in range(0, in_features, 1024):
+        rows = torch.arange(min(1024, in_features - start), device=device)
+        eye = torch.zeros(len(rows), in_features, dtype=torch.bfloat16, device=device)
+        eye[rows, start + rows] = 1
+        parts.append(x_to_y(eye))  # [rows, N]: columns start.. of W, transposed
+    return torch.cat(parts).t().contiguous().to(dtype)
+
+
 @dataclass(frozen=True)
 class PackedInt4:
     packed: torch.Tensor
@@ -62,6 +76,12 @@ class CpuInt4Backend:
         y = y.to(x.dtype).reshape(*lead, prepared.out_features)
         return y if bias is None else y + bias
 
+    def dequantize(self, prepared: object, dtype: torch.dtype) -> torch.Tensor:
+        assert isinstance(prepared, PackedInt4)
+        return dequantize_by_identity(
+            lambda eye: self.linear(eye, prepared, None), prepared.in_features, dtype, prepared.packed.device
+        )
+
 
 class CudaInt4Backend:
     """`aten._weight_int4pack_mm` (tinygemm, SM80+); inner K tiles of 8 need K % 128 == 0."""
@@ -88,3 +108,9 @@ class CudaInt4Backend:
         y = torch.ops.aten._weight_int4pack_mm(x2, prepared.packed, Q4_0_BLOCK, prepared.scales_and_zeros)
         y = y.to(x.dtype).reshape(*lead, prepared.out_features)
         return y if bias is None else y + bias
+
+    def dequantize(self, prepared: object, dtype: torch.dtype) -> torch.Tensor:
+        assert isinstance(prepared, PackedInt4)
+        return dequantize_by_identity(
+            lambda eye: self.linear(eye, prepared, None), prepared.in_features, dtype, prepared.packed.device
+        )

@@ -9,12 +9,14 @@ The model is written against plain `nn.Linear` / `nn.Embedding`; after a checkpo
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Protocol
 
 import torch
 from torch import nn
 
-from voxtral_desktop.kernels.q4 import Q4Weight, q4_embedding_reference, q4_linear_reference
+from voxtral_desktop.kernels.q4 import Q4Weight, dequantize_q4_0, q4_embedding_reference, q4_linear_reference
 
 
 class Q4Backend(Protocol):
@@ -31,7 +33,8 @@ class Q4Backend(Protocol):
 
 # Optional backend methods, used when present:
 #   linear_swiglu(gate_up, prepared, bias): W (silu(gate) * up) + b from the fused gate/up pair;
-#   embed_rows(prepared, ids, dtype): rows of the matrix, so a tied table is stored once.
+#   embed_rows(prepared, ids, dtype): rows of the matrix, so a tied table is stored once;
+#   dequantize(prepared, dtype): the dense matrix [N, K] (see `dense_weights`).
 
 
 class ReferenceQ4Backend:
@@ -49,6 +52,10 @@ class ReferenceQ4Backend:
     def linear(self, x: torch.Tensor, prepared: object, bias: torch.Tensor | None) -> torch.Tensor:
         assert isinstance(prepared, Q4Weight)
         return q4_linear_reference(x, prepared, bias)
+
+    def dequantize(self, prepared: object, dtype: torch.dtype) -> torch.Tensor:
+        assert isinstance(prepared, Q4Weight)
+        return dequantize_q4_0(prepared.blocks, dtype)
 
 
 REFERENCE = ReferenceQ4Backend()
@@ -72,9 +79,12 @@ class Q4Linear(nn.Module):
         # Only the backend's own layout lives on the device (not the GGUF blocks as well).
         self.prepared = backend.prepare(weight, device or weight.blocks.device)
         self.bias = None if bias is None else nn.Parameter(bias, requires_grad=False)
+        self.dense: torch.Tensor | None = None  # set only inside `dense_weights`
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         bias = None if self.bias is None else self.bias.to(x.dtype)
+        if self.dense is not None:
+            return nn.functional.linear(x, self.dense.to(x.dtype), bias)
         return self.backend.linear(x, self.prepared, bias)
 
     @property
@@ -83,11 +93,32 @@ class Q4Linear(nn.Module):
 
     def forward_swiglu(self, gate_up: torch.Tensor) -> torch.Tensor:
         """forward(silu(gate) * up) for gate_up = (gate | up) [..., 2 in_features], in one kernel."""
+        if self.dense is not None:
+            gate, up = gate_up.chunk(2, dim=-1)
+            return self.forward(nn.functional.silu(gate) * up)
         bias = None if self.bias is None else self.bias.to(gate_up.dtype)
         return self.backend.linear_swiglu(gate_up, self.prepared, bias)  # type: ignore[attr-defined]
 
     def extra_repr(self) -> str:
         return f"in={self.in_features}, out={self.out_features}, q4_0, backend={self.backend.name}"
+
+
+@contextmanager
+def dense_weights(module: nn.Module, dtype: torch.dtype) -> Iterator[None]:
+    """Inside, every Q4 matrix of `module` whose backend can dequantise runs as a dense matmul.
+
+    For long runs of large matmuls (the encoder over a batch of whole files): int4 kernels are
+    fast at a few rows and slow at thousands, where dequantising once (0.97 B weights of the
+    encoder: 1.9 GB in bf16, held only inside) and using cuBLAS wins. Each output is what the
+    backend's dense form of the weight gives (exactly the reference for `reference`)."""
+    layers = [m for m in module.modules() if isinstance(m, Q4Linear) and hasattr(m.backend, "dequantize")]
+    try:
+        for m in layers:
+            m.dense = m.backend.dequantize(m.prepared, dtype)  # type: ignore[attr-defined]
+        yield
+    finally:
+        for m in layers:
+            m.dense = None
 
 
 class TiedEmbedding(nn.Module):

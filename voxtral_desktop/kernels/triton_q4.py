@@ -181,6 +181,10 @@ class TritonQ4Backend:
         """W (silu(gate) * up) + b from the fused gate/up output [..., 2K], in one kernel."""
         return self._apply(gate_up, prepared, bias, swiglu=True)
 
+    def dequantize(self, prepared: object, dtype: torch.dtype) -> torch.Tensor:
+        assert isinstance(prepared, SplitQ4)
+        return dequantize_split(prepared, dtype)
+
     def embed_rows(self, prepared: object, ids: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         """Rows of the matrix as an embedding table: no second copy of the table is kept."""
         assert isinstance(prepared, SplitQ4)
