@@ -249,6 +249,33 @@ def test_merged_text_gets_one_space_between_segments_that_need_it() -> None:
     assert [len(u.tokens) for u in updates] == [6, 6, 0] and updates[-1].finished
 
 
+@pytest.mark.parametrize("seconds", [1.5, 6.9, 7.5, 13.3, 20.0])
+def test_a_balanced_tail_fills_the_last_round(seconds: float) -> None:
+    """With balance_tail the audio left at the end is cut into shorter segments (>= a third of
+    the maximum) that fill the batch: never more rounds than without, every segment within the
+    maximum, the whole signal sent once, in order."""
+    audio = noise(seconds, 7)
+    rounds, segments = {}, {}
+    for balance in (False, True):
+        decoder = ScriptedDecoder(["x"] * 100, batch=3)
+        counted = Counted(decoder)  # type: ignore[arg-type]
+        transcribe_segmented(
+            counted,  # type: ignore[arg-type]
+            counted.chunks(audio, 7919),
+            max_seconds=2.0,
+            search_seconds=0.5,
+            balance_tail=balance,
+        )
+        assert counted.sent == len(audio) and sum(decoder.lengths) == len(audio)
+        assert max(decoder.lengths) <= 2 * SR
+        rounds[balance], segments[balance] = counted.calls, len(decoder.lengths)
+        if balance and len(audio) > 2 * SR:
+            assert min(decoder.lengths[:-1]) >= 25 // 3 * TOKEN  # a third of 25 tokens
+    assert rounds[True] <= rounds[False]
+    if seconds == 7.5:  # a full round of 3 x <= 2 s, then the rest: in more rows, same rounds
+        assert rounds == {False: 2, True: 2} and segments[True] > segments[False]
+
+
 def test_no_samples_give_an_empty_transcript() -> None:
     decoder = ScriptedDecoder([])
     updates: list[SessionUpdate] = []
@@ -299,7 +326,9 @@ def test_cli_segment_seconds(capsys: pytest.CaptureFixture[str], tiny: Path, lon
     engine = Engine.load(tiny, device="cpu")
     config = StreamConfig(engine.default_delay_ms)
     decoder = engine.batch_decoder(config, batch=8, max_seconds=2.0)
-    segmented = transcribe_segmented(decoder, iter_audio(long_wav, chunk_seconds=30.0), max_seconds=2.0)
+    segmented = transcribe_segmented(
+        decoder, iter_audio(long_wav, chunk_seconds=30.0), max_seconds=2.0, balance_tail=True
+    )
     single = transcribe_file(engine.session(config), long_wav)
     assert len(segmented.tokens) != len(single.tokens)  # two different paths
 

@@ -213,7 +213,7 @@ def run_bench(
             transcribe_segmented(segments, [audio[: 3 * SAMPLE_RATE]], max_seconds=segment_seconds)  # warm-up
             _sync(dev)
             t0 = time.perf_counter()
-            transcribe_segmented(segments, chunks, max_seconds=segment_seconds)
+            transcribe_segmented(segments, chunks, max_seconds=segment_seconds, balance_tail=True)
             _sync(dev)
             result.file_segmented_rtfx = round(file_seconds / (time.perf_counter() - t0), 1)
             result.segment_seconds, result.segment_batch = segment_seconds, segment_batch

@@ -387,7 +387,12 @@ def _cmd_transcribe(args: argparse.Namespace) -> int:
         def transcribe_one(path: Path) -> Transcript:
             chunks = iter_audio(path, chunk_seconds=CHUNK_SECONDS)
             return transcribe_segmented(
-                segments, chunks, max_seconds=segment_s, language=language, on_update=live.update
+                segments,
+                chunks,
+                max_seconds=segment_s,
+                language=language,
+                on_update=live.update,
+                balance_tail=True,
             )
     else:
         session = engine.session(config)  # one session, reset per file

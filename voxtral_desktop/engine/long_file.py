@@ -79,6 +79,20 @@ def _next_cut(audio: np.ndarray, start: int, limits: _Limits) -> int | None:
     return best
 
 
+def _tail_limits(limits: _Limits, n_samples: int, batch: int) -> _Limits:
+    """Shorter segments for the audio left when the input ends, so its last round fills the
+    batch: 60 s left with 30 s segments, 8 at a time, were 2 segments (a round as slow as a full
+    one, 6 rows idle) and become 6 of <= 10 s. Segments stay at least a third of the maximum;
+    the search window shrinks to a fifth of the new length, so the cuts cannot add a round."""
+    token = SAMPLES_PER_TOKEN
+    max_tokens = limits.max_samples // token
+    rounds = max(1, math.ceil(n_samples / (batch * limits.max_samples)))
+    per_segment = math.ceil(n_samples / (rounds * batch) / token * 1.25)
+    tokens = min(max_tokens, max(per_segment, max_tokens // 3, 1))
+    search = min(limits.search_samples, tokens // 5 * token)
+    return _Limits(tokens * token, search)
+
+
 def plan_cuts(audio: np.ndarray, *, max_seconds: float, search_seconds: float) -> list[int]:
     """Cut points (increasing sample indices, multiples of 1280) splitting 16 kHz mono `audio`
     into segments of at most `max_seconds` (rounded down to whole 80 ms tokens).
@@ -165,9 +179,11 @@ def transcribe_segmented(
     search_seconds: float = DEFAULT_SEARCH_SECONDS,
     language: str | None = None,
     on_update: Callable[[SessionUpdate], None] | None = None,
+    balance_tail: bool = False,
 ) -> Transcript:
     """Transcribe float32 16 kHz `chunks` (e.g. `iter_audio`) as segments decoded `decoder.batch`
-    at a time, cut where `plan_cuts` would cut the whole signal.
+    at a time, cut where `plan_cuts` would cut the whole signal (with `balance_tail`, the audio
+    left when the input ends is cut into shorter segments that fill the batch: `_tail_limits`).
 
     Audio is buffered until it holds `decoder.batch` full segments (plus the half window the last
     cut's loudness needs), then those go to the decoder and only the rest is kept; so at most
@@ -185,7 +201,7 @@ def transcribe_segmented(
     pending: list[np.ndarray] = []
     n_pending = n_total = 0
 
-    def decode(audio: np.ndarray, final: bool) -> int:
+    def decode(audio: np.ndarray, final: bool, limits: _Limits = limits) -> int:
         """One batch from the front of `audio`; returns the samples it consumed."""
         bounds: list[tuple[int, int]] = []
         start = 0
@@ -216,8 +232,9 @@ def transcribe_segmented(
             pending, n_pending = [rest], len(rest)
 
     audio = np.concatenate(pending) if pending else np.zeros(0, np.float32)
+    tail = _tail_limits(limits, len(audio), decoder.batch) if balance_tail else limits
     while len(audio):
-        consumed = decode(audio, final=True)
+        consumed = decode(audio, final=True, limits=tail)
         offset += consumed
         audio = audio[consumed:]
     if on_update is not None:
