@@ -22,7 +22,7 @@ import torch
 from voxtral_desktop.kernels import triton_q4
 from voxtral_desktop.kernels.int4pack import CudaInt4Backend
 from voxtral_desktop.kernels.q4 import Q4_0_BLOCK_BYTES, Q4Weight
-from voxtral_desktop.kernels.triton_q4 import GemvConfig, MatmulConfig, TritonQ4Backend, q4_0_linear
+from voxtral_desktop.kernels.triton_q4 import TritonQ4Backend, q4_0_linear
 
 DEV = torch.device("cuda")
 # (name, N, K, calls per streaming step, swiglu input)
@@ -162,5 +162,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     assert triton_q4.triton_available()
-    _ = GemvConfig, MatmulConfig
     main()

@@ -51,7 +51,21 @@ class PackedInt4:
     in_features: int
 
 
-class CpuInt4Backend:
+class _Int4Backend:
+    """What the CPU and CUDA tinygemm backends share."""
+
+    def linear(self, x: torch.Tensor, prepared: object, bias: torch.Tensor | None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def dequantize(self, prepared: object, dtype: torch.dtype) -> torch.Tensor:
+        """The dense matrix, recovered through the kernel itself (its packed layout is opaque)."""
+        assert isinstance(prepared, PackedInt4)
+        return dequantize_by_identity(
+            lambda eye: self.linear(eye, prepared, None), prepared.in_features, dtype, prepared.packed.device
+        )
+
+
+class CpuInt4Backend(_Int4Backend):
     """`aten._weight_int4pack_mm_for_cpu` with bf16 activations (AVX2/AVX-512 and NEON kernels)."""
 
     name = "cpu-int4"
@@ -76,14 +90,8 @@ class CpuInt4Backend:
         y = y.to(x.dtype).reshape(*lead, prepared.out_features)
         return y if bias is None else y + bias
 
-    def dequantize(self, prepared: object, dtype: torch.dtype) -> torch.Tensor:
-        assert isinstance(prepared, PackedInt4)
-        return dequantize_by_identity(
-            lambda eye: self.linear(eye, prepared, None), prepared.in_features, dtype, prepared.packed.device
-        )
 
-
-class CudaInt4Backend:
+class CudaInt4Backend(_Int4Backend):
     """`aten._weight_int4pack_mm` (tinygemm, SM80+); inner K tiles of 8 need K % 128 == 0."""
 
     name = "cuda-int4"
@@ -108,9 +116,3 @@ class CudaInt4Backend:
         y = torch.ops.aten._weight_int4pack_mm(x2, prepared.packed, Q4_0_BLOCK, prepared.scales_and_zeros)
         y = y.to(x.dtype).reshape(*lead, prepared.out_features)
         return y if bias is None else y + bias
-
-    def dequantize(self, prepared: object, dtype: torch.dtype) -> torch.Tensor:
-        assert isinstance(prepared, PackedInt4)
-        return dequantize_by_identity(
-            lambda eye: self.linear(eye, prepared, None), prepared.in_features, dtype, prepared.packed.device
-        )

@@ -52,11 +52,16 @@ def dequantize_q4_0(blocks: torch.Tensor, dtype: torch.dtype = torch.float32) ->
     Computed as f32 (nibble - 8) * f32(d), exactly as ggml does, then cast to `dtype`.
     """
     scales, qs = split_q4_0(blocks)
+    return dequantize_split_q4_0(scales, qs, dtype)
+
+
+def dequantize_split_q4_0(scales: torch.Tensor, qs: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """`dequantize_q4_0` of blocks already split: scales [..., nb], nibbles [..., nb, 16]."""
     lo = (qs & 0x0F).to(torch.int16) - 8  # elements 0..15 of each block
     hi = (qs >> 4).to(torch.int16) - 8  # elements 16..31
     q = torch.cat([lo, hi], dim=-1).to(torch.float32)  # [..., nb, 32]
     w = q * scales.to(torch.float32).unsqueeze(-1)
-    return w.reshape(*blocks.shape[:-1], -1).to(dtype)
+    return w.reshape(*qs.shape[:-2], -1).to(dtype)
 
 
 def quantize_q4_0(weight: torch.Tensor) -> torch.Tensor:

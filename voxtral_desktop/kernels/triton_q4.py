@@ -32,7 +32,7 @@ from typing import Any
 
 import torch
 
-from voxtral_desktop.kernels.q4 import Q4Weight, split_q4_0
+from voxtral_desktop.kernels.q4 import Q4Weight, dequantize_split_q4_0, split_q4_0
 
 GEMV_MAX_ROWS = 8  # activation rows up to which the memory-bound GEMV is used
 
@@ -155,9 +155,7 @@ def q4_0_linear(
 def dequantize_split(w: SplitQ4, dtype: torch.dtype, rows: torch.Tensor | None = None) -> torch.Tensor:
     """The dense matrix (or only `rows` of it, e.g. embedding lookups) in `dtype`."""
     nib, scales = (w.nibbles, w.scales) if rows is None else (w.nibbles[rows], w.scales[rows])
-    q = nib.view(*nib.shape[:-1], -1, 16)  # [..., nb, 16]
-    codes = torch.cat([q & 15, q >> 4], dim=-1).to(torch.float32) - 8  # [..., nb, 32]
-    return (codes * scales.to(torch.float32)[..., None]).reshape(*nib.shape[:-1], w.in_features).to(dtype)
+    return dequantize_split_q4_0(scales, nib.view(*nib.shape[:-1], -1, 16), dtype)
 
 
 class TritonQ4Backend:
