@@ -114,37 +114,48 @@ def _q4_tiny(config: ModelConfig, seed: int) -> dict:
         (1, 4, 32, 32, 64, 1005, 1005),
         (3, 1, 32, 8, 128, 8230, 8230),
         (2, 2, 4, 1, 64, 90, 77),
+        (1, 39, 32, 8, 128, 8230, 200),  # prompt-sized: 156 rows per KV head, blocks of 64
+        (2, 256, 32, 32, 64, 1005, 1005),  # an encoder chunk of a batch of files
     ],
 )
-@pytest.mark.parametrize("variant", ["sum", "dot"])
+@pytest.mark.parametrize("int8", [False, True])
 def test_fused_attention_matches_torch(
-    dtype: torch.dtype, B: int, T: int, H: int, HKV: int, D: int, C: int, S: int, variant: str, monkeypatch
+    dtype: torch.dtype, B: int, T: int, H: int, HKV: int, D: int, C: int, S: int, int8: bool
 ) -> None:
     """Flash-decoding attention against the baddbmm/softmax/bmm path, over a strided cache view
-    with a sliding-window mask (some key slices wholly masked)."""
+    with a sliding-window mask (some key slices wholly masked); with an int8 cache, against the
+    same path on the dequantised keys and values."""
     from voxtral_desktop.kernels import fused
+    from voxtral_desktop.kernels.kv_int8 import LayerKV, quantize_kv
     from voxtral_desktop.model import layers
 
     g = torch.Generator(device=CUDA).manual_seed(1)
     q = torch.randn(B, H, T, D, device=CUDA, generator=g).to(dtype)
     kc = torch.randn(B, HKV, C, D, device=CUDA, generator=g).to(dtype)
     vc = torch.randn(B, HKV, C, D, device=CUDA, generator=g).to(dtype)
-    k, v = kc[:, :, :S], vc[:, :, :S]
+
+    def ring(n: int) -> LayerKV:
+        if not int8:
+            return LayerKV(kc[:, :, :n], vc[:, :, :n])
+        (kq, ks), (vq, vs) = quantize_kv(kc), quantize_kv(vc)
+        return LayerKV(kq[:, :, :n], vq[:, :, :n], ks[:, :, :n], vs[:, :, :n])
+
+    def reference(kv: LayerKV, bias: torch.Tensor) -> torch.Tensor:
+        fused.ENABLED = False
+        try:
+            k, v = kv.dense(torch.float32)
+            return layers.attend(q.float(), LayerKV(k, v), bias.float())
+        finally:
+            fused.ENABLED = True
+
     pos = torch.arange(T, device=CUDA) + S - T
     held = torch.arange(S, device=CUDA)
     dist = pos[:, None] - held[None, :]
     mask = (dist >= 0) & (dist < max(T + 3, S // 3))
     bias = layers.attention_bias(mask, H // HKV, dtype)
-    assert fused.attention_applies(q, H // HKV) == ((H // HKV) * T <= fused.ATTN_MAX_ROWS)
-    monkeypatch.setenv("VOXTRAL_ATTN", variant)
-    got = fused.attention(q, k, v, bias)
-    fused.ENABLED = False
-    try:
-        want = layers.attend(q.float(), k.float(), v.float(), bias.float())
-    finally:
-        fused.ENABLED = True
+    assert fused.attention_applies(q, H // HKV)
     tol = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=2e-2, atol=2e-2)
-    torch.testing.assert_close(got.float(), want, **tol)
+    torch.testing.assert_close(fused.attention(q, ring(S), bias).float(), reference(ring(S), bias), **tol)
 
     # A ring filled only up to `filled`: slots past it are never read (NaN there would show).
     filled = S - S // 4
@@ -152,14 +163,30 @@ def test_fused_attention_matches_torch(
     vc[:, :, filled:] = float("nan")
     dist2 = (torch.arange(T, device=CUDA) + filled - T)[:, None] - held[None, :]
     bias2 = layers.attention_bias((dist2 >= 0) & (dist2 < max(T + 3, S // 3)), H // HKV, dtype)
-    got2 = fused.attention(q, k, v, bias2, torch.tensor(filled, device=CUDA))
-    fused.ENABLED = False
-    try:
-        want2 = layers.attend(q.float(), k[:, :, :filled].float(), v[:, :, :filled].float(),
-                              bias2[:, :filled].float())  # fmt: skip
-    finally:
-        fused.ENABLED = True
-    torch.testing.assert_close(got2.float(), want2, **tol)
+    got2 = fused.attention(q, ring(S), bias2, torch.tensor(filled, device=CUDA))
+    torch.testing.assert_close(got2.float(), reference(ring(filled), bias2[:, :filled]), **tol)
+
+
+def test_int8_kv_attention_error_is_small() -> None:
+    """What an int8 cache costs: attention over 8,230 decoder-like keys, int8 against bf16, both
+    against fp32 (relative L2 error of the output)."""
+    from voxtral_desktop.kernels import fused
+    from voxtral_desktop.kernels.kv_int8 import LayerKV, quantize_kv
+
+    g = torch.Generator(device=CUDA).manual_seed(3)
+    B, H, HKV, D, S = 1, 32, 8, 128, 8230
+    q = torch.randn(B, H, 1, D, device=CUDA, generator=g) * 3
+    k = torch.randn(B, HKV, S, D, device=CUDA, generator=g)
+    v = torch.randn(B, HKV, S, D, device=CUDA, generator=g)
+    bias = torch.zeros(H // HKV, S, device=CUDA)
+    want = fused.attention(q, LayerKV(k, v), bias)
+    bf16 = fused.attention(q.bfloat16(), LayerKV(k.bfloat16(), v.bfloat16()), bias.bfloat16()).float()
+    (kq, ks), (vq, vs) = quantize_kv(k), quantize_kv(v)
+    int8 = fused.attention(q.bfloat16(), LayerKV(kq, vq, ks, vs), bias.bfloat16()).float()
+    err_bf16 = ((bf16 - want).norm() / want.norm()).item()
+    err_int8 = ((int8 - want).norm() / want.norm()).item()
+    print(f"attention output rel. L2 error vs fp32: bf16 cache {err_bf16:.4%}, int8 cache {err_int8:.4%}")
+    assert err_int8 < 0.02
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
@@ -171,6 +198,7 @@ def test_fused_kernels_match_torch(dtype: torch.dtype, B: int, T: int, H: int, H
     from torch.nn import functional as F
 
     from voxtral_desktop.kernels import fused
+    from voxtral_desktop.kernels.kv_int8 import LayerKV, quantize_kv
     from voxtral_desktop.model.layers import apply_rope, rope_tables
 
     assert fused.enabled(torch.zeros(1, device=CUDA))
@@ -198,7 +226,7 @@ def test_fused_kernels_match_torch(dtype: torch.dtype, B: int, T: int, H: int, H
     slots = positions % C
     kc = torch.zeros(B, HKV, C, D, device=CUDA, dtype=dtype)
     vc = torch.zeros_like(kc)
-    q = fused.rope_qkv_to_cache(qkv, rot, slots, kc, vc, H, HKV, D)
+    q = fused.rope_qkv_to_cache(qkv, rot, slots, LayerKV(kc, vc), H, HKV, D)
     qk_ref = apply_rope(qkv[..., : (H + HKV) * D].reshape(B, T, H + HKV, D), rot)
     q_ref, k_ref = qk_ref.split([H, HKV], dim=2)
     torch.testing.assert_close(q.float(), q_ref.transpose(1, 2).float(), **tol)
@@ -208,6 +236,20 @@ def test_fused_kernels_match_torch(dtype: torch.dtype, B: int, T: int, H: int, H
     untouched = torch.ones(C, dtype=torch.bool, device=CUDA)
     untouched[slots] = False
     assert not kc[:, :, untouched].any() and not vc[:, :, untouched].any()
+    # The same into an int8 ring: codes within one step of the reference quantisation of the
+    # stored vectors (ties, the last bit of a division and, in bf16, the kernel quantising the
+    # fp32 values before rounding may each move a code by one), the same scales up to that.
+    k8, v8 = torch.zeros_like(kc, dtype=torch.int8), torch.zeros_like(vc, dtype=torch.int8)
+    ks, vs = torch.zeros(B, HKV, C, device=CUDA), torch.zeros(B, HKV, C, device=CUDA)
+    q8 = fused.rope_qkv_to_cache(qkv, rot, slots, LayerKV(k8, v8, ks, vs), H, HKV, D)
+    torch.testing.assert_close(q8, q)
+    for codes, scales, x in ((k8, ks, kc), (v8, vs, vc)):
+        want_codes, want_scales = quantize_kv(x[:, :, slots])
+        torch.testing.assert_close(
+            scales[:, :, slots], want_scales, rtol=1e-6 if dtype == torch.float32 else 1e-2, atol=0
+        )
+        assert (codes[:, :, slots].int() - want_codes.int()).abs().max() <= 1
+        assert not codes[:, :, untouched].any() and not scales[:, :, untouched].any()
 
 
 @pytest.mark.parametrize(
@@ -253,13 +295,15 @@ def test_batched_file_decoder_with_graphs_equals_sessions(tokenizer_small) -> No
 
 
 def _teacher_forced_logits(
-    model, features: torch.Tensor, tokens: list[int], stream: StreamConfig
+    model, features: torch.Tensor, tokens: list[int], stream: StreamConfig, kv_int8: bool = False
 ) -> torch.Tensor:
     cfg = model.config
-    enc = EncoderState.allocate(cfg.encoder, batch=1, max_chunk_frames=256, device=CUDA, dtype=model.dtype)
+    enc = EncoderState.allocate(
+        cfg.encoder, batch=1, max_chunk_frames=256, device=CUDA, dtype=model.dtype, kv_int8=kv_int8
+    )
     dec = DecoderState.allocate(
         cfg.decoder, model.decoder.ada_scales(stream.n_delay_tokens, CUDA, model.dtype), batch=1,
-        max_chunk=stream.n_prompt_tokens, device=CUDA, dtype=model.dtype,
+        max_chunk=stream.n_prompt_tokens, device=CUDA, dtype=model.dtype, kv_int8=kv_int8,
     )  # fmt: skip
     with torch.no_grad():
         audio = torch.cat([model.embed_audio(features[..., i : i + 256].to(model.dtype), enc)
@@ -273,8 +317,8 @@ def _teacher_forced_logits(
 
 @pytest.mark.parametrize("backend", [CudaInt4Backend, TritonQ4Backend])
 def test_full_size_fast_path_logits_close_to_reference(backend) -> None:
-    """bf16 + Q4 kernels (tinygemm int4, Triton) + fused projections vs fp32 dense dequantised
-    weights, same inputs.
+    """bf16 + Q4 kernels (tinygemm int4, Triton) + fused projections, with bf16 and with int8 KV
+    caches, vs fp32 dense dequantised weights, same inputs.
 
     Tolerance: relative L2 error of the logits < 5e-2 per step and the same top-1 at >= 90% of
     steps (random weights have no confident predictions, so near-ties flip; trained weights do
@@ -290,16 +334,28 @@ def test_full_size_fast_path_logits_close_to_reference(backend) -> None:
     features = torch.from_numpy(log_mel(padded_audio(noise(3.0), stream)))[None].to(CUDA)
     steps = [1000 + 37 * i % 5000 for i in range(24)]
     fast = build_model(config, tensors, device=CUDA, dtype=torch.bfloat16, q4_backend=backend(), fuse=True)
-    fast_logits = _teacher_forced_logits(fast, features, steps, stream)
+    fast_logits = {kv: _teacher_forced_logits(fast, features, steps, stream, kv_int8=kv == "int8")
+                   for kv in ("bf16", "int8")}  # fmt: skip
     del fast
     ref = build_model(config, tensors, device=CUDA, dtype=torch.float32, q4_backend=None)
     ref_logits = _teacher_forced_logits(ref, features, steps, stream)
-    errors = [rel_err(a, b) for a, b in zip(fast_logits, ref_logits, strict=True)]
-    agree = float((fast_logits.argmax(-1) == ref_logits.argmax(-1)).float().mean())
-    print(
-        f"full-size fast path ({backend.name}): max rel logit error {max(errors):.4f},"
-        f" top-1 agreement {agree:.3f}"
-    )
-    assert max(errors) < 5e-2
-    assert agree >= 0.9
-    assert np.isfinite(fast_logits.cpu().numpy()).all()
+    for kv, logits in fast_logits.items():
+        errors = [rel_err(a, b) for a, b in zip(logits, ref_logits, strict=True)]
+        agree = float((logits.argmax(-1) == ref_logits.argmax(-1)).float().mean())
+        print(
+            f"full-size fast path ({backend.name}, {kv} KV cache): max rel logit error {max(errors):.4f},"
+            f" top-1 agreement {agree:.3f}"
+        )
+        assert max(errors) < 5e-2
+        assert agree >= 0.9
+        assert np.isfinite(logits.cpu().numpy()).all()
+
+
+def test_log_mel_on_the_gpu_equals_the_cpu() -> None:
+    """File batches compute their features on the GPU (cuFFT): the same frames as the CPU path."""
+    from voxtral_desktop.audio.mel import log_mel, log_mel_on
+    from voxtral_desktop.benchmark import noise
+
+    audio = noise(20.0, seed=5)
+    got = log_mel_on(audio, CUDA).cpu().numpy()
+    np.testing.assert_allclose(got, log_mel(audio), rtol=0, atol=1e-4)

@@ -176,6 +176,22 @@ def test_log_mel_matches_hf_with_reflect_edges(n: int, hf_log_mel) -> None:
     np.testing.assert_allclose(ours, ref, rtol=0, atol=1e-5)
 
 
+@pytest.mark.parametrize("n", [0, 150, 201, 1600, 16037, 16000 * 20 + 77])
+def test_log_mel_on_a_device_equals_log_mel(n: int) -> None:
+    """The one-call torch path (what file batches run on the GPU) against the streaming one."""
+    import torch
+
+    from voxtral_desktop.audio.mel import log_mel_on
+
+    audio = noise(n, seed=n + 1)
+    ours = log_mel_on(audio, torch.device("cpu"))
+    assert isinstance(ours, torch.Tensor) and ours.dtype == torch.float32
+    assert ours.shape == (N_MELS, n // 160)
+    np.testing.assert_allclose(ours.numpy(), log_mel(audio), rtol=0, atol=1e-5)
+    with pytest.raises(ValueError):
+        log_mel_on(np.zeros((2, 1600), np.float32), torch.device("cpu"))
+
+
 @pytest.mark.parametrize("n", [0, 1, 159, 160, 199, 319, 320, 3840])
 def test_frame_count(n: int) -> None:
     assert n_frames_for(n) == n // 160

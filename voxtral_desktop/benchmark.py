@@ -30,7 +30,7 @@ from voxtral_desktop.engine.session import StreamingSession
 from voxtral_desktop.engine.tokenizer import TekkenTokenizer
 from voxtral_desktop.engine.transcribe import transcribe_stream
 from voxtral_desktop.kernels.q4 import Q4_0_BLOCK, Q4_0_BLOCK_BYTES, Q4Weight
-from voxtral_desktop.kernels.select import choose_q4_backend
+from voxtral_desktop.kernels.select import choose_kv_int8, choose_q4_backend
 from voxtral_desktop.model.build import build_model
 from voxtral_desktop.synthetic.tekken import build_tekken_json
 from voxtral_desktop.weights.names import TensorKind, expected_tensors
@@ -44,6 +44,7 @@ class BenchResult:
     device: str
     kernel: str
     config: str
+    kv_cache: str = ""
     load_s: float = 0.0
     graph_capture_s: float = 0.0
     step_ms: dict[str, float] = field(default_factory=dict)  # p50/p95/p99/mean of a streaming step
@@ -136,6 +137,7 @@ def run_bench(
     *,
     device: str = "auto",
     kernel: str = "auto",
+    kv_cache: str = "auto",
     steps: int = 1000,
     file_seconds: float = 600.0,
     batch_files: int = 64,
@@ -156,10 +158,12 @@ def run_bench(
         torch.cuda.get_device_name(dev) if is_cuda else f"{dev.type} ({torch.get_num_threads()} threads)"
     )
     backend = choose_q4_backend(dev, kernel)
+    kv_int8 = choose_kv_int8(dev, dtype, kv_cache)
     result = BenchResult(
         machine=machine,
         device=f"{dev.type} {str(dtype).removeprefix('torch.')}",
         kernel="dense" if backend is None else backend.name,
+        kv_cache="int8" if kv_int8 else str(dtype).removeprefix("torch."),
         config="full-size (random Q4_0 weights)" if config == ModelConfig() else str(config),
     )
     tokenizer = TekkenTokenizer.from_dict(
@@ -175,6 +179,7 @@ def run_bench(
         torch.cuda.reset_peak_memory_stats(dev)
     t0 = time.perf_counter()
     model = build_model(config, tensors, device=dev, dtype=dtype, q4_backend=backend, fuse=True)
+    model.kv_int8 = kv_int8
     _sync(dev)
     result.load_s = round(time.perf_counter() - t0, 2)
     report(f"load (pack + fuse on {dev.type}): {result.load_s} s")
@@ -234,6 +239,7 @@ def run_bench(
         if is_cuda:
             torch.cuda.empty_cache()
         dense = build_model(config, tensors, device=dev, dtype=dtype, q4_backend=None, fuse=True)
+        dense.kv_int8 = kv_int8
         decoder = BatchDecoder(
             dense,
             tokenizer,
@@ -294,7 +300,7 @@ def write_json(result: BenchResult, path: str | Path) -> Path:
 def format_table(result: BenchResult) -> str:
     rows = [
         ("machine", result.machine),
-        ("device / kernel", f"{result.device} / {result.kernel}"),
+        ("device / kernel / KV cache", f"{result.device} / {result.kernel} / {result.kv_cache}"),
         ("load (pack, fuse)", f"{result.load_s} s"),
         ("session start (silent prefix, CUDA graphs)", f"{result.graph_capture_s} s"),
         (f"streaming step ({result.steps} steps)",

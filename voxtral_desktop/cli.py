@@ -31,6 +31,11 @@ PROG = "voxtral-desktop"
 # Mirrors device.DEVICE_CHOICES; repeated here because device.py imports torch.
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")  # as in device.py, which imports torch
 KERNELS = ("auto", "reference", "int4", "triton", "dense")  # as in kernels/select.py
+KV_CACHES = ("auto", "int8", "full")  # as in kernels/select.py
+KV_HELP = (
+    "how the attention caches store keys and values: int8 (half the memory; the default on CUDA) "
+    "or full (the compute dtype: exact; the default elsewhere) (default: auto)"
+)
 OUTPUT_FORMATS = ("txt", "srt", "vtt", "json", "all")
 SEGMENT_SECONDS_CUDA = 30.0  # --segment-seconds on a CUDA device unless told otherwise
 SEGMENT_BATCH = 8  # segments decoded side by side
@@ -92,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="Q4 matmul: auto (fast int4 on CPU/CUDA), reference (exact, slow), triton, dense "
         "(default: auto)",
     )
+    tr.add_argument("--kv-cache", choices=KV_CACHES, default="auto", help=KV_HELP)
     tr.add_argument(
         "--language", help="language of the audio, recorded in the output (the model detects it itself)"
     )
@@ -146,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bn.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="compute device (default: auto)")
     bn.add_argument("--kernel", choices=KERNELS, default="auto", help="Q4 matmul (default: auto)")
+    bn.add_argument("--kv-cache", choices=KV_CACHES, default="auto", help=KV_HELP)
     bn.add_argument("--steps", type=int, default=1000, help="streaming steps to time (default: 1000)")
     bn.add_argument(
         "--file-seconds", type=float, default=600.0, help="long file length, 0 to skip (default: 600)"
@@ -363,7 +370,13 @@ def _cmd_transcribe(args: argparse.Namespace) -> int:
             raise ConfigError(f"--output-dir {out_dir} is a file, not a folder")
         _check_collisions(files, out_dir)
 
-    engine = Engine.load(args.model, tokenizer_path=args.tokenizer, device=args.device, kernel=args.kernel)
+    engine = Engine.load(
+        args.model,
+        tokenizer_path=args.tokenizer,
+        device=args.device,
+        kernel=args.kernel,
+        kv_cache=args.kv_cache,
+    )
     delay_ms = args.delay_ms if args.delay_ms is not None else engine.default_delay_ms
     config = StreamConfig(delay_ms=delay_ms)
     live = _Live(sys.stderr)
@@ -463,6 +476,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     result = run_bench(
         device=args.device,
         kernel=args.kernel,
+        kv_cache=args.kv_cache,
         steps=args.steps,
         file_seconds=args.file_seconds,
         batch_files=args.batch_files,

@@ -43,6 +43,7 @@ __all__ = [
     "N_MELS",
     "LogMelStream",
     "log_mel",
+    "log_mel_on",
     "mel_filters",
     "n_frames_for",
 ]
@@ -129,12 +130,17 @@ def _frames_to_log_mel(segment: np.ndarray, n_frames: int) -> np.ndarray:
     spec = torch.stft(
         x, N_FFT, HOP_LENGTH, window=window, center=False, return_complex=True
     )  # [201, n_frames] complex64
+    return _spectrum_to_log_mel(spec, filters).numpy()  # [128, n_frames] float32
+
+
+def _spectrum_to_log_mel(spec: torch.Tensor, filters: torch.Tensor) -> torch.Tensor:
+    """STFT [201, frames] complex64 -> the normalised log-mel [128, frames] float32."""
     # abs() then square, like HF, rather than re^2 + im^2: keeps the rounding identical.
     power = spec.abs() ** 2  # [201, n_frames]
     mel = filters @ power  # [128, 201] @ [201, n_frames] -> [128, n_frames]
     log_spec = torch.clamp(mel, min=_LOG_FLOOR).log10()
     log_spec = torch.clamp(log_spec, min=GLOBAL_LOG_MEL_MAX - _DYNAMIC_RANGE)
-    return ((log_spec + 4.0) / 4.0).numpy()  # [128, n_frames] float32
+    return (log_spec + 4.0) / 4.0
 
 
 class LogMelStream:
@@ -271,3 +277,22 @@ def log_mel(samples: np.ndarray) -> np.ndarray:
     left = np.pad(samples, (_HALF_WINDOW, 0), mode="reflect")[:_HALF_WINDOW]  # [200]
     stream = LogMelStream._with_left_context(left)
     return _concat_frames([stream.push(samples), stream.flush()])
+
+
+def log_mel_on(samples: np.ndarray, device: torch.device) -> torch.Tensor:
+    """`log_mel(samples)` computed on `device` (the GPU for batches of files, where the CPU
+    STFT of a minute of audio, ~30 ms, would cost more than the model): float32 tensor
+    [n_mels, len(samples) // 160] on `device`. The same STFT (centred, reflect padding), power
+    and mel steps as `log_mel`, in one call over the whole signal."""
+    samples = np.asarray(samples, dtype=np.float32)
+    if samples.ndim != 1:
+        raise ValueError(f"log_mel_on expects 1-D mono samples, got shape {samples.shape}")
+    n = n_frames_for(len(samples))
+    if len(samples) <= _HALF_WINDOW:  # too short for torch's reflect padding: tiny anyway
+        return torch.from_numpy(log_mel(samples)).to(device)
+    window, filters = (t.to(device) for t in _torch_constants())
+    x = torch.from_numpy(samples).to(device)
+    spec = torch.stft(
+        x, N_FFT, HOP_LENGTH, window=window, center=True, pad_mode="reflect", return_complex=True
+    )  # [201, n + 1]: the last frame is dropped
+    return _spectrum_to_log_mel(spec[:, :n], filters)

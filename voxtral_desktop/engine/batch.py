@@ -21,7 +21,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from voxtral_desktop.audio.mel import log_mel
+from voxtral_desktop.audio.mel import log_mel, log_mel_on
 from voxtral_desktop.config import (
     EOS_ID,
     MEL_FRAMES_PER_TOKEN,
@@ -84,6 +84,7 @@ class BatchDecoder:
             max_chunk_frames=ENCODER_CHUNK_TOKENS * mcfg.downsample_factor,
             device=device,
             dtype=dtype,
+            kv_int8=model.kv_int8,
         )
         self.decoder = DecoderState.allocate(
             mcfg.decoder,
@@ -93,6 +94,7 @@ class BatchDecoder:
             device=device,
             dtype=dtype,
             max_positions=self.max_positions,
+            kv_int8=model.kv_int8,
         )
         self.graph = GraphStep(model, None, self.decoder) if cuda_graphs else None
         self._prompt = torch.tensor([config.prompt_ids()] * batch, device=device)
@@ -103,7 +105,8 @@ class BatchDecoder:
         if not 0 < len(audios) <= self.batch:
             raise ValueError(f"between 1 and {self.batch} signals per call, got {len(audios)}")
         cfg, model = self.config, self.model
-        mels = [log_mel(padded_audio(a, cfg)) for a in audios]  # [n_mels, 8 P_i] each
+        # On the model's device: a minute's CPU STFT costs more than its share of the model here.
+        mels = [log_mel_on(padded_audio(a, cfg), model.device).to(model.dtype) for a in audios]
         lengths = [m.shape[1] // MEL_FRAMES_PER_TOKEN for m in mels]  # P_i positions
         n_positions = max(lengths)
         if n_positions > self.max_positions:
@@ -153,7 +156,7 @@ class BatchDecoder:
             )
         return out
 
-    def _encode(self, mels: list[np.ndarray], n_positions: int) -> torch.Tensor:
+    def _encode(self, mels: list[torch.Tensor], n_positions: int) -> torch.Tensor:
         """The audio vectors of the first `n_positions` positions of every stream: [B, n, dim].
         Streams run through the encoder `encoder_batch` at a time, in chunks of positions."""
         model, device, dtype = self.model, self.model.device, self.model.dtype
@@ -163,24 +166,22 @@ class BatchDecoder:
             self._encode_groups(mels, n_positions, out)
         return out
 
-    def _encode_groups(self, mels: list[np.ndarray], n_positions: int, out: torch.Tensor) -> None:
+    def _encode_groups(self, mels: list[torch.Tensor], n_positions: int, out: torch.Tensor) -> None:
         model, device, dtype = self.model, self.model.device, self.model.dtype
         rows_per_group = self.encoder_batch
         n_mels = mels[0].shape[0]
-        silence = log_mel(np.zeros(SAMPLES_PER_TOKEN, np.float32))[:, :1]  # rows past a stream's end
+        # rows past a stream's end hear silence
+        silence = torch.from_numpy(log_mel(np.zeros(SAMPLES_PER_TOKEN, np.float32))[:, :1]).to(device, dtype)
         for first in range(0, len(mels), rows_per_group):
             group = mels[first : first + rows_per_group]
-            mel = np.empty((rows_per_group, n_mels, n_positions * MEL_FRAMES_PER_TOKEN), np.float32)
-            mel[:] = silence
+            mel = silence.expand(rows_per_group, n_mels, n_positions * MEL_FRAMES_PER_TOKEN).contiguous()
             for row, m in enumerate(group):
                 width = min(m.shape[1], mel.shape[2])
                 mel[row, :, :width] = m[:, :width]
             self.encoder.reset()
             for start in range(0, n_positions, ENCODER_CHUNK_TOKENS):
                 count = min(ENCODER_CHUNK_TOKENS, n_positions - start)
-                chunk = torch.from_numpy(
-                    mel[:, :, start * MEL_FRAMES_PER_TOKEN : (start + count) * MEL_FRAMES_PER_TOKEN]
-                ).to(device, dtype)
+                chunk = mel[:, :, start * MEL_FRAMES_PER_TOKEN : (start + count) * MEL_FRAMES_PER_TOKEN]
                 vectors = model.embed_audio(chunk, self.encoder)  # [group, count, dim]
                 out[first : first + len(group), start : start + count] = vectors[: len(group)]
 

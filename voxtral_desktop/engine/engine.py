@@ -21,7 +21,7 @@ from voxtral_desktop.engine.events import ModelInfo
 from voxtral_desktop.engine.session import StreamingSession
 from voxtral_desktop.engine.tokenizer import TekkenTokenizer
 from voxtral_desktop.errors import DeviceError, TokenizerError
-from voxtral_desktop.kernels.select import choose_q4_backend
+from voxtral_desktop.kernels.select import choose_kv_int8, choose_q4_backend
 from voxtral_desktop.model.build import build_model
 from voxtral_desktop.model.voxtral import VoxtralModel
 from voxtral_desktop.weights.checkpoint import open_checkpoint
@@ -48,11 +48,14 @@ class Engine:
         tokenizer_path: str | Path | None = None,
         device: str = "auto",
         kernel: str = "auto",
+        kv_cache: str = "auto",
     ) -> Engine:
-        """`kernel` picks the Q4_0 matmul (see kernels/select.py); `reference` is the exact one."""
+        """`kernel` picks the Q4_0 matmul, `kv_cache` how the KV caches store keys and values
+        (see kernels/select.py); `reference` and `full` are the exact ones."""
         started = time.perf_counter()
         choice = resolve_device(device)
         backend = choose_q4_backend(choice.device, kernel)
+        kv_int8 = choose_kv_int8(choice.device, choice.dtype, kv_cache)
         checkpoint = open_checkpoint(
             Path(model_path), tokenizer_path=None if tokenizer_path is None else Path(tokenizer_path)
         )
@@ -78,11 +81,13 @@ class Engine:
             raise DeviceError(
                 f"not enough memory on {choice.device} for this model; try --device cpu"
             ) from None
+        model.kv_int8 = kv_int8
         n_params = sum(math.prod(spec.shape) for spec in expected_tensors(checkpoint.config))
         kernel_name = "dense" if backend is None else backend.name
+        kv_name = "int8" if kv_int8 else str(choice.dtype).removeprefix("torch.")
         info = ModelInfo(
             source=checkpoint.description,
-            device=f"{choice.describe()}; Q4 kernel: {kernel_name}",
+            device=f"{choice.describe()}; Q4 kernel: {kernel_name}; KV cache: {kv_name}",
             n_parameters=n_params,
             languages=LANGUAGES,
         )

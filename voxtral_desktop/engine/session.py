@@ -95,9 +95,16 @@ class StreamingSession:
                 max_chunk_frames=MAX_CHUNK_TOKENS * mcfg.downsample_factor,
                 device=device,
                 dtype=dtype,
+                kv_int8=model.kv_int8,
             ),
             decoder=DecoderState.allocate(
-                mcfg.decoder, ada, batch=1, max_chunk=config.n_prompt_tokens, device=device, dtype=dtype
+                mcfg.decoder,
+                ada,
+                batch=1,
+                max_chunk=config.n_prompt_tokens,
+                device=device,
+                dtype=dtype,
+                kv_int8=model.kv_int8,
             ),
             mel_pending=np.zeros((mcfg.encoder.n_mels, 0), np.float32),
         )

@@ -17,6 +17,19 @@ from voxtral_desktop.kernels.int4pack import CpuInt4Backend, CudaInt4Backend
 from voxtral_desktop.kernels.linear import REFERENCE, Q4Backend
 
 KERNELS = ("auto", "reference", "int4", "triton", "dense")
+KV_CACHES = ("auto", "int8", "full")
+
+
+def choose_kv_int8(device: torch.device, dtype: torch.dtype, kv_cache: str = "auto") -> bool:
+    """Whether the KV caches hold int8 codes with per-vector scales (kernels/kv_int8.py) rather
+    than the compute dtype. `auto`: int8 on CUDA in half precision, where the fused attention
+    reads the codes as they are (half the cache memory and the bytes read per step); the
+    compute dtype elsewhere (fp32 stays exact; the CPU/MPS paths would dequantise every step)."""
+    if kv_cache not in KV_CACHES:
+        raise ConfigError(f"unknown KV cache {kv_cache!r}: choose one of {', '.join(KV_CACHES)}")
+    if kv_cache != "auto":
+        return kv_cache == "int8"
+    return device.type == "cuda" and dtype.itemsize == 2
 
 
 def choose_q4_backend(device: torch.device, kernel: str = "auto") -> Q4Backend | None:

@@ -9,11 +9,16 @@ Two ways to reserve positions:
 - graph (`graph_view = V`): positions come from a device counter and attention reads a fixed
   prefix of V slots, so the same kernels can be captured once in a CUDA graph and replayed.
   The caller advances the host mirror (`advance_host`) after each replay.
+
+Entries are stored in the compute dtype, or (`quantized=True`) as int8 codes with one fp32 scale
+per position and head (kernels/kv_int8.py): half the memory and half the bytes read per step.
 """
 
 from __future__ import annotations
 
 import torch
+
+from voxtral_desktop.kernels.kv_int8 import LayerKV, quantize_kv
 
 
 class KVCache:
@@ -34,10 +39,15 @@ class KVCache:
         capacity: int,
         device: torch.device,
         dtype: torch.dtype,
+        quantized: bool = False,
     ) -> None:
         shape = (n_layers, batch, n_kv_heads, capacity, head_dim)
-        self.k = torch.zeros(shape, device=device, dtype=dtype)
-        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        store = torch.int8 if quantized else dtype
+        self.k = torch.zeros(shape, device=device, dtype=store)
+        self.v = torch.zeros(shape, device=device, dtype=store)
+        # one scale per cached vector when quantized: [n_layers, batch, n_kv_heads, capacity]
+        self.k_scale = torch.zeros(shape[:-1], device=device) if quantized else None
+        self.v_scale = torch.zeros(shape[:-1], device=device) if quantized else None
         self.slot_pos = torch.full(
             (capacity,), -1, dtype=torch.long, device=device
         )  # position held by each slot
@@ -84,10 +94,20 @@ class KVCache:
         """Account on the host for `n_new` positions a replayed graph reserved on the device."""
         self.next_pos += n_new
 
-    def write(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    @property
+    def quantized(self) -> bool:
+        return self.k_scale is not None
+
+    def write(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> LayerKV:
         """Store k, v [B, Hkv, T, D] of the positions reserved by `begin`; return the used cache."""
-        self.k[layer].index_copy_(2, self._slots, k.to(self.k.dtype))
-        self.v[layer].index_copy_(2, self._slots, v.to(self.v.dtype))
+        if self.k_scale is None or self.v_scale is None:
+            self.k[layer].index_copy_(2, self._slots, k.to(self.k.dtype))
+            self.v[layer].index_copy_(2, self._slots, v.to(self.v.dtype))
+        else:
+            for codes_all, scale_all, x in ((self.k, self.k_scale, k), (self.v, self.v_scale, v)):
+                codes, scale = quantize_kv(x)
+                codes_all[layer].index_copy_(2, self._slots, codes)
+                scale_all[layer].index_copy_(2, self._slots, scale)
         return self.used(layer)
 
     @property
@@ -101,24 +121,38 @@ class KVCache:
         """Slots [T] of the positions reserved by the last `begin` (device)."""
         return self._slots
 
-    def layer(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def layer(self, layer: int) -> LayerKV:
         """The whole ring of one layer, keys and values [B, Hkv, capacity, D], for writers that
         store the slots of `begin` themselves (the fused RoPE kernel)."""
-        return self.k[layer], self.v[layer]
+        return self._view(layer, self.capacity)
 
-    def used(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def used(self, layer: int) -> LayerKV:
         """The slots attention reads after this call's writes: [B, Hkv, S, D]."""
-        return self.k[layer, :, :, : self._used], self.v[layer, :, :, : self._used]
+        return self._view(layer, self._used)
+
+    def _view(self, layer: int, n: int) -> LayerKV:
+        if self.k_scale is None or self.v_scale is None:
+            return LayerKV(self.k[layer, :, :, :n], self.v[layer, :, :, :n])
+        return LayerKV(
+            self.k[layer, :, :, :n],
+            self.v[layer, :, :, :n],
+            self.k_scale[layer, :, :, :n],
+            self.v_scale[layer, :, :, :n],
+        )
 
     def snapshot(self) -> dict[str, object]:
         """A compact copy of the state before the first wrap (only the slots in use)."""
         used = min(self.next_pos, self.capacity)
-        return {
+        snap: dict[str, object] = {
             "k": self.k[..., :used, :].clone(),
             "v": self.v[..., :used, :].clone(),
             "slot_pos": self.slot_pos.clone(),
             "next_pos": self.next_pos,
         }
+        if self.k_scale is not None and self.v_scale is not None:
+            snap["k_scale"] = self.k_scale[..., :used].clone()
+            snap["v_scale"] = self.v_scale[..., :used].clone()
+        return snap
 
     def restore(self, snap: dict[str, object]) -> None:
         k, v, slot_pos, next_pos = snap["k"], snap["v"], snap["slot_pos"], snap["next_pos"]
@@ -129,6 +163,11 @@ class KVCache:
         used = k.shape[-2]
         self.k[..., :used, :].copy_(k)
         self.v[..., :used, :].copy_(v)
+        if self.k_scale is not None and self.v_scale is not None:
+            k_scale, v_scale = snap["k_scale"], snap["v_scale"]
+            assert isinstance(k_scale, torch.Tensor) and isinstance(v_scale, torch.Tensor)
+            self.k_scale[..., :used].copy_(k_scale)
+            self.v_scale[..., :used].copy_(v_scale)
         self.slot_pos.copy_(slot_pos)
         self.next_pos = next_pos
         self.pos_t.fill_(next_pos)

@@ -40,6 +40,7 @@ class DecoderState:
         device: torch.device,
         dtype: torch.dtype,
         max_positions: int | None = None,
+        kv_int8: bool = False,
     ) -> DecoderState:
         """`max_positions` bounds the cache for streams known to be short (file batches)."""
         capacity = config.sliding_window + max_chunk - 1
@@ -54,6 +55,7 @@ class DecoderState:
             capacity=capacity,
             device=device,
             dtype=dtype,
+            quantized=kv_int8,
         )
         return cls(cache=cache, ada_scales=ada_scales)
 

@@ -36,6 +36,7 @@ class EncoderState:
         max_chunk_frames: int,
         device: torch.device,
         dtype: torch.dtype,
+        kv_int8: bool = False,
     ) -> EncoderState:
         cache = KVCache(
             n_layers=config.n_layers,
@@ -46,6 +47,7 @@ class EncoderState:
             capacity=config.sliding_window + max_chunk_frames - 1,
             device=device,
             dtype=dtype,
+            quantized=kv_int8,
         )
         return cls(
             conv1_tail=torch.zeros(batch, config.n_mels, 2, device=device, dtype=dtype),

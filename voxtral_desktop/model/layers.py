@@ -13,6 +13,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from voxtral_desktop.kernels import fused
+from voxtral_desktop.kernels.kv_int8 import LayerKV
 from voxtral_desktop.model.cache import KVCache
 
 
@@ -62,23 +63,25 @@ def attention_bias(mask: torch.Tensor, groups: int, dtype: torch.dtype) -> torch
 
 
 def attend(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor, filled: torch.Tensor | None = None
+    q: torch.Tensor, kv: LayerKV, bias: torch.Tensor, filled: torch.Tensor | None = None
 ) -> torch.Tensor:
     """Masked softmax attention with grouped KV heads, as plain matmuls.
 
-    q [B, H, T, D], k/v [B, Hkv, S, D], bias [G*T, S] from `attention_bias` -> [B, H, T, D]. Scores are
-    softmaxed in fp32 like the reference. Query heads are grouped onto their KV head by a
-    reshape, so keys are never repeated in memory. Plain matmuls (rather than a fused kernel
-    chosen per shape) keep every step's kernels the same whatever the cache fill, which is what
-    CUDA graphs need, and are as fast at these sizes (T <= 4 per streaming step).
+    q [B, H, T, D], keys/values `kv` [B, Hkv, S, D] (compute dtype or int8 with scales), bias
+    [G*T, S] from `attention_bias` -> [B, H, T, D]. Scores are softmaxed in fp32 like the
+    reference. Query heads are grouped onto their KV head by a reshape, so keys are never repeated
+    in memory. Plain matmuls (rather than a fused kernel chosen per shape) keep every step's
+    kernels the same whatever the cache fill, which is what CUDA graphs need, and are as fast at
+    these sizes (T <= 4 per streaming step).
     `filled` (device integer, optional): keys at or past it are masked anyway; the fused kernel
     skips reading them.
     """
     B, H, T, D = q.shape
-    Hkv, S = k.shape[1], k.shape[2]
+    Hkv, S = kv.k.shape[1], kv.k.shape[2]
     groups = H // Hkv
     if fused.attention_applies(q, groups):  # a streaming step: one flash-decoding pass
-        return fused.attention(q, k, v, bias, filled)
+        return fused.attention(q, kv, bias, filled)
+    k, v = kv.dense(q.dtype)
     qg = q.reshape(B * Hkv, groups * T, D)  # [B Hkv, G T, D]: rows are (group, t)
     # scale, matmul and mask in one kernel; the softmax accumulates in fp32 like the reference
     scores = torch.baddbmm(
@@ -134,17 +137,15 @@ class Attention(nn.Module):
         B, T, _ = x.shape
         if self.wqkv is not None and fused.enabled(x):
             # One kernel: rotate q and k, q to [B, H, T, D], k and v into the cache slots.
-            k_layer, v_layer = cache.layer(layer)
             q = fused.rope_qkv_to_cache(
-                self.wqkv(x), rotations, cache.slots, k_layer, v_layer,
+                self.wqkv(x), rotations, cache.slots, cache.layer(layer),
                 self.n_heads, self.n_kv_heads, self.head_dim,
             )  # fmt: skip
-            keys, values = cache.used(layer)
-            out = attend(q, keys.to(q.dtype), values.to(q.dtype), bias, cache.filled)  # [B, H, T, D]
+            out = attend(q, cache.used(layer), bias, cache.filled)  # [B, H, T, D]
         else:
             q, k, v = self.project_qkv(x, rotations)
-            keys, values = cache.write(layer, k.transpose(1, 2), v.transpose(1, 2))  # [B, Hkv, S, D]
-            out = attend(q.transpose(1, 2), keys.to(q.dtype), values.to(q.dtype), bias)  # [B, H, T, D]
+            kv = cache.write(layer, k.transpose(1, 2), v.transpose(1, 2))  # [B, Hkv, S, D]
+            out = attend(q.transpose(1, 2), kv, bias)  # [B, H, T, D]
         return self.wo(out.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim))
 
 

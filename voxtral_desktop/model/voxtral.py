@@ -44,6 +44,9 @@ class VoxtralModel(nn.Module):
         )
         self.tok_embeddings = TiedEmbedding(torch.empty(dec.vocab_size, dec.dim, device="meta"))
         self.decoder = Decoder(dec)
+        # KV caches of the states built for this model: int8 codes + scales, or the compute
+        # dtype (set by the loader: kernels/select.py `choose_kv_int8`).
+        self.kv_int8 = False
 
     @property
     def dtype(self) -> torch.dtype:
