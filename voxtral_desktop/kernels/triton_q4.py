@@ -71,8 +71,24 @@ def _tuned() -> dict[str, dict[str, list[int]]]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return {"gemv": {}, "matmul": {}}
-    return {"gemv": dict(data.get("gemv", {})), "matmul": dict(data.get("matmul", {}))}
+        return {"gemv": {}, "matmul": {}, "small": {}}
+    return {key: dict(data.get(key, {})) for key in ("gemv", "matmul", "small")}
+
+
+SMALL_ROWS = (1, 2, 4, 8, 16)  # the row counts bench/tune_q4_small.py measures
+
+
+def small_choice(n: int, k: int, m: int) -> GemvConfig | MatmulConfig | None:
+    """For a few rows (M <= 16): the faster of the GEMV and the 16-row matmul measured for this
+    shape at the next measured row count (bench/tune_q4_small.py), or None if not measured."""
+    if m > SMALL_ROWS[-1] or os.environ.get("VOXTRAL_Q4_GEMV") or os.environ.get("VOXTRAL_Q4_MATMUL"):
+        return None
+    rows = next(r for r in SMALL_ROWS if r >= m)
+    entry = _tuned()["small"].get(f"{n},{k},{rows}")
+    if not entry:
+        return None
+    kind, *cfg = entry
+    return GemvConfig(*cfg) if kind == "gemv" else MatmulConfig(*cfg)
 
 
 def gemv_config(n: int, k: int, m: int) -> GemvConfig:
@@ -137,14 +153,15 @@ def q4_0_linear(
         x, w.nibbles, w.scales, bias if bias is not None else y, y,
         M, N, K // 2, K // 32, K, x.stride(0), y.stride(0),
     )  # fmt: skip
-    if M <= GEMV_MAX_ROWS:
-        g = gemv_config(N, K, M)
+    choice = small_choice(N, K, M) if x.dtype.itemsize == 2 else None  # tuned in bf16
+    if isinstance(choice, GemvConfig) or (choice is None and M <= GEMV_MAX_ROWS):
+        g = choice or gemv_config(N, K, M)
         gemv[(M, _cdiv(N, g.block_n))](
             *args[:5], *args[6:], HAS_BIAS=bias is not None, SWIGLU=swiglu,
             BN=g.block_n, BB=g.block_blocks, num_warps=g.num_warps,
         )  # fmt: skip
     else:
-        c = matmul_config(N, K, M, x.dtype)
+        c = choice or matmul_config(N, K, M, x.dtype)
         matmul[(_cdiv(N, c.block_n), _cdiv(M, c.block_m))](
             *args, HAS_BIAS=bias is not None, SWIGLU=swiglu, IEEE=x.dtype == torch.float32,
             BM=c.block_m, BN=c.block_n, BKB=c.block_bytes, num_warps=c.num_warps, num_stages=c.num_stages,
