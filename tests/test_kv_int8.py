@@ -145,3 +145,21 @@ def test_a_session_on_int8_caches_follows_the_full_one(tokenizer_small) -> None:
     full, int8 = tokens(False), tokens(True)
     assert len(full) == len(int8) > 40
     assert sum(a == b for a, b in zip(full, int8, strict=True)) >= 0.9 * len(full)
+
+
+@pytest.mark.parametrize(("gib", "want"), [(4, "triton-q4_0"), (80, "cuda-int4")])
+def test_auto_kernel_keeps_the_q4_0_bytes_on_a_small_gpu(gib: int, want: str, monkeypatch) -> None:
+    """`auto` on CUDA: tinygemm (fastest), but the Triton kernel over the Q4_0 bytes (0.5 GB less)
+    on a GPU under 6 GiB. The GPU's properties are stood in for: the decision is host logic."""
+    from types import SimpleNamespace
+
+    from voxtral_desktop.kernels import select, triton_q4
+
+    monkeypatch.setattr(
+        torch.cuda, "get_device_properties", lambda d: SimpleNamespace(total_memory=gib * 1024**3)
+    )
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda d: (9, 0))
+    monkeypatch.setattr(triton_q4, "triton_available", lambda: True)
+    backend = select.choose_q4_backend(torch.device("cuda"), "auto")
+    assert backend is not None and backend.name == want
+    assert select.choose_q4_backend(torch.device("cuda"), "int4").name == "cuda-int4"

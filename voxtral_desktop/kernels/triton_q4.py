@@ -183,9 +183,12 @@ class TritonQ4Backend:
         return True
 
     def prepare(self, weight: Q4Weight, device: torch.device) -> SplitQ4:
-        scales, qs = split_q4_0(weight.blocks.to(device))  # [N, nb], [N, nb, 16]
+        # Split where the bytes are (the host, for a file being loaded), then move the two
+        # parts: the device never holds the blocks and the split copy at once (the 226 MB
+        # token table would otherwise add its size to the peak while loading).
+        scales, qs = split_q4_0(weight.blocks)  # [N, nb], [N, nb, 16]
         n, k = weight.shape
-        return SplitQ4(qs.reshape(n, k // 2).contiguous(), scales.contiguous(), n, k)
+        return SplitQ4(qs.reshape(n, k // 2).contiguous().to(device), scales.contiguous().to(device), n, k)
 
     def linear(self, x: torch.Tensor, prepared: object, bias: torch.Tensor | None) -> torch.Tensor:
         return self._apply(x, prepared, bias, swiglu=False)
