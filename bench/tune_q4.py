@@ -73,6 +73,26 @@ def graph_time_us(fn, calls: int = 20, reps: int = 5) -> float:
     return sorted(times)[len(times) // 2]
 
 
+def finish(out_path: str, results: dict, totals: dict[str, float], started: float, sections: dict) -> None:
+    """Print the per-step totals, write everything measured to OUT.json and, with `--tuning PATH`,
+    these sections into that table (its other sections, written by the other tuner, are kept)."""
+    results["totals_us"] = {k: round(v, 1) for k, v in totals.items()}
+    results["seconds"] = round(time.time() - started, 1)
+    print("per-step totals (us):", results["totals_us"], flush=True)
+    with open(out_path, "w") as f:
+        json.dump(results, f, indent=1)
+    if "--tuning" in sys.argv:
+        path = sys.argv[sys.argv.index("--tuning") + 1]
+        try:
+            with open(path) as f:
+                table = json.load(f)
+        except FileNotFoundError:
+            table = {}
+        table.update(device=results["device"], **sections)
+        with open(path, "w") as f:
+            json.dump(table, f, separators=(",", ":"))
+
+
 def main() -> None:
     out_path = sys.argv[1]
     quick = "--quick" in sys.argv
@@ -150,14 +170,7 @@ def main() -> None:
             print(f"{name:10s} M={m} triton-mm {best['us']:9.2f} us ({best['TFLOPs']} TF/s) cfg {best['cfg']}"
                   f" | bf16 {bf16_us:9.2f}", flush=True)  # fmt: skip
         torch.cuda.empty_cache()
-    results["totals_us"] = {k: round(v, 1) for k, v in totals.items()}
-    results["seconds"] = round(time.time() - t_start, 1)
-    print("per-step totals (us):", results["totals_us"], flush=True)
-    with open(out_path, "w") as f:
-        json.dump(results, f, indent=1)
-    if "--tuning" in sys.argv:
-        with open(sys.argv[sys.argv.index("--tuning") + 1], "w") as f:
-            json.dump({"device": results["device"], **tuning}, f, indent=1)
+    finish(out_path, results, totals, t_start, tuning)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ measures where one overtakes the other and writes the choice per "N,K,M" into th
 from __future__ import annotations
 
 import itertools
-import json
 import os
 import sys
 import time
@@ -22,7 +21,7 @@ from functools import partial
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
-from tune_q4 import DEV, SHAPES, graph_time_us, random_q4
+from tune_q4 import DEV, SHAPES, finish, graph_time_us, random_q4
 
 from voxtral_desktop.kernels import triton_q4
 from voxtral_desktop.kernels.int4pack import CudaInt4Backend
@@ -98,18 +97,7 @@ def main() -> None:
                 totals["int4_enc_m4"] += count * int4_us
                 totals["best_enc_m4"] += count * best_us
         torch.cuda.empty_cache()
-    results["totals_us"] = {k: round(v, 1) for k, v in totals.items()}
-    results["seconds"] = round(time.time() - t0, 1)
-    print("per-step totals (us):", results["totals_us"], flush=True)
-    with open(out_path, "w") as f:
-        json.dump(results, f, indent=1)
-    if "--tuning" in sys.argv:
-        path = sys.argv[sys.argv.index("--tuning") + 1]
-        with open(path) as f:
-            table = json.load(f)
-        table["small"] = small
-        with open(path, "w") as f:
-            json.dump(table, f, separators=(",", ":"))
+    finish(out_path, results, totals, t0, {"small": small})
 
 
 if __name__ == "__main__":

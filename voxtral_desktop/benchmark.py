@@ -30,7 +30,7 @@ from voxtral_desktop.engine.session import StreamingSession
 from voxtral_desktop.engine.tokenizer import TekkenTokenizer
 from voxtral_desktop.engine.transcribe import transcribe_stream
 from voxtral_desktop.kernels.q4 import Q4_0_BLOCK, Q4_0_BLOCK_BYTES, Q4Weight
-from voxtral_desktop.kernels.select import choose_kv_int8, choose_q4_backend
+from voxtral_desktop.kernels.select import choose_kv_int8, choose_q4_backend, kv_cache_name
 from voxtral_desktop.model.build import build_model
 from voxtral_desktop.synthetic.tekken import build_tekken_json
 from voxtral_desktop.weights.names import TensorKind, expected_tensors
@@ -164,7 +164,7 @@ def run_bench(
         machine=machine,
         device=f"{dev.type} {str(dtype).removeprefix('torch.')}",
         kernel="dense" if backend is None else backend.name,
-        kv_cache="int8" if kv_int8 else str(dtype).removeprefix("torch."),
+        kv_cache=kv_cache_name(kv_int8, dtype),
         config="full-size (random Q4_0 weights)" if config == ModelConfig() else str(config),
     )
     tokenizer = TekkenTokenizer.from_dict(

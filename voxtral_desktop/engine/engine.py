@@ -21,7 +21,7 @@ from voxtral_desktop.engine.events import ModelInfo
 from voxtral_desktop.engine.session import StreamingSession
 from voxtral_desktop.engine.tokenizer import TekkenTokenizer
 from voxtral_desktop.errors import DeviceError, TokenizerError
-from voxtral_desktop.kernels.select import choose_kv_int8, choose_q4_backend
+from voxtral_desktop.kernels.select import choose_kv_int8, choose_q4_backend, kv_cache_name
 from voxtral_desktop.model.build import build_model
 from voxtral_desktop.model.voxtral import VoxtralModel
 from voxtral_desktop.weights.checkpoint import open_checkpoint
@@ -84,7 +84,7 @@ class Engine:
         model.kv_int8 = kv_int8
         n_params = sum(math.prod(spec.shape) for spec in expected_tensors(checkpoint.config))
         kernel_name = "dense" if backend is None else backend.name
-        kv_name = "int8" if kv_int8 else str(choice.dtype).removeprefix("torch.")
+        kv_name = kv_cache_name(kv_int8, choice.dtype)
         info = ModelInfo(
             source=checkpoint.description,
             device=f"{choice.describe()}; Q4 kernel: {kernel_name}; KV cache: {kv_name}",

@@ -9,10 +9,11 @@ is mostly the number of kernels, not their arithmetic. These kernels each replac
 - `rope_qkv_to_cache`: RoPE of q and k straight out of the fused qkv projection, q written in the
   [B, H, T, D] layout attention reads, k (rotated) and v written into the KV cache slots;
 - `silu_mul`: SwiGLU's silu(gate) * up from the fused gate/up projection;
-- `attention`: for a streaming step (<= 8 query rows per KV head, any number of streams) scores,
-  mask, softmax and the weighted values as a split-key online softmax (flash decoding) in two
-  kernels, instead of baddbmm + softmax + bmm (cuBLAS picked a 34 us GEMV for the encoder's
-  1,005 keys); it reads int8 caches (kernels/kv_int8.py) as they are.
+- `attention`: scores, mask, softmax and the weighted values with an online softmax, instead of
+  baddbmm + softmax + bmm (cuBLAS picked a 34 us GEMV for the encoder's 1,005 keys): for a
+  streaming step (<= 8 query rows per KV head, any number of streams) split among programs
+  (flash decoding) and combined by a second kernel; for prompts and chunks in blocks of 64 query
+  rows. It reads int8 caches (kernels/kv_int8.py) as they are.
 
 All arithmetic is fp32 (accurate libdevice exp/rsqrt where available), rounded once to the
 output dtype, so the fp32 model stays exact. Triton is imported lazily; `enabled(x)` says whether
@@ -328,7 +329,7 @@ def triton_cdiv(a: int, b: int) -> int:
 ATTN_SPLIT_ROWS = 8  # query rows per KV head up to which the keys are split among programs
 
 
-def attention_applies(q: torch.Tensor, groups: int) -> bool:
+def attention_applies(q: torch.Tensor) -> bool:
     """Whether `attention` takes q [B, H, T, D]: CUDA and a power-of-2 head size."""
     D = q.shape[-1]
     return enabled(q) and D == _next_pow2(D) and D >= 16

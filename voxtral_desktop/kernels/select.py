@@ -46,6 +46,11 @@ def _small_gpu(device: torch.device) -> bool:
     return torch.cuda.get_device_properties(device).total_memory < SMALL_GPU_BYTES
 
 
+def kv_cache_name(kv_int8: bool, dtype: torch.dtype) -> str:
+    """How the KV caches chosen by `choose_kv_int8` store entries, for reports: int8, bfloat16, ..."""
+    return "int8" if kv_int8 else str(dtype).removeprefix("torch.")
+
+
 def choose_q4_backend(device: torch.device, kernel: str = "auto") -> Q4Backend | None:
     """The backend for Q4_0 weights on `device`; None means "dequantise to dense at load"."""
     if kernel not in KERNELS:

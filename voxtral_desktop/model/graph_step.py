@@ -60,7 +60,7 @@ class GraphStep:
         self.next_token = torch.zeros(batch, dtype=torch.long, device=device)
         dcfg = model.config.decoder
         probe = torch.empty(batch, dcfg.n_heads, 1, dcfg.head_dim, device=device, dtype=model.dtype)
-        whole_ring = fused.attention_applies(probe, dcfg.n_heads // dcfg.n_kv_heads)
+        whole_ring = fused.attention_applies(probe)
         self.buckets = [decoder.cache.capacity] if whole_ring else decoder_buckets(decoder.cache.capacity)
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
         self.pool = torch.cuda.graph_pool_handle()

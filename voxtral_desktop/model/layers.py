@@ -79,7 +79,7 @@ def attend(
     B, H, T, D = q.shape
     Hkv, S = kv.k.shape[1], kv.k.shape[2]
     groups = H // Hkv
-    if fused.attention_applies(q, groups):  # a streaming step: one flash-decoding pass
+    if fused.attention_applies(q):  # CUDA: one fused kernel (two for a streaming step)
         return fused.attention(q, kv, bias, filled)
     k, v = kv.dense(q.dtype)
     qg = q.reshape(B * Hkv, groups * T, D)  # [B Hkv, G T, D]: rows are (group, t)
