@@ -22,6 +22,7 @@ from voxtral_desktop.kernels.int4pack import CudaInt4Backend
 from voxtral_desktop.kernels.q4 import Q4Weight, q4_linear_reference, quantize_q4_0
 from voxtral_desktop.kernels.triton_q4 import TritonQ4Backend
 from voxtral_desktop.model.build import build_model
+from voxtral_desktop.model.cache import KeyMask
 from voxtral_desktop.model.decoder import DecoderState
 from voxtral_desktop.model.encoder import EncoderState
 from voxtral_desktop.synthetic.model import random_tensors, tiny_config
@@ -116,6 +117,7 @@ def _q4_tiny(config: ModelConfig, seed: int) -> dict:
         (2, 2, 4, 1, 64, 90, 77),
         (1, 39, 32, 8, 128, 8230, 200),  # prompt-sized: 156 rows per KV head, blocks of 64
         (2, 256, 32, 32, 64, 1005, 1005),  # an encoder chunk of a batch of files
+        (160, 1, 32, 8, 128, 900, 900),  # a folder batch's step: the keys unsplit, no combine
     ],
 )
 @pytest.mark.parametrize("int8", [False, True])
@@ -140,31 +142,32 @@ def test_fused_attention_matches_torch(
         (kq, ks), (vq, vs) = quantize_kv(kc), quantize_kv(vc)
         return LayerKV(kq[:, :, :n], vq[:, :, :n], ks[:, :, :n], vs[:, :, :n])
 
-    def reference(kv: LayerKV, bias: torch.Tensor) -> torch.Tensor:
+    def reference(kv: LayerKV, mask: KeyMask) -> torch.Tensor:
         fused.ENABLED = False
         try:
             k, v = kv.dense(torch.float32)
-            return layers.attend(q.float(), LayerKV(k, v), bias.float())
+            return layers.attend(q.float(), LayerKV(k, v), mask)
         finally:
             fused.ENABLED = True
 
-    pos = torch.arange(T, device=CUDA) + S - T
+    # slots hold positions 0..S-1; some empty (-1) and some key slices wholly out of the window
     held = torch.arange(S, device=CUDA)
-    dist = pos[:, None] - held[None, :]
-    mask = (dist >= 0) & (dist < max(T + 3, S // 3))
-    bias = layers.attention_bias(mask, H // HKV, dtype)
+    held[S // 2 : S // 2 + 3] = -1
+    window = max(T + 3, S // 3)
+    mask = KeyMask(torch.arange(T, device=CUDA) + S - T, held, window, H // HKV)
     assert fused.attention_applies(q)
     tol = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=2e-2, atol=2e-2)
-    torch.testing.assert_close(fused.attention(q, ring(S), bias).float(), reference(ring(S), bias), **tol)
+    got = fused.attention(q, ring(S), mask.positions, held, window)
+    torch.testing.assert_close(got.float(), reference(ring(S), mask), **tol)
 
     # A ring filled only up to `filled`: slots past it are never read (NaN there would show).
     filled = S - S // 4
     kc[:, :, filled:] = float("nan")
     vc[:, :, filled:] = float("nan")
-    dist2 = (torch.arange(T, device=CUDA) + filled - T)[:, None] - held[None, :]
-    bias2 = layers.attention_bias((dist2 >= 0) & (dist2 < max(T + 3, S // 3)), H // HKV, dtype)
-    got2 = fused.attention(q, ring(S), bias2, torch.tensor(filled, device=CUDA))
-    torch.testing.assert_close(got2.float(), reference(ring(filled), bias2[:, :filled]), **tol)
+    mask2 = KeyMask(torch.arange(T, device=CUDA) + filled - T, held, window, H // HKV)
+    got2 = fused.attention(q, ring(S), mask2.positions, held, window, torch.tensor(filled, device=CUDA))
+    want2 = reference(ring(filled), KeyMask(mask2.positions, held[:filled], window, H // HKV))
+    torch.testing.assert_close(got2.float(), want2, **tol)
 
 
 def test_int8_kv_attention_error_is_small() -> None:
@@ -178,11 +181,11 @@ def test_int8_kv_attention_error_is_small() -> None:
     q = torch.randn(B, H, 1, D, device=CUDA, generator=g) * 3
     k = torch.randn(B, HKV, S, D, device=CUDA, generator=g)
     v = torch.randn(B, HKV, S, D, device=CUDA, generator=g)
-    bias = torch.zeros(H // HKV, S, device=CUDA)
-    want = fused.attention(q, LayerKV(k, v), bias)
-    bf16 = fused.attention(q.bfloat16(), LayerKV(k.bfloat16(), v.bfloat16()), bias.bfloat16()).float()
+    seen = (torch.tensor([S], device=CUDA), torch.arange(S, device=CUDA), S + 1)  # every key
+    want = fused.attention(q, LayerKV(k, v), *seen)
+    bf16 = fused.attention(q.bfloat16(), LayerKV(k.bfloat16(), v.bfloat16()), *seen).float()
     (kq, ks), (vq, vs) = quantize_kv(k), quantize_kv(v)
-    int8 = fused.attention(q.bfloat16(), LayerKV(kq, vq, ks, vs), bias.bfloat16()).float()
+    int8 = fused.attention(q.bfloat16(), LayerKV(kq, vq, ks, vs), *seen).float()
     err_bf16 = ((bf16 - want).norm() / want.norm()).item()
     err_int8 = ((int8 - want).norm() / want.norm()).item()
     print(f"attention output rel. L2 error vs fp32: bf16 cache {err_bf16:.4%}, int8 cache {err_int8:.4%}")
@@ -191,7 +194,9 @@ def test_int8_kv_attention_error_is_small() -> None:
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize(
-    ("B", "T", "H", "HKV", "dim"), [(1, 1, 32, 8, 3072), (1, 4, 32, 32, 1280), (3, 2, 4, 2, 1280)]
+    ("B", "T", "H", "HKV", "dim"),
+    # 6 + 2 x 3 heads: the RoPE kernel's second block of 8 head vectors is partial
+    [(1, 1, 32, 8, 3072), (1, 4, 32, 32, 1280), (3, 2, 4, 2, 1280), (2, 3, 6, 3, 1280)],
 )
 def test_fused_kernels_match_torch(dtype: torch.dtype, B: int, T: int, H: int, HKV: int, dim: int) -> None:
     """The Triton fusions against the torch ops they replace (fp32: to rounding only)."""

@@ -58,6 +58,7 @@ class BenchResult:
     batch_files: int = 0
     batch_seconds_each: float = 0.0
     batch_rtfx: float = 0.0  # audio-hours per hour
+    gpu_model_gb: float = 0.0  # held by the Q4 model alone once loaded (GiB)
     gpu_session_gb: float = 0.0  # held by the Q4 model and one live session once it runs (GiB)
     peak_gpu_gb: float = 0.0  # the Q4 model and one live session (full-window caches), streaming
     peak_gpu_file_gb: float = 0.0  # ... and the file paths (bulk graphs, the segment batch's state)
@@ -184,6 +185,9 @@ def run_bench(
     _sync(dev)
     result.load_s = round(time.perf_counter() - t0, 2)
     report(f"load (pack + fuse on {dev.type}): {result.load_s} s")
+    if is_cuda:
+        result.gpu_model_gb = round(torch.cuda.memory_allocated(dev) / 1024**3, 3)
+        report(f"GPU memory held by the Q4 model: {result.gpu_model_gb} GiB")
 
     t0 = time.perf_counter()
     session = StreamingSession(model, tokenizer, StreamConfig(480), cuda_graphs=is_cuda)
@@ -316,7 +320,8 @@ def format_table(result: BenchResult) -> str:
          f"{result.file_segmented_rtfx}x real time"),
         (f"folder batch {result.batch_files} x {result.batch_seconds_each:.0f} s",
          f"{result.batch_rtfx}x real time"),
-        ("GPU held by the model + live session", f"{result.gpu_session_gb} GiB"),
+        ("GPU held: Q4 model / + live session",
+         f"{result.gpu_model_gb} GiB / {result.gpu_session_gb} GiB"),
         ("peak GPU: live session / with file paths",
          f"{result.peak_gpu_gb} GiB / {result.peak_gpu_file_gb} GiB"),
         ("peak host memory", f"{result.peak_host_gb} GB"),

@@ -8,15 +8,15 @@ length keeps that waste small. Each row computes exactly what a single `Streamin
 tests check the tokens are equal.
 
 Two phases: the encoder first runs over every file in large chunks, a few files at a time (it
-does not depend on the text, and its 750-frame KV cache is 263 MB per stream at full size, so
-it is kept for `encoder_batch` streams only), storing one audio vector per position
+does not depend on the text, and its 750-frame KV cache is 122-263 MB per stream at full size,
+so it is kept for `encoder_batch` streams only), storing one audio vector per position
 (B x positions x 6 KB in bf16); then the decoder runs all B streams in lockstep.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -66,11 +66,23 @@ class BatchDecoder:
         batch: int,
         max_seconds: float = 600.0,
         cuda_graphs: bool = False,
-        encoder_batch: int = 8,
+        encoder_batch: int | None = None,
+        encoder_chunk: int | None = None,
     ) -> None:
-        """Files up to `max_seconds` long; that bounds the decoder cache (B x positions x 106 KB)."""
+        """Files up to `max_seconds` long; that bounds the decoder cache (B x positions x 106 KB,
+        half that with int8 KV). The encoder phase runs `encoder_batch` streams at a time in
+        chunks of `encoder_chunk` positions (its cache holds the 750-frame window plus a chunk,
+        ~122 MB a stream with int8 KV, 263 MB in bf16). By default 64 streams with an int8 cache
+        (CUDA), else 8; chunks of 64 positions (2,048 frames a matmul for 8 streams), 32 from 32
+        streams on, where the chunk's keys are then mostly inside the window. On the H100, 64
+        streams x 32 positions were the fastest (bench/RESULTS.md)."""
         self.model, self.tokenizer, self.config, self.batch = model, tokenizer, config, batch
+        if encoder_batch is None:
+            encoder_batch = 64 if model.kv_int8 else 8
         self.encoder_batch = min(batch, encoder_batch)
+        if encoder_chunk is None:
+            encoder_chunk = ENCODER_CHUNK_TOKENS if self.encoder_batch < 32 else ENCODER_CHUNK_TOKENS // 2
+        self.encoder_chunk = encoder_chunk
         self.max_positions = len(
             padded_audio(np.zeros(int(max_seconds * SAMPLE_RATE), np.float32), config)
         ) // (SAMPLES_PER_TOKEN)
@@ -81,7 +93,7 @@ class BatchDecoder:
         self.encoder = EncoderState.allocate(
             mcfg.encoder,
             batch=self.encoder_batch,
-            max_chunk_frames=ENCODER_CHUNK_TOKENS * mcfg.downsample_factor,
+            max_chunk_frames=encoder_chunk * mcfg.downsample_factor,
             device=device,
             dtype=dtype,
             kv_int8=model.kv_int8,
@@ -121,23 +133,11 @@ class BatchDecoder:
         open_rows = set(range(len(audios)))
         logits = model.decode(self._prompt, audio[:, :n_prompt], self.decoder)
         next_ids = logits.argmax(-1)
-        position = n_prompt
-        self._collect(next_ids.tolist(), position - 1, lengths, tokens, detoks, open_rows)
-        while position < audio.shape[1] and open_rows:
-            if self.graph is not None:
-                # graph replays over a run of positions, the tokens read back once per run
-                count = min(DECODE_RUN, audio.shape[1] - position)
-                ids = self.graph.run_many(audio[:, position : position + count], next_ids)  # [B, n]
-                next_ids = ids[:, -1].clone()
-                columns = ids.t().tolist()
-            else:
-                next_ids = model.decode(
-                    next_ids[:, None], audio[:, position : position + 1], self.decoder
-                ).argmax(-1)
-                columns = [next_ids.tolist()]
-            for column in columns:
-                position += 1
-                self._collect(column, position - 1, lengths, tokens, detoks, open_rows)
+        self._collect(next_ids.tolist(), n_prompt - 1, lengths, tokens, detoks, open_rows)
+        for position, column in self._columns(audio, next_ids, n_prompt):
+            self._collect(column, position, lengths, tokens, detoks, open_rows)
+            if not open_rows:
+                break  # stops the generator: no further position is launched
 
         out = []
         for row, audio_in in enumerate(audios):
@@ -155,6 +155,43 @@ class BatchDecoder:
                 )
             )
         return out
+
+    def _columns(
+        self, audio: torch.Tensor, next_ids: torch.Tensor, start: int
+    ) -> Iterator[tuple[int, list[int]]]:
+        """(position, the B tokens it gave) for every position from `start` on, fed `next_ids`.
+
+        With CUDA graphs, positions run in runs of DECODE_RUN replays whose tokens are copied to
+        pinned host memory; a run's tokens are handed out only after the next run is queued, so
+        the GPU keeps working while the host detokenizes."""
+        model, n = self.model, audio.shape[1]
+        if self.graph is None:
+            for position in range(start, n):
+                next_ids = model.decode(
+                    next_ids[:, None], audio[:, position : position + 1], self.decoder
+                ).argmax(-1)
+                yield position, next_ids.tolist()
+            return
+        pending: tuple[int, torch.Tensor, torch.cuda.Event] | None = None
+        token: torch.Tensor | None = next_ids
+        for first in range(start, n, DECODE_RUN):
+            ids = self.graph.run_many(audio[:, first : first + DECODE_RUN], token)  # [B, count]
+            token = None  # later runs continue from the token fed back on the device
+            host = torch.empty(ids.shape, dtype=ids.dtype, pin_memory=True)
+            host.copy_(ids, non_blocking=True)
+            done = torch.cuda.Event()
+            done.record()
+            if pending is not None:
+                yield from self._ready(*pending)
+            pending = (first, host, done)
+        if pending is not None:
+            yield from self._ready(*pending)
+
+    @staticmethod
+    def _ready(first: int, host: torch.Tensor, done: torch.cuda.Event) -> Iterator[tuple[int, list[int]]]:
+        done.synchronize()
+        for offset, column in enumerate(host.t().tolist()):
+            yield first + offset, column
 
     def _encode(self, mels: list[torch.Tensor], n_positions: int) -> torch.Tensor:
         """The audio vectors of the first `n_positions` positions of every stream: [B, n, dim].
@@ -179,8 +216,8 @@ class BatchDecoder:
                 width = min(m.shape[1], mel.shape[2])
                 mel[row, :, :width] = m[:, :width]
             self.encoder.reset()
-            for start in range(0, n_positions, ENCODER_CHUNK_TOKENS):
-                count = min(ENCODER_CHUNK_TOKENS, n_positions - start)
+            for start in range(0, n_positions, self.encoder_chunk):
+                count = min(self.encoder_chunk, n_positions - start)
                 chunk = mel[:, :, start * MEL_FRAMES_PER_TOKEN : (start + count) * MEL_FRAMES_PER_TOKEN]
                 vectors = model.embed_audio(chunk, self.encoder)  # [group, count, dim]
                 out[first : first + len(group), start : start + count] = vectors[: len(group)]

@@ -94,40 +94,43 @@ def _kernels() -> Any:
         s_qb, s_qt,
         s_kb, s_kh, s_ks,
         s_sb, s_sh,
-        HALF: tl.constexpr, QUANT: tl.constexpr,
+        HALF: tl.constexpr, HB: tl.constexpr, QUANT: tl.constexpr,
     ):  # fmt: skip
+        # HB head vectors of one (stream, position) per program: q heads, then k, then v.
         bt = tl.program_id(0)
-        head = tl.program_id(1)
+        head = tl.program_id(1) * HB + tl.arange(0, HB)
         b = bt // T
         t = bt % T
-        src = qkv_ptr + b * s_qb + t * s_qt + head * (2 * HALF)
         j = tl.arange(0, 2 * HALF)
-        if head < H + HKV:
-            # interleaved pairs: element j pairs with j ^ 1; cos/sin of pair j // 2
-            x = tl.load(src + j).to(tl.float32)
-            partner = tl.load(src + (j ^ 1)).to(tl.float32)
-            cos = tl.load(rot_ptr + t * (2 * HALF) + (j // 2) * 2)
-            sin = tl.load(rot_ptr + t * (2 * HALF) + (j // 2) * 2 + 1)
-            # (a + ic)(cos + i sin): re = a cos - c sin (even j), im = a sin + c cos (odd j)
-            y = tl.where(j % 2 == 0, x * cos - partner * sin, partner * sin + x * cos)
+        live = head < H + 2 * HKV
+        src = qkv_ptr + b * s_qb + t * s_qt + head[:, None] * (2 * HALF)
+        x = tl.load(src + j[None, :], mask=live[:, None], other=0.0).to(tl.float32)
+        # interleaved pairs: element j pairs with j ^ 1; cos/sin of pair j // 2
+        partner = tl.load(src + (j ^ 1)[None, :], mask=live[:, None], other=0.0).to(tl.float32)
+        cos = tl.load(rot_ptr + t * (2 * HALF) + (j // 2) * 2)[None, :]
+        sin = tl.load(rot_ptr + t * (2 * HALF) + (j // 2) * 2 + 1)[None, :]
+        # (a + ic)(cos + i sin): re = a cos - c sin (even j), im = a sin + c cos (odd j)
+        rotated = tl.where((j % 2 == 0)[None, :], x * cos - partner * sin, partner * sin + x * cos)
+        is_k = head < H + HKV
+        y = tl.where(is_k[:, None], rotated, x)  # value heads are stored as they are
+        # q [B, H, T, D] contiguous
+        is_q = head < H
+        q_dst = q_ptr + ((b * H + head[:, None]) * T + t) * (2 * HALF) + j[None, :]
+        tl.store(q_dst, y.to(q_ptr.dtype.element_ty), mask=is_q[:, None])
+        # keys and values into their cache slot
+        is_kv = live & (head >= H)
+        slot = tl.load(slot_ptr + t)
+        kv_head = tl.where(is_k, head - H, head - H - HKV)
+        off = b * s_kb + kv_head * s_kh + slot * s_ks
+        dst = tl.where(is_k[:, None], kc_ptr + off[:, None], vc_ptr + off[:, None]) + j[None, :]
+        if QUANT:  # int8 codes and one scale per vector (kernels/kv_int8.py)
+            amax = tl.max(tl.abs(y), axis=1)
+            inv = tl.where(amax > 0, 127.0 / amax, 0.0)
+            tl.store(dst, fmath.rint(y * inv[:, None]).to(tl.int8), mask=is_kv[:, None])
+            soff = b * s_sb + kv_head * s_sh + slot
+            tl.store(tl.where(is_k, ks_ptr + soff, vs_ptr + soff), amax / 127.0, mask=is_kv)
         else:
-            y = tl.load(src + j).to(tl.float32)  # a value head: stored as it is
-        if head < H:  # q [B, H, T, D] contiguous
-            tl.store(q_ptr + ((b * H + head) * T + t) * (2 * HALF) + j, y.to(q_ptr.dtype.element_ty))
-        else:  # a key or value vector into its cache slot
-            slot = tl.load(slot_ptr + t)
-            is_k = head < H + HKV
-            kv_head = tl.where(is_k, head - H, head - H - HKV)
-            off = b * s_kb + kv_head * s_kh + slot * s_ks
-            dst = tl.where(is_k, kc_ptr + off, vc_ptr + off)
-            if QUANT:  # int8 codes and one scale per vector (kernels/kv_int8.py)
-                amax = tl.max(tl.abs(y), axis=0)
-                inv = tl.where(amax > 0, 127.0 / amax, 0.0)
-                tl.store(dst + j, fmath.rint(y * inv).to(tl.int8))
-                soff = b * s_sb + kv_head * s_sh + slot
-                tl.store(tl.where(is_k, ks_ptr + soff, vs_ptr + soff), amax / 127.0)
-            else:
-                tl.store(dst + j, y.to(kc_ptr.dtype.element_ty))
+            tl.store(dst, y.to(kc_ptr.dtype.element_ty), mask=is_kv[:, None])
 
     @triton.jit
     def silu_mul_kernel(gu_ptr, y_ptr, N, stride_gu, stride_y, BLOCK: tl.constexpr):
@@ -141,10 +144,10 @@ def _kernels() -> Any:
 
     @triton.jit
     def attn_split_kernel(
-        q_ptr, k_ptr, v_ptr, ks_ptr, vs_ptr, bias_ptr, valid_ptr, m_ptr, l_ptr, acc_ptr, out_ptr,
-        S, R, HKV, NS, s_kb, s_kh, s_ks, s_sb, s_sh, s_bias, scale,
+        q_ptr, k_ptr, v_ptr, ks_ptr, vs_ptr, pos_ptr, held_ptr, valid_ptr, m_ptr, l_ptr, acc_ptr, out_ptr,
+        S, R, T, WINDOW, HKV, NS, s_kb, s_kh, s_ks, s_sb, s_sh, scale,
         R_PAD: tl.constexpr, D: tl.constexpr, BS: tl.constexpr, RB: tl.constexpr,
-        IEEE: tl.constexpr, QUANT: tl.constexpr, DIRECT: tl.constexpr,
+        IEEE: tl.constexpr, QUANT: tl.constexpr, DIRECT: tl.constexpr, ONE_POS: tl.constexpr,
     ):  # fmt: skip
         # One slice of the keys for RB query rows of one (stream, KV head): tensor-core dots
         # (rows padded to 16; exact fp32 FMA dots for fp32 inputs), online softmax in fp32.
@@ -152,6 +155,9 @@ def _kernels() -> Any:
         # scales multiply the scores (keys) and the probabilities (values).
         # DIRECT (one slice: many rows, e.g. an encoder chunk): the normalised output is
         # written here and no combine kernel runs.
+        # Visibility comes from positions (no [rows, keys] bias is read): row r = (group, t) is
+        # the query at pos[t], slot s holds held[s] (< 0: empty), visible iff 0 <= pos - held <
+        # WINDOW. (Skipping blocks nobody sees, with an `if` in the loop, made it 1.3-3x slower.)
         bh = tl.program_id(0)
         sp = tl.program_id(1)
         b = bh // HKV
@@ -171,9 +177,19 @@ def _kernels() -> Any:
         split = tl.cdiv(tl.cdiv(n_valid, NS), BS) * BS
         start = sp * split
         end = tl.minimum(start + split, n_valid)
+        if ONE_POS:  # one new position (a streaming step): every row sees the same keys
+            qpos = tl.load(pos_ptr).to(tl.int32)
+        else:
+            qpos = tl.load(pos_ptr + rows % T, mask=rmask, other=0).to(tl.int32)  # 32-bit: cheap compares
         for s0 in range(start, end, BS):
             offs = s0 + tl.arange(0, BS)
             smask = offs < end
+            held = tl.load(held_ptr + offs, mask=smask, other=-1).to(tl.int32)
+            if ONE_POS:
+                seen = ((held >= 0) & (qpos - held < WINDOW) & (qpos >= held))[None, :] & rmask[:, None]
+            else:
+                distance = qpos[:, None] - held[None, :]
+                seen = (held >= 0)[None, :] & (distance >= 0) & (distance < WINDOW) & rmask[:, None]
             k = tl.load(k_base + offs[:, None] * s_ks + d[None, :], mask=smask[:, None], other=0).to(q.dtype)
             if IEEE:
                 scores = tl.dot(q, tl.trans(k), input_precision="ieee")
@@ -182,15 +198,14 @@ def _kernels() -> Any:
             if QUANT:
                 k_scale = tl.load(ks_ptr + b * s_sb + h * s_sh + offs, mask=smask, other=0.0)
                 scores = scores * k_scale[None, :]
-            bias = tl.load(
-                bias_ptr + rows[:, None] * s_bias + offs[None, :],
-                mask=rmask[:, None] & smask[None, :],
-                other=float("-inf"),
-            )
-            scores = scores * scale + bias.to(tl.float32)
+            scores = tl.where(seen, scores * scale, float("-inf"))
             m_new = tl.maximum(m, tl.max(scores, axis=1))
-            alpha = fmath.exp(m - m_new)
-            p = fmath.exp(scores - m_new[:, None])
+            if IEEE:  # fp32 inputs: the accurate exp keeps the fp32 model exact
+                alpha = fmath.exp(m - m_new)
+                p = fmath.exp(scores - m_new[:, None])
+            else:  # bf16/fp16: the hardware exp2 (rel. error ~1e-7, far below bf16's rounding)
+                alpha = tl.math.exp2((m - m_new) * 1.4426950408889634)
+                p = tl.math.exp2((scores - m_new[:, None]) * 1.4426950408889634)
             l = l * alpha + tl.sum(p, axis=1)
             v = tl.load(v_base + offs[:, None] * s_ks + d[None, :], mask=smask[:, None], other=0).to(q.dtype)
             if QUANT:
@@ -299,13 +314,16 @@ def rope_qkv_to_cache(
     if not rot.is_contiguous():
         rot = rot.contiguous()
     q = torch.empty(B, n_heads, T, head_dim, dtype=qkv.dtype, device=qkv.device)
-    kern[(B * T, n_heads + 2 * n_kv_heads)](
+    # ~1,024 elements a program: one program per head vector made the encoder chunks of a file
+    # batch (32 streams x 256 frames x 96 heads) 20x slower than their memory traffic
+    heads_per_program = max(1, min(_next_pow2(n_heads + 2 * n_kv_heads), 1024 // head_dim))
+    kern[(B * T, triton_cdiv(n_heads + 2 * n_kv_heads, heads_per_program))](
         qkv, rot, slots, q, kc, vc, ks, vs,
         T, n_heads, n_kv_heads,
         qkv.stride(0), qkv.stride(1),
         kc.stride(0), kc.stride(1), kc.stride(2),
         ks.stride(0), ks.stride(1),
-        HALF=head_dim // 2, QUANT=cache.quantized,
+        HALF=head_dim // 2, HB=heads_per_program, QUANT=cache.quantized,
     )  # fmt: skip
     return q
 
@@ -327,6 +345,16 @@ def triton_cdiv(a: int, b: int) -> int:
 
 
 ATTN_SPLIT_ROWS = 8  # query rows per KV head up to which the keys are split among programs
+# Tiles of the chunk kernel (query rows, keys per step, warps, pipeline stages; None: Triton's
+# default), by head size: bench/tune_attention.py measures the choices on the device.
+CHUNK_TILES: dict[int, tuple[int, int, int, int | None]] = {64: (64, 128, 4, None), 128: (64, 64, 8, None)}
+STEP_TILE = (64, 4)  # keys per step and warps of a step whose keys are not split (many streams)
+
+
+@cache
+def _programs_to_fill(device: torch.device) -> int:
+    """About 4 resident programs per SM: the split kernel needs no more to fill the GPU."""
+    return 4 * torch.cuda.get_device_properties(device).multi_processor_count
 
 
 def attention_applies(q: torch.Tensor) -> bool:
@@ -336,16 +364,22 @@ def attention_applies(q: torch.Tensor) -> bool:
 
 
 def attention(
-    q: torch.Tensor, kv: LayerKV, bias: torch.Tensor, valid: torch.Tensor | None = None
+    q: torch.Tensor,
+    kv: LayerKV,
+    positions: torch.Tensor,
+    held: torch.Tensor,
+    window: int,
+    valid: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Like `layers.attend` (q [B, H, T, D], keys/values [B, Hkv, S, D] with the same strides,
-    in q's dtype or int8 with scales; bias [G*T, S] rows (group, t)) -> [B, H, T, D], in fp32
-    with an online softmax and tensor-core dots. Two shapes:
+    in q's dtype or int8 with scales; query t at `positions[t]` sees slot s, which holds
+    `held[s]`, iff 0 <= positions[t] - held[s] < window) -> [B, H, T, D], in fp32 with an online
+    softmax and tensor-core dots. Two shapes:
     - a streaming step (<= 8 query rows per KV head): the keys are split among programs (flash
       decoding; ~5.6 us a call on the H100 against 24 us for a broadcast multiply-reduce) and a
-      second kernel combines the slices;
-    - a chunk (prompt, encoder chunks of files): blocks of 64 query rows each run over all the
-      keys (flash attention), without materialising the [G*T, S] scores.
+      second kernel combines the slices, unless many streams fill the GPU on their own;
+    - a chunk (prompt, encoder chunks of files): blocks of query rows each run over the keys
+      they can see (flash attention), without materialising the [G*T, S] scores.
 
     `valid` (a device integer) bounds the slots read to the first min(valid, S): the slots a
     ring buffer has filled so far, so a graph captured over the whole ring costs what is used."""
@@ -355,33 +389,46 @@ def attention(
     Hkv, S = k.shape[1], k.shape[2]
     R = (H // Hkv) * T
     q = q.contiguous()
-    assert k.stride() == v.stride() and k.stride(-1) == 1 and bias.stride(-1) == 1
+    assert k.stride() == v.stride() and k.stride(-1) == 1
     assert kv.quantized or k.dtype == q.dtype
+    assert (
+        positions.shape == (T,) and held.shape == (S,) and positions.is_contiguous() and held.is_contiguous()
+    )
     ks, vs = (kv.k_scale, kv.v_scale) if kv.quantized else (k, v)
     assert ks is not None and vs is not None and ks.stride() == vs.stride()
-    block = 64
     if valid is None:
         valid = torch.full((), S, dtype=torch.long, device=q.device)
     out = torch.empty(B * Hkv, R, D, dtype=q.dtype, device=q.device)
-    args = (S, R, Hkv)
-    strides = (k.stride(0), k.stride(1), k.stride(2), ks.stride(0), ks.stride(1), bias.stride(0), D**-0.5)
-    flags: dict[str, Any] = dict(D=D, BS=block, IEEE=q.dtype == torch.float32, QUANT=kv.quantized)
+    args = (positions, held, valid)
+    sizes = (S, R, T, window, Hkv)
+    strides = (k.stride(0), k.stride(1), k.stride(2), ks.stride(0), ks.stride(1), D**-0.5)
+    flags: dict[str, Any] = dict(D=D, IEEE=q.dtype == torch.float32, QUANT=kv.quantized, ONE_POS=T == 1)
     if R > ATTN_SPLIT_ROWS:
-        rows = 64
+        rows, keys, warps, stages = CHUNK_TILES.get(D, (64, 64, 4 if D <= 64 else 8, None))
+        tuning = {} if stages is None else {"num_stages": stages}
         split_kernel[(B * Hkv, 1, triton_cdiv(R, rows))](
-            q, k, v, ks, vs, bias, valid, out, out, out, out, *args, 1, *strides,
-            R_PAD=rows, RB=rows, DIRECT=True, num_warps=4 if D <= 64 else 8, **flags,
+            q, k, v, ks, vs, *args, out, out, out, out, *sizes, 1, *strides,
+            R_PAD=rows, RB=rows, BS=keys, DIRECT=True, num_warps=warps, **tuning, **flags,
+        )  # fmt: skip
+        return out.view(B, H, T, D)
+    block = 64
+    # Split the keys among programs until the GPU is full (at batch 1: up to 16 slices, each of
+    # at least 2 blocks of keys); many streams fill it on their own and need no combine kernel.
+    n_split = max(1, min(16, triton_cdiv(S, 2 * block), triton_cdiv(_programs_to_fill(q.device), B * Hkv)))
+    if n_split == 1:
+        keys, warps = STEP_TILE
+        split_kernel[(B * Hkv, 1, 1)](
+            q, k, v, ks, vs, *args, out, out, out, out, *sizes, 1, *strides,
+            R_PAD=16, RB=16, BS=keys, DIRECT=True, num_warps=warps, **flags,
         )  # fmt: skip
         return out.view(B, H, T, D)
     r_pad = max(2, _next_pow2(R))
-    # enough programs to fill the GPU at batch 1, each reading at least 2 blocks of keys
-    n_split = max(1, min(16, triton_cdiv(S, 2 * block)))
     m = torch.empty(B * Hkv * n_split * r_pad, dtype=torch.float32, device=q.device)
     l = torch.empty_like(m)
     acc = torch.empty(B * Hkv * n_split * r_pad, D, dtype=torch.float32, device=q.device)
     split_kernel[(B * Hkv, n_split, 1)](
-        q, k, v, ks, vs, bias, valid, m, l, acc, out, *args, n_split, *strides,
-        R_PAD=r_pad, RB=16, DIRECT=False, **flags,
+        q, k, v, ks, vs, *args, m, l, acc, out, *sizes, n_split, *strides,
+        R_PAD=r_pad, RB=16, BS=block, DIRECT=False, **flags,
     )  # fmt: skip
     combine_kernel[(B * Hkv * R,)](m, l, acc, out, R, n_split, R_PAD=r_pad, D=D, NS_PAD=_next_pow2(n_split))
     return out.view(B, H, T, D)

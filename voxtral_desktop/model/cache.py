@@ -16,9 +16,39 @@ per position and head (kernels/kv_int8.py): half the memory and half the bytes r
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import torch
 
 from voxtral_desktop.kernels.kv_int8 import LayerKV, quantize_kv
+
+
+@dataclass(frozen=True)
+class KeyMask:
+    """Which cached keys the T new positions of one call see; shared by all layers.
+
+    Slot s holds position held[s] (negative: empty); the query at positions[t] sees it iff
+    0 <= positions[t] - held[s] < window. The fused attention kernel evaluates that rule itself;
+    the plain path uses `bias`, the same rule as an additive [G*T, S] matrix (rows (group, t))."""
+
+    positions: torch.Tensor  # [T]
+    held: torch.Tensor  # [S]
+    window: int
+    groups: int = 1  # query heads per KV head
+    _bias: dict[torch.dtype, torch.Tensor] = field(default_factory=dict, compare=False, repr=False)
+
+    def visible(self) -> torch.Tensor:
+        """[T, S] bool."""
+        distance = self.positions[:, None] - self.held[None, :]
+        return (self.held[None, :] >= 0) & (distance >= 0) & (distance < self.window)
+
+    def bias(self, dtype: torch.dtype) -> torch.Tensor:
+        """[G*T, S]: 0 where visible, -inf elsewhere; built once per dtype."""
+        if dtype not in self._bias:
+            visible = self.visible()
+            bias = torch.zeros(visible.shape, dtype=dtype, device=visible.device)
+            self._bias[dtype] = bias.masked_fill_(~visible, float("-inf")).repeat(self.groups, 1)
+        return self._bias[dtype]
 
 
 class KVCache:
@@ -66,8 +96,9 @@ class KVCache:
         self.next_pos = 0
         self._used = 0
 
-    def begin(self, n_new: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Reserve slots for the next `n_new` positions; return (positions [T], mask [T, S])."""
+    def begin(self, n_new: int, groups: int = 1) -> tuple[torch.Tensor, KeyMask]:
+        """Reserve slots for the next `n_new` positions; return (positions [T], what they see).
+        `groups`: query heads per KV head of the attention that reads the cache."""
         # A cache smaller than window + T - 1 is fine for a stream that never wraps it (file batches).
         if n_new + self.window - 1 > self.capacity and self.next_pos + n_new > self.capacity:
             raise ValueError(
@@ -85,10 +116,7 @@ class KVCache:
         self._slots = positions % self.capacity
         self.slot_pos.index_copy_(0, self._slots, positions)
         self.next_pos += n_new
-        held = self.slot_pos[: self._used]  # [S]
-        distance = positions[:, None] - held[None, :]  # [T, S]
-        mask = (held[None, :] >= 0) & (distance >= 0) & (distance < self.window)
-        return positions, mask
+        return positions, KeyMask(positions, self.slot_pos[: self._used], self.window, groups)
 
     def advance_host(self, n_new: int) -> None:
         """Account on the host for `n_new` positions a replayed graph reserved on the device."""

@@ -12,8 +12,8 @@ import torch
 from torch import nn
 
 from voxtral_desktop.config import DecoderConfig
-from voxtral_desktop.model.cache import KVCache
-from voxtral_desktop.model.layers import Attention, FeedForward, RMSNorm, attention_bias, rope_tables
+from voxtral_desktop.model.cache import KeyMask, KVCache
+from voxtral_desktop.model.layers import Attention, FeedForward, RMSNorm, rope_tables
 
 
 def delay_embedding(n_delay_tokens: int, dim: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
@@ -82,10 +82,10 @@ class DecoderLayer(nn.Module):
         rotations: torch.Tensor,
         cache: KVCache,
         index: int,
-        bias: torch.Tensor,
+        mask: KeyMask,
         ada_scale: torch.Tensor,
     ) -> torch.Tensor:
-        x, h = self.forward_pending(x, None, rotations, cache, index, bias, ada_scale)
+        x, h = self.forward_pending(x, None, rotations, cache, index, mask, ada_scale)
         return x + h
 
     def forward_pending(
@@ -95,7 +95,7 @@ class DecoderLayer(nn.Module):
         rotations: torch.Tensor,
         cache: KVCache,
         index: int,
-        bias: torch.Tensor,
+        mask: KeyMask,
         ada_scale: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The layer on x + pending with its own last residual add left pending: (x', h) where
@@ -104,7 +104,7 @@ class DecoderLayer(nn.Module):
             normed = self.attention_norm(x)
         else:
             x, normed = self.attention_norm.add_forward(x, pending)
-        h = self.attention(normed, rotations, cache, index, bias)
+        h = self.attention(normed, rotations, cache, index, mask)
         x, h = self.ffn_norm.add_forward(x, h, ada_scale)  # x + h and its (Ada-scaled) norm
         return x, self.feed_forward(h)
 
@@ -126,13 +126,12 @@ class Decoder(nn.Module):
 
     def forward(self, x: torch.Tensor, state: DecoderState) -> torch.Tensor:
         """Embeddings [B, T, dim] of the next T positions -> normed hidden states [B, T, dim]."""
-        positions, mask = state.cache.begin(x.shape[1])
-        bias = attention_bias(mask, self.config.n_heads // self.config.n_kv_heads, x.dtype)
+        positions, mask = state.cache.begin(x.shape[1], self.config.n_heads // self.config.n_kv_heads)
         rotations = rope_tables(positions, self.config.head_dim, self.config.rope_theta)
         pending = None
         layers: list[DecoderLayer] = list(self.layers)  # type: ignore[arg-type]
         for index, layer in enumerate(layers):
             x, pending = layer.forward_pending(
-                x, pending, rotations, state.cache, index, bias, state.ada_scales[index]
+                x, pending, rotations, state.cache, index, mask, state.ada_scales[index]
             )
         return self.norm(x) if pending is None else self.norm.add_forward(x, pending)[1]

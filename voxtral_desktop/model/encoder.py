@@ -15,8 +15,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from voxtral_desktop.config import CONV_STRIDE, EncoderConfig
-from voxtral_desktop.model.cache import KVCache
-from voxtral_desktop.model.layers import Attention, FeedForward, RMSNorm, attention_bias, rope_tables
+from voxtral_desktop.model.cache import KeyMask, KVCache
+from voxtral_desktop.model.layers import Attention, FeedForward, RMSNorm, rope_tables
 
 
 @dataclass
@@ -104,9 +104,9 @@ class EncoderLayer(nn.Module):
         self.feed_forward = FeedForward(config.dim, config.hidden_dim, out_bias=True)
 
     def forward(
-        self, x: torch.Tensor, rotations: torch.Tensor, cache: KVCache, index: int, bias: torch.Tensor
+        self, x: torch.Tensor, rotations: torch.Tensor, cache: KVCache, index: int, mask: KeyMask
     ) -> torch.Tensor:
-        x, h = self.forward_pending(x, None, rotations, cache, index, bias)
+        x, h = self.forward_pending(x, None, rotations, cache, index, mask)
         return x + h
 
     def forward_pending(
@@ -116,14 +116,14 @@ class EncoderLayer(nn.Module):
         rotations: torch.Tensor,
         cache: KVCache,
         index: int,
-        bias: torch.Tensor,
+        mask: KeyMask,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The layer on x + pending, its last residual add left pending (see the decoder's)."""
         if pending is None:
             normed = self.attention_norm(x)
         else:
             x, normed = self.attention_norm.add_forward(x, pending)
-        h = self.attention(normed, rotations, cache, index, bias)
+        h = self.attention(normed, rotations, cache, index, mask)
         x, h = self.ffn_norm.add_forward(x, h)  # x + h and its norm
         return x, self.feed_forward(h)
 
@@ -158,11 +158,10 @@ class WhisperEncoder(nn.Module):
         x = x.transpose(1, 2)  # [B, T/2, dim]
 
         positions, mask = state.cache.begin(x.shape[1])
-        bias = attention_bias(mask, 1, x.dtype)
         rotations = rope_tables(positions, self.config.head_dim, self.config.rope_theta)
         pending = None
         layers: list[EncoderLayer] = list(self.transformer.layers)  # type: ignore[arg-type]
         for index, layer in enumerate(layers):
-            x, pending = layer.forward_pending(x, pending, rotations, state.cache, index, bias)
+            x, pending = layer.forward_pending(x, pending, rotations, state.cache, index, mask)
         norm = self.transformer.norm
         return norm(x) if pending is None else norm.add_forward(x, pending)[1]

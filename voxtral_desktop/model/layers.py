@@ -14,7 +14,7 @@ from torch.nn import functional as F
 
 from voxtral_desktop.kernels import fused
 from voxtral_desktop.kernels.kv_int8 import LayerKV
-from voxtral_desktop.model.cache import KVCache
+from voxtral_desktop.model.cache import KeyMask, KVCache
 
 
 class RMSNorm(nn.Module):
@@ -56,23 +56,14 @@ def apply_rope(x: torch.Tensor, rotations: torch.Tensor) -> torch.Tensor:
     return torch.view_as_real(pairs * rotations[None, :, None, :]).flatten(-2).to(x.dtype)
 
 
-def attention_bias(mask: torch.Tensor, groups: int, dtype: torch.dtype) -> torch.Tensor:
-    """Visibility mask [T, S] -> additive bias [G*T, S] (0 or -inf), rows ordered (group, t)."""
-    bias = torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(~mask, float("-inf"))
-    return bias.repeat(groups, 1)
-
-
-def attend(
-    q: torch.Tensor, kv: LayerKV, bias: torch.Tensor, filled: torch.Tensor | None = None
-) -> torch.Tensor:
+def attend(q: torch.Tensor, kv: LayerKV, mask: KeyMask, filled: torch.Tensor | None = None) -> torch.Tensor:
     """Masked softmax attention with grouped KV heads, as plain matmuls.
 
-    q [B, H, T, D], keys/values `kv` [B, Hkv, S, D] (compute dtype or int8 with scales), bias
-    [G*T, S] from `attention_bias` -> [B, H, T, D]. Scores are softmaxed in fp32 like the
-    reference. Query heads are grouped onto their KV head by a reshape, so keys are never repeated
-    in memory. Plain matmuls (rather than a fused kernel chosen per shape) keep every step's
-    kernels the same whatever the cache fill, which is what CUDA graphs need, and are as fast at
-    these sizes (T <= 4 per streaming step).
+    q [B, H, T, D], keys/values `kv` [B, Hkv, S, D] (compute dtype or int8 with scales), `mask`
+    which of the S keys each position sees -> [B, H, T, D]. Scores are softmaxed in fp32 like
+    the reference. Query heads are grouped onto their KV head by a reshape, so keys are never
+    repeated in memory. Plain matmuls (rather than a kernel chosen per shape) keep every step's
+    kernels the same whatever the cache fill, which is what CUDA graphs need.
     `filled` (device integer, optional): keys at or past it are masked anyway; the fused kernel
     skips reading them.
     """
@@ -80,13 +71,14 @@ def attend(
     Hkv, S = kv.k.shape[1], kv.k.shape[2]
     groups = H // Hkv
     if fused.attention_applies(q):  # CUDA: one fused kernel (two for a streaming step)
-        return fused.attention(q, kv, bias, filled)
+        return fused.attention(q, kv, mask.positions, mask.held, mask.window, filled)
     k, v = kv.dense(q.dtype)
     qg = q.reshape(B * Hkv, groups * T, D)  # [B Hkv, G T, D]: rows are (group, t)
     # scale, matmul and mask in one kernel; the softmax accumulates in fp32 like the reference
     scores = torch.baddbmm(
-        bias.expand(B * Hkv, groups * T, S), qg, k.reshape(B * Hkv, S, D).transpose(1, 2), alpha=D**-0.5
-    )
+        mask.bias(q.dtype).expand(B * Hkv, groups * T, S), qg, k.reshape(B * Hkv, S, D).transpose(1, 2),
+        alpha=D**-0.5,
+    )  # fmt: skip
     weights = torch.softmax(scores, dim=-1)  # [B Hkv, G T, S]
     out = torch.bmm(weights, v.reshape(B * Hkv, S, D))  # [B Hkv, G T, D]
     return out.view(B, H, T, D)
@@ -131,9 +123,9 @@ class Attention(nn.Module):
         rotations: torch.Tensor,
         cache: KVCache,
         layer: int,
-        bias: torch.Tensor,
+        mask: KeyMask,
     ) -> torch.Tensor:
-        """`bias` [G*T, S] comes from `attention_bias` of the cache's mask (shared by all layers)."""
+        """`mask`: what the new positions see, from the cache's `begin` (shared by all layers)."""
         B, T, _ = x.shape
         if self.wqkv is not None and fused.enabled(x):
             # One kernel: rotate q and k, q to [B, H, T, D], k and v into the cache slots.
@@ -141,11 +133,11 @@ class Attention(nn.Module):
                 self.wqkv(x), rotations, cache.slots, cache.layer(layer),
                 self.n_heads, self.n_kv_heads, self.head_dim,
             )  # fmt: skip
-            out = attend(q, cache.used(layer), bias, cache.filled)  # [B, H, T, D]
+            out = attend(q, cache.used(layer), mask, cache.filled)  # [B, H, T, D]
         else:
             q, k, v = self.project_qkv(x, rotations)
             kv = cache.write(layer, k.transpose(1, 2), v.transpose(1, 2))  # [B, Hkv, S, D]
-            out = attend(q.transpose(1, 2), kv, bias)  # [B, H, T, D]
+            out = attend(q.transpose(1, 2), kv, mask)  # [B, H, T, D]
         return self.wo(out.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim))
 
 
