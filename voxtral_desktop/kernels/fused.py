@@ -157,7 +157,7 @@ def _kernels() -> Any:
         # written here and no combine kernel runs.
         # Visibility comes from positions (no [rows, keys] bias is read): row r = (group, t) is
         # the query at pos[t], slot s holds held[s] (< 0: empty), visible iff 0 <= pos - held <
-        # WINDOW. (Skipping blocks nobody sees, with an `if` in the loop, made it 1.3-3x slower.)
+        # WINDOW. (Skipping blocks nobody sees with an `if` in the loop was slower: bench/RESULTS.md.)
         bh = tl.program_id(0)
         sp = tl.program_id(1)
         b = bh // HKV
@@ -348,7 +348,7 @@ ATTN_SPLIT_ROWS = 8  # query rows per KV head up to which the keys are split amo
 # Tiles of the chunk kernel (query rows, keys per step, warps, pipeline stages; None: Triton's
 # default), by head size: bench/tune_attention.py measures the choices on the device.
 CHUNK_TILES: dict[int, tuple[int, int, int, int | None]] = {64: (64, 128, 4, None), 128: (64, 64, 8, None)}
-STEP_TILE = (64, 4)  # keys per step and warps of a step whose keys are not split (many streams)
+STEP_TILE = (64, 2)  # keys per step and warps of a step whose keys are not split (many streams)
 
 
 @cache
