@@ -220,6 +220,11 @@ def test_fused_kernels_match_torch(dtype: torch.dtype, B: int, T: int, H: int, H
     torch.testing.assert_close(xs, x + r)
     ref = F.rms_norm((x + r).float(), (dim,), w.float(), 1e-5) * s.float()
     torch.testing.assert_close(y.float(), ref, **tol)
+    # a bias left by the residual branch's matmul: exactly a separate add first
+    rb = torch.randn(dim, device=CUDA, generator=g).to(dtype)
+    xs_b, y_b = fused.add_rms_norm(x, r, w, 1e-5, s, rb)
+    xs_sep, y_sep = fused.add_rms_norm(x, r + rb, w, 1e-5, s)
+    assert torch.equal(xs_b, xs_sep) and torch.equal(y_b, y_sep)
     gu = torch.randn(B, T, 2 * dim, device=CUDA, generator=g).to(dtype)
     gate, up = gu.float().chunk(2, dim=-1)
     torch.testing.assert_close(fused.silu_mul(gu).float(), F.silu(gate) * up, **tol)
@@ -238,6 +243,17 @@ def test_fused_kernels_match_torch(dtype: torch.dtype, B: int, T: int, H: int, H
     torch.testing.assert_close(kc[:, :, slots].float(), k_ref.transpose(1, 2).float(), **tol)
     v_ref = qkv[..., (H + HKV) * D :].reshape(B, T, HKV, D).transpose(1, 2)
     torch.testing.assert_close(vc[:, :, slots], v_ref)
+    # the projection's bias inside the kernel: a separate add first, to the last bit of fp32
+    # (the two compiled variants may contract the rotation into FMAs differently) / one bf16 step
+    qkv_bias = torch.randn(qkv.shape[-1], device=CUDA, generator=g).to(dtype)
+    kb, vb = torch.zeros_like(kc), torch.zeros_like(vc)
+    qb = fused.rope_qkv_to_cache(qkv, rot, slots, LayerKV(kb, vb), H, HKV, D, qkv_bias)
+    ks_, vs_ = torch.zeros_like(kc), torch.zeros_like(vc)
+    q_sep = fused.rope_qkv_to_cache((qkv + qkv_bias).contiguous(), rot, slots, LayerKV(ks_, vs_), H, HKV, D)
+    same = dict(rtol=1e-6, atol=1e-6) if dtype == torch.float32 else dict(rtol=8e-3, atol=1e-6)
+    torch.testing.assert_close(qb, q_sep, **same)
+    torch.testing.assert_close(kb, ks_, **same)
+    torch.testing.assert_close(vb, vs_, rtol=0, atol=0)  # values are not rotated: the add alone
     untouched = torch.ones(C, dtype=torch.bool, device=CUDA)
     untouched[slots] = False
     assert not kc[:, :, untouched].any() and not vc[:, :, untouched].any()

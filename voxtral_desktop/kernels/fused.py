@@ -66,8 +66,8 @@ def _kernels() -> Any:
 
     @triton.jit
     def rms_norm_kernel(
-        x_ptr, r_ptr, w_ptr, s_ptr, y_ptr, xo_ptr, N, stride_x, stride_r, stride_y, stride_xo, eps,
-        HAS_RES: tl.constexpr, HAS_SCALE: tl.constexpr, BLOCK: tl.constexpr,
+        x_ptr, r_ptr, rb_ptr, w_ptr, s_ptr, y_ptr, xo_ptr, N, stride_x, stride_r, stride_y, stride_xo, eps,
+        HAS_RES: tl.constexpr, HAS_RES_BIAS: tl.constexpr, HAS_SCALE: tl.constexpr, BLOCK: tl.constexpr,
     ):  # fmt: skip
         row = tl.program_id(0)
         cols = tl.arange(0, BLOCK)
@@ -75,6 +75,9 @@ def _kernels() -> Any:
         x = tl.load(x_ptr + row * stride_x + cols, mask=m, other=0.0).to(tl.float32)
         if HAS_RES:
             r = tl.load(r_ptr + row * stride_r + cols, mask=m, other=0.0).to(tl.float32)
+            if HAS_RES_BIAS:  # the residual branch's bias, rounded in like a separate add
+                rb = tl.load(rb_ptr + cols, mask=m, other=0.0).to(tl.float32)
+                r = (r + rb).to(xo_ptr.dtype.element_ty).to(tl.float32)
             x = (x + r).to(xo_ptr.dtype.element_ty)
             tl.store(xo_ptr + row * stride_xo + cols, x, mask=m)
             x = x.to(tl.float32)
@@ -89,12 +92,12 @@ def _kernels() -> Any:
 
     @triton.jit
     def rope_cache_kernel(
-        qkv_ptr, rot_ptr, slot_ptr, q_ptr, kc_ptr, vc_ptr, ks_ptr, vs_ptr,
+        qkv_ptr, bias_ptr, rot_ptr, slot_ptr, q_ptr, kc_ptr, vc_ptr, ks_ptr, vs_ptr,
         T, H, HKV,
         s_qb, s_qt,
         s_kb, s_kh, s_ks,
         s_sb, s_sh,
-        HALF: tl.constexpr, HB: tl.constexpr, QUANT: tl.constexpr,
+        HALF: tl.constexpr, HB: tl.constexpr, QUANT: tl.constexpr, HAS_BIAS: tl.constexpr,
     ):  # fmt: skip
         # HB head vectors of one (stream, position) per program: q heads, then k, then v.
         bt = tl.program_id(0)
@@ -107,6 +110,12 @@ def _kernels() -> Any:
         x = tl.load(src + j[None, :], mask=live[:, None], other=0.0).to(tl.float32)
         # interleaved pairs: element j pairs with j ^ 1; cos/sin of pair j // 2
         partner = tl.load(src + (j ^ 1)[None, :], mask=live[:, None], other=0.0).to(tl.float32)
+        if HAS_BIAS:  # the projection's bias, rounded in like a separate add
+            bias_row = bias_ptr + head[:, None] * (2 * HALF)
+            pb = tl.load(bias_row + j[None, :], mask=live[:, None], other=0.0).to(tl.float32)
+            x = (x + pb).to(qkv_ptr.dtype.element_ty).to(tl.float32)
+            pb = tl.load(bias_row + (j ^ 1)[None, :], mask=live[:, None], other=0.0).to(tl.float32)
+            partner = (partner + pb).to(qkv_ptr.dtype.element_ty).to(tl.float32)
         cos = tl.load(rot_ptr + t * (2 * HALF) + (j // 2) * 2)[None, :]
         sin = tl.load(rot_ptr + t * (2 * HALF) + (j // 2) * 2 + 1)[None, :]
         # (a + ic)(cos + i sin): re = a cos - c sin (even j), im = a sin + c cos (odd j)
@@ -267,17 +276,23 @@ def rms_norm(
     n = x.shape[-1]
     s = weight if scale is None else scale
     kern[(x2.shape[0],)](
-        x2, x2, weight, s, y2, y2, n, x2.stride(0), 0, y2.stride(0), 0, eps,
-        HAS_RES=False, HAS_SCALE=scale is not None, BLOCK=_next_pow2(n),
+        x2, x2, weight, weight, s, y2, y2, n, x2.stride(0), 0, y2.stride(0), 0, eps,
+        HAS_RES=False, HAS_RES_BIAS=False, HAS_SCALE=scale is not None, BLOCK=_next_pow2(n),
     )  # fmt: skip
     return y
 
 
 def add_rms_norm(
-    x: torch.Tensor, r: torch.Tensor, weight: torch.Tensor, eps: float, scale: torch.Tensor | None = None
+    x: torch.Tensor,
+    r: torch.Tensor,
+    weight: torch.Tensor,
+    eps: float,
+    scale: torch.Tensor | None = None,
+    r_bias: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(x + r, rms_norm(x + r) * weight (* scale)) in one kernel; the sum is rounded to x's dtype
-    before the norm reads it, exactly like the unfused `x = x + r; norm(x)`."""
+    before the norm reads it, exactly like the unfused `x = x + r; norm(x)`. With `r_bias` [N],
+    r + r_bias (rounded) stands for r: the bias add of the matmul that made r."""
     kern = _kernels()[0]
     x2, r2 = _rows(x), _rows(r)
     n = x.shape[-1]
@@ -286,8 +301,9 @@ def add_rms_norm(
     o2, y2 = out.view(-1, n), y.view(-1, n)
     s = weight if scale is None else scale
     kern[(x2.shape[0],)](
-        x2, r2, weight, s, y2, o2, n, x2.stride(0), r2.stride(0), y2.stride(0), o2.stride(0), eps,
-        HAS_RES=True, HAS_SCALE=scale is not None, BLOCK=_next_pow2(n),
+        x2, r2, weight if r_bias is None else r_bias, weight, s, y2, o2, n,
+        x2.stride(0), r2.stride(0), y2.stride(0), o2.stride(0), eps,
+        HAS_RES=True, HAS_RES_BIAS=r_bias is not None, HAS_SCALE=scale is not None, BLOCK=_next_pow2(n),
     )  # fmt: skip
     return out, y
 
@@ -300,10 +316,12 @@ def rope_qkv_to_cache(
     n_heads: int,
     n_kv_heads: int,
     head_dim: int,
+    bias: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """qkv [B, T, (H + 2 Hkv) D] (last dim contiguous), rotations complex [T, D/2], slots [T]
     -> rotated q [B, H, T, D]; rotated k and v are written into one layer's cache ring
-    [B, Hkv, S, D] at the slots (like `KVCache.write`; int8 with scales if the cache is)."""
+    [B, Hkv, S, D] at the slots (like `KVCache.write`; int8 with scales if the cache is).
+    `bias` [(H + 2 Hkv) D]: the projection's bias, added first (rounded like a separate add)."""
     kern = _kernels()[1]
     B, T, _ = qkv.shape
     kc, vc = cache.k, cache.v
@@ -317,13 +335,14 @@ def rope_qkv_to_cache(
     # ~1,024 elements a program: one program per head vector made the encoder chunks of a file
     # batch (32 streams x 256 frames x 96 heads) 20x slower than their memory traffic
     heads_per_program = max(1, min(_next_pow2(n_heads + 2 * n_kv_heads), 1024 // head_dim))
+    assert bias is None or (bias.is_contiguous() and bias.numel() == qkv.shape[-1])
     kern[(B * T, triton_cdiv(n_heads + 2 * n_kv_heads, heads_per_program))](
-        qkv, rot, slots, q, kc, vc, ks, vs,
+        qkv, qkv if bias is None else bias, rot, slots, q, kc, vc, ks, vs,
         T, n_heads, n_kv_heads,
         qkv.stride(0), qkv.stride(1),
         kc.stride(0), kc.stride(1), kc.stride(2),
         ks.stride(0), ks.stride(1),
-        HALF=head_dim // 2, HB=heads_per_program, QUANT=cache.quantized,
+        HALF=head_dim // 2, HB=heads_per_program, QUANT=cache.quantized, HAS_BIAS=bias is not None,
     )  # fmt: skip
     return q
 

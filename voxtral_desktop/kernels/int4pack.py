@@ -54,6 +54,8 @@ class PackedInt4:
 class _Int4Backend:
     """What the CPU and CUDA tinygemm backends share."""
 
+    separate_bias = True  # the kernel takes no bias: `linear` adds it as one more op
+
     def linear(self, x: torch.Tensor, prepared: object, bias: torch.Tensor | None) -> torch.Tensor:
         raise NotImplementedError
 

@@ -103,6 +103,20 @@ class Q4Linear(nn.Module):
         return f"in={self.in_features}, out={self.out_features}, q4_0, backend={self.backend.name}"
 
 
+def linear_bias_later(module: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(x W^T, b) when `module`'s backend would add its bias as one more kernel (tinygemm), so
+    that a fused kernel downstream adds it on the way (the same rounding: the sum is rounded to
+    x's dtype before use); else (module(x), None)."""
+    if (
+        isinstance(module, Q4Linear)
+        and module.bias is not None
+        and module.dense is None
+        and getattr(module.backend, "separate_bias", False)
+    ):
+        return module.backend.linear(x, module.prepared, None), module.bias.to(x.dtype)
+    return module(x), None
+
+
 @contextmanager
 def dense_weights(module: nn.Module, dtype: torch.dtype) -> Iterator[None]:
     """Inside, every Q4 matrix of `module` whose backend can dequantise runs as a dense matmul.

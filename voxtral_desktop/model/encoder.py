@@ -95,6 +95,10 @@ class ConvLayer(nn.Module):
         return F.gelu(y).transpose(1, 2)
 
 
+# A residual branch not yet added: its output and, if a fused kernel is to add it, its bias.
+Pending = tuple[torch.Tensor, torch.Tensor | None]
+
+
 class EncoderLayer(nn.Module):
     def __init__(self, config: EncoderConfig) -> None:
         super().__init__()
@@ -106,26 +110,27 @@ class EncoderLayer(nn.Module):
     def forward(
         self, x: torch.Tensor, rotations: torch.Tensor, cache: KVCache, index: int, mask: KeyMask
     ) -> torch.Tensor:
-        x, h = self.forward_pending(x, None, rotations, cache, index, mask)
-        return x + h
+        x, (h, bias) = self.forward_pending(x, None, rotations, cache, index, mask)
+        return x + (h if bias is None else h + bias)
 
     def forward_pending(
         self,
         x: torch.Tensor,
-        pending: torch.Tensor | None,
+        pending: Pending | None,
         rotations: torch.Tensor,
         cache: KVCache,
         index: int,
         mask: KeyMask,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The layer on x + pending, its last residual add left pending (see the decoder's)."""
+    ) -> tuple[torch.Tensor, Pending]:
+        """The layer on x + pending, its last residual add left pending (see the decoder's);
+        a pending branch may carry its matmul's bias too, added inside the next fused norm."""
         if pending is None:
             normed = self.attention_norm(x)
         else:
-            x, normed = self.attention_norm.add_forward(x, pending)
-        h = self.attention(normed, rotations, cache, index, mask)
-        x, h = self.ffn_norm.add_forward(x, h)  # x + h and its norm
-        return x, self.feed_forward(h)
+            x, normed = self.attention_norm.add_forward(x, pending[0], residual_bias=pending[1])
+        h, bias = self.attention.forward_bias_later(normed, rotations, cache, index, mask)
+        x, h = self.ffn_norm.add_forward(x, h, residual_bias=bias)  # x + h and its norm
+        return x, self.feed_forward.forward_bias_later(h)
 
 
 class Transformer(nn.Module):
@@ -164,4 +169,4 @@ class WhisperEncoder(nn.Module):
         for index, layer in enumerate(layers):
             x, pending = layer.forward_pending(x, pending, rotations, state.cache, index, mask)
         norm = self.transformer.norm
-        return norm(x) if pending is None else norm.add_forward(x, pending)[1]
+        return norm(x) if pending is None else norm.add_forward(x, pending[0], residual_bias=pending[1])[1]

@@ -14,6 +14,7 @@ from torch.nn import functional as F
 
 from voxtral_desktop.kernels import fused
 from voxtral_desktop.kernels.kv_int8 import LayerKV
+from voxtral_desktop.kernels.linear import linear_bias_later
 from voxtral_desktop.model.cache import KeyMask, KVCache
 
 
@@ -32,11 +33,19 @@ class RMSNorm(nn.Module):
         return y if scale is None else y * scale.to(x.dtype)
 
     def add_forward(
-        self, x: torch.Tensor, residual: torch.Tensor, scale: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        residual: torch.Tensor,
+        scale: torch.Tensor | None = None,
+        residual_bias: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(x + residual, forward(x + residual, scale)): the residual add fused with the norm."""
+        """(x + residual, forward(x + residual, scale)): the residual add fused with the norm.
+        `residual_bias`: a bias the residual branch's last matmul left to add (see
+        `linear_bias_later`), added to `residual` first."""
         if fused.enabled(x):
-            return fused.add_rms_norm(x, residual, self.weight, self.eps, scale)
+            return fused.add_rms_norm(x, residual, self.weight, self.eps, scale, residual_bias)
+        if residual_bias is not None:
+            residual = residual + residual_bias
         x = x + residual
         return x, self.forward(x, scale)
 
@@ -126,19 +135,34 @@ class Attention(nn.Module):
         mask: KeyMask,
     ) -> torch.Tensor:
         """`mask`: what the new positions see, from the cache's `begin` (shared by all layers)."""
+        out, bias = self.forward_bias_later(x, rotations, cache, layer, mask)
+        return out if bias is None else out + bias
+
+    def forward_bias_later(
+        self,
+        x: torch.Tensor,
+        rotations: torch.Tensor,
+        cache: KVCache,
+        layer: int,
+        mask: KeyMask,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(output without wo's bias, that bias) when a fused kernel can add it later (tinygemm
+        takes no bias: the encoder's three bias adds per layer were one kernel each); else
+        (output, None). The qkv bias rides in the fused RoPE kernel the same way."""
         B, T, _ = x.shape
         if self.wqkv is not None and fused.enabled(x):
+            qkv, qkv_bias = linear_bias_later(self.wqkv, x)
             # One kernel: rotate q and k, q to [B, H, T, D], k and v into the cache slots.
             q = fused.rope_qkv_to_cache(
-                self.wqkv(x), rotations, cache.slots, cache.layer(layer),
-                self.n_heads, self.n_kv_heads, self.head_dim,
+                qkv, rotations, cache.slots, cache.layer(layer),
+                self.n_heads, self.n_kv_heads, self.head_dim, qkv_bias,
             )  # fmt: skip
             out = attend(q, cache.used(layer), mask, cache.filled)  # [B, H, T, D]
-        else:
-            q, k, v = self.project_qkv(x, rotations)
-            kv = cache.write(layer, k.transpose(1, 2), v.transpose(1, 2))  # [B, Hkv, S, D]
-            out = attend(q.transpose(1, 2), kv, mask)  # [B, H, T, D]
-        return self.wo(out.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim))
+            return linear_bias_later(self.wo, out.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim))
+        q, k, v = self.project_qkv(x, rotations)
+        kv = cache.write(layer, k.transpose(1, 2), v.transpose(1, 2))  # [B, Hkv, S, D]
+        out = attend(q.transpose(1, 2), kv, mask)  # [B, H, T, D]
+        return self.wo(out.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim)), None
 
 
 class FeedForward(nn.Module):
@@ -152,12 +176,17 @@ class FeedForward(nn.Module):
         self.w13: nn.Module | None = None  # set by `fuse_projections`: gate and up in one matmul
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out, bias = self.forward_bias_later(x)
+        return out if bias is None else out + bias
+
+    def forward_bias_later(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(output, None), or (output without w2's bias, that bias) as `Attention`'s."""
         if self.w13 is None:
             gate, up = self.w1(x), self.w3(x)
         elif getattr(self.w2, "fuses_swiglu", False):  # silu(gate) * up computed inside w2's kernel
-            return self.w2.forward_swiglu(self.w13(x))  # type: ignore[operator]
+            return self.w2.forward_swiglu(self.w13(x)), None  # type: ignore[operator]
         elif fused.enabled(x):
-            return self.w2(fused.silu_mul(self.w13(x)))
+            return linear_bias_later(self.w2, fused.silu_mul(self.w13(x)))
         else:
             gate, up = self.w13(x).chunk(2, dim=-1)
-        return self.w2(F.silu(gate) * up)
+        return self.w2(F.silu(gate) * up), None
