@@ -78,7 +78,7 @@ class BatchDecoder:
         streams x 32 positions were the fastest (bench/RESULTS.md)."""
         self.model, self.tokenizer, self.config, self.batch = model, tokenizer, config, batch
         if encoder_batch is None:
-            encoder_batch = 64 if model.kv_int8 else 8
+            encoder_batch = 64 if model.kv_int8 and model.device.type == "cuda" else 8
         self.encoder_batch = min(batch, encoder_batch)
         if encoder_chunk is None:
             encoder_chunk = ENCODER_CHUNK_TOKENS if self.encoder_batch < 32 else ENCODER_CHUNK_TOKENS // 2
@@ -134,10 +134,10 @@ class BatchDecoder:
         logits = model.decode(self._prompt, audio[:, :n_prompt], self.decoder)
         next_ids = logits.argmax(-1)
         self._collect(next_ids.tolist(), n_prompt - 1, lengths, tokens, detoks, open_rows)
-        for position, column in self._columns(audio, next_ids, n_prompt):
+        for position, column in self._columns(audio, next_ids, n_prompt) if open_rows else ():
             self._collect(column, position, lengths, tokens, detoks, open_rows)
             if not open_rows:
-                break  # stops the generator: no further position is launched
+                break  # stops the generator: no further run is queued
 
         out = []
         for row, audio_in in enumerate(audios):

@@ -23,7 +23,7 @@ import torch
 from voxtral_desktop.kernels.kv_int8 import LayerKV, quantize_kv
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # tensors: compared by identity
 class KeyMask:
     """Which cached keys the T new positions of one call see; shared by all layers.
 
