@@ -130,6 +130,14 @@ def test_bench_runs_end_to_end_on_a_tiny_model() -> None:
     assert any("streaming step" in line for line in lines)
 
 
+def test_bench_rates_keep_their_digits_below_one() -> None:
+    """A slow device's real-time factors stay readable (0.04x used to print as 0.0x)."""
+    from voxtral_desktop.benchmark import _rate
+
+    assert _rate(0.0437) == 0.0437 and _rate(0.00051234) == 0.000512
+    assert _rate(106.64) == 106.6 and _rate(1.04) == 1.0
+
+
 @pytest.mark.parametrize("backend", [REFERENCE, CpuInt4Backend()])
 def test_dense_weights_inside_the_context_only(backend) -> None:
     """`dense_weights` swaps Q4 matmuls for the backend's dense matrix (the int4 one recovered
