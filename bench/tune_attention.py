@@ -12,7 +12,13 @@ the rate (TFLOP/s for chunks, TB/s of cache read for steps).
 
 from __future__ import annotations
 
+import os
+import sys
+
 import torch
+
+sys.path.insert(0, os.path.dirname(__file__))
+from tune_q4 import graph_time_us as timed  # a CUDA graph of 20 calls: host launches do not count
 
 from voxtral_desktop.kernels import fused
 from voxtral_desktop.kernels.kv_int8 import LayerKV, quantize_kv
@@ -23,28 +29,6 @@ CHOICES = [  # (query rows, keys per step, warps, stages)
     (128, 64, 8, 3), (64, 128, 4, None), (64, 128, 8, None), (128, 128, 8, None), (64, 32, 4, None),
 ]  # fmt: skip
 dev = torch.device("cuda")
-
-
-def timed(fn, reps: int = 20) -> float:  # type: ignore[no-untyped-def]
-    """Microseconds a call, from a CUDA graph of `reps` calls (so host launch costs do not count,
-    as in the app, where these kernels replay inside graphs)."""
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        fn()  # compiles outside the capture
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for _ in range(reps):
-            fn()
-    graph.replay()
-    torch.cuda.synchronize()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    graph.replay()
-    end.record()
-    torch.cuda.synchronize()
-    return start.elapsed_time(end) / reps * 1e3
 
 
 def int8_ring(B: int, hkv: int, S: int, D: int) -> LayerKV:
