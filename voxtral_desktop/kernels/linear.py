@@ -117,6 +117,11 @@ def linear_bias_later(module: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor,
     return module(x), None
 
 
+def add_bias(out: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """The add `linear_bias_later` left out, for callers with no fused kernel to do it."""
+    return out if bias is None else out + bias
+
+
 @contextmanager
 def dense_weights(module: nn.Module, dtype: torch.dtype) -> Iterator[None]:
     """Inside, every Q4 matrix of `module` whose backend can dequantise runs as a dense matmul.

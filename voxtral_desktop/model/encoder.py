@@ -15,6 +15,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from voxtral_desktop.config import CONV_STRIDE, EncoderConfig
+from voxtral_desktop.kernels.linear import add_bias
 from voxtral_desktop.model.cache import KeyMask, KVCache
 from voxtral_desktop.model.layers import Attention, FeedForward, RMSNorm, rope_tables
 
@@ -110,8 +111,8 @@ class EncoderLayer(nn.Module):
     def forward(
         self, x: torch.Tensor, rotations: torch.Tensor, cache: KVCache, index: int, mask: KeyMask
     ) -> torch.Tensor:
-        x, (h, bias) = self.forward_pending(x, None, rotations, cache, index, mask)
-        return x + (h if bias is None else h + bias)
+        x, pending = self.forward_pending(x, None, rotations, cache, index, mask)
+        return x + add_bias(*pending)
 
     def forward_pending(
         self,

@@ -14,7 +14,7 @@ from torch.nn import functional as F
 
 from voxtral_desktop.kernels import fused
 from voxtral_desktop.kernels.kv_int8 import LayerKV
-from voxtral_desktop.kernels.linear import linear_bias_later
+from voxtral_desktop.kernels.linear import add_bias, linear_bias_later
 from voxtral_desktop.model.cache import KeyMask, KVCache
 
 
@@ -135,8 +135,7 @@ class Attention(nn.Module):
         mask: KeyMask,
     ) -> torch.Tensor:
         """`mask`: what the new positions see, from the cache's `begin` (shared by all layers)."""
-        out, bias = self.forward_bias_later(x, rotations, cache, layer, mask)
-        return out if bias is None else out + bias
+        return add_bias(*self.forward_bias_later(x, rotations, cache, layer, mask))
 
     def forward_bias_later(
         self,
@@ -176,8 +175,7 @@ class FeedForward(nn.Module):
         self.w13: nn.Module | None = None  # set by `fuse_projections`: gate and up in one matmul
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out, bias = self.forward_bias_later(x)
-        return out if bias is None else out + bias
+        return add_bias(*self.forward_bias_later(x))
 
     def forward_bias_later(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(output, None), or (output without w2's bias, that bias) as `Attention`'s."""
