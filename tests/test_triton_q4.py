@@ -115,7 +115,6 @@ def test_tiny_model_through_the_triton_kernels_gives_the_reference_tokens(
     kernel, embedding rows from the split layout, GEMV for steps and matmul for the prompt)."""
     if not torch.cuda.is_available():  # large tiles: the interpreter's cost is per program
         monkeypatch.setenv("VOXTRAL_Q4_GEMV", "64,32,4")
-        monkeypatch.setenv("VOXTRAL_Q4_WORDS", "64,64,4")
         monkeypatch.setenv("VOXTRAL_Q4_MATMUL", "64,128,64,4,1")
     from test_fast_paths import q4_tensors
     from test_parity import VOCAB, our_tokens, reference_tokens, speechlike

@@ -32,7 +32,7 @@ from typing import Any
 
 import torch
 
-from voxtral_desktop.kernels.q4 import Q4_0_BLOCK, Q4Weight, split_q4_0
+from voxtral_desktop.kernels.q4 import Q4Weight, dequantize_split_q4_0, split_q4_0
 
 GEMV_MAX_ROWS = 8  # activation rows up to which the memory-bound GEMV is used
 
@@ -61,13 +61,6 @@ class MatmulConfig:
     num_stages: int
 
 
-@dataclass(frozen=True)
-class WordsConfig:
-    block_n: int  # weight rows per program
-    block_words: int  # 32-bit words (8 weights) of each row per loop iteration
-    num_warps: int
-
-
 TUNING_FILE = Path(__file__).with_name("q4_tuning.json")  # written by bench/tune_q4.py
 
 
@@ -78,8 +71,8 @@ def _tuned() -> dict[str, dict[str, list[int]]]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return {"gemv": {}, "matmul": {}, "small": {}, "words": {}}
-    return {key: dict(data.get(key, {})) for key in ("gemv", "matmul", "small", "words")}
+        return {"gemv": {}, "matmul": {}, "small": {}}
+    return {key: dict(data.get(key, {})) for key in ("gemv", "matmul", "small")}
 
 
 SMALL_ROWS = (1, 2, 4, 8, 16)  # the row counts bench/tune_q4_small.py measures
@@ -112,20 +105,6 @@ def gemv_config(n: int, k: int, m: int) -> GemvConfig:
     return GemvConfig(block_n=4, block_blocks=16, num_warps=4)
 
 
-def words_config(n: int, k: int, m: int) -> WordsConfig:
-    """Tile sizes of the word GEMV for [M <= 8, K] x [N, K]^T: tuned per shape and row count."""
-    override = os.environ.get("VOXTRAL_Q4_WORDS")  # "BN,WORDS,WARPS": for tuning runs
-    if override:
-        bn, bw, warps = (int(v) for v in override.split(","))
-        return WordsConfig(bn, bw, warps)
-    best = _tuned()["words"].get(f"{n},{k},{_pow2(m)}")
-    return WordsConfig(*best) if best else WordsConfig(block_n=4, block_words=64, num_warps=4)
-
-
-def _pow2(m: int) -> int:
-    return 1 << (m - 1).bit_length()
-
-
 def matmul_config(n: int, k: int, m: int, dtype: torch.dtype = torch.bfloat16) -> MatmulConfig:
     override = os.environ.get("VOXTRAL_Q4_MATMUL")  # "BM,BN,BYTES,WARPS,STAGES"
     if override:
@@ -143,7 +122,7 @@ def matmul_config(n: int, k: int, m: int, dtype: torch.dtype = torch.bfloat16) -
 def _kernels() -> Any:
     from voxtral_desktop.kernels import triton_q4_jit
 
-    return triton_q4_jit.q4_0_gemv, triton_q4_jit.q4_0_matmul, triton_q4_jit.q4_0_gemv_words
+    return triton_q4_jit.q4_0_gemv, triton_q4_jit.q4_0_matmul
 
 
 def triton_available() -> bool:
@@ -169,16 +148,7 @@ def q4_0_linear(
     if x.stride(-1) != 1:
         x = x.contiguous()
     y = torch.empty(M, N, device=x.device, dtype=x.dtype)
-    gemv, matmul, words = _kernels()
-    if M <= GEMV_MAX_ROWS and os.environ.get("VOXTRAL_Q4_GEMV_KERNEL", "words") == "words":
-        c = words_config(N, K, M)
-        words[(_cdiv(N, c.block_n),)](
-            x, w.nibbles.view(torch.int32), w.scales, bias if bias is not None else y, y,
-            M, N, K // 8, K // 32, K, x.stride(0), y.stride(0),
-            HAS_BIAS=bias is not None, SWIGLU=swiglu, MP=_pow2(M), BN=c.block_n, BW=c.block_words,
-            num_warps=c.num_warps,
-        )  # fmt: skip
-        return y
+    gemv, matmul = _kernels()
     args = (
         x, w.nibbles, w.scales, bias if bias is not None else y, y,
         M, N, K // 2, K // 32, K, x.stride(0), y.stride(0),
@@ -199,21 +169,10 @@ def q4_0_linear(
     return y
 
 
-def sequential_nibbles(qs: torch.Tensor) -> torch.Tensor:
-    """GGUF nibbles [N, nb, 16] (byte j: elements j and j + 16) -> [N, nb * 16] where byte c
-    holds element 2c in its low nibble and 2c + 1 in its high one, so that 32-bit word g holds
-    elements 8g .. 8g + 7 in nibble order (the GEMV's 16-byte activation loads need that)."""
-    codes = torch.cat([qs & 0x0F, qs >> 4], dim=-1)  # [N, nb, 32]: element order
-    return (codes[..., 0::2] | (codes[..., 1::2] << 4)).reshape(qs.shape[0], -1).contiguous()
-
-
 def dequantize_split(w: SplitQ4, dtype: torch.dtype, rows: torch.Tensor | None = None) -> torch.Tensor:
     """The dense matrix (or only `rows` of it, e.g. embedding lookups) in `dtype`."""
     nib, scales = (w.nibbles, w.scales) if rows is None else (w.nibbles[rows], w.scales[rows])
-    q = torch.stack([nib & 0x0F, nib >> 4], dim=-1).to(torch.float32) - 8.0  # [..., K/2, 2]
-    q = q.reshape(*nib.shape[:-1], -1, Q4_0_BLOCK)  # [..., nb, 32]
-    w_ = q * scales.to(torch.float32).unsqueeze(-1)
-    return w_.reshape(*nib.shape[:-1], -1).to(dtype)
+    return dequantize_split_q4_0(scales, nib.view(*nib.shape[:-1], -1, 16), dtype)
 
 
 class TritonQ4Backend:
@@ -229,7 +188,7 @@ class TritonQ4Backend:
         # token table would otherwise add its size to the peak while loading).
         scales, qs = split_q4_0(weight.blocks)  # [N, nb], [N, nb, 16]
         n, k = weight.shape
-        return SplitQ4(sequential_nibbles(qs).to(device), scales.contiguous().to(device), n, k)
+        return SplitQ4(qs.reshape(n, k // 2).contiguous().to(device), scales.contiguous().to(device), n, k)
 
     def linear(self, x: torch.Tensor, prepared: object, bias: torch.Tensor | None) -> torch.Tensor:
         return self._apply(x, prepared, bias, swiglu=False)

@@ -51,9 +51,9 @@ def q4_0_gemv(
             other=0,
         )  # [BN, BB, 16] bytes: 16 contiguous per block
         d = tl.load(d_ptr + rows[:, None] * NB + blk[None, :], mask=wmask, other=0.0).to(tl.float32)
-        xo = m * stride_x + (blk * 32)[:, None] + 2 * j[None, :]  # [BB, 16] low-nibble elements
+        xo = m * stride_x + (blk * 32)[:, None] + j[None, :]  # [BB, 16] low-nibble elements
         x_lo = load_x(x_ptr, xo, bok[:, None], K_UP, SWIGLU)
-        x_hi = load_x(x_ptr, xo + 1, bok[:, None], K_UP, SWIGLU)
+        x_hi = load_x(x_ptr, xo + 16, bok[:, None], K_UP, SWIGLU)
         qx = tl.sum(
             (q & 15).to(tl.float32) * x_lo[None, :, :] + (q >> 4).to(tl.float32) * x_hi[None, :, :], axis=2
         )
@@ -87,10 +87,10 @@ def q4_0_matmul(
         # the dequantised weight rounded to the activation dtype, like the dense reference
         lo = (((q & 15).to(tl.float32) - 8.0) * d).to(x_ptr.dtype.element_ty)
         hi = (((q >> 4).to(tl.float32) - 8.0) * d).to(x_ptr.dtype.element_ty)
-        k_lo = 2 * byte
+        k_lo = blk * 32 + byte % 16
         xmask = m_ok[:, None] & ok[None, :]
         x_lo = load_x(x_ptr, ms[:, None] * stride_x + k_lo[None, :], xmask, K_UP, SWIGLU)
-        x_hi = load_x(x_ptr, ms[:, None] * stride_x + (k_lo + 1)[None, :], xmask, K_UP, SWIGLU)
+        x_hi = load_x(x_ptr, ms[:, None] * stride_x + (k_lo + 16)[None, :], xmask, K_UP, SWIGLU)
         x_lo = x_lo.to(x_ptr.dtype.element_ty)
         x_hi = x_hi.to(x_ptr.dtype.element_ty)
         if IEEE:
@@ -103,49 +103,3 @@ def q4_0_matmul(
         acc += tl.load(b_ptr + rows, mask=row_ok, other=0.0).to(tl.float32)[None, :]
     out = y_ptr + ms[:, None] * stride_y + rows[None, :]
     tl.store(out, acc.to(y_ptr.dtype.element_ty), mask=m_ok[:, None] & row_ok[None, :])
-
-
-@triton.jit
-def q4_0_gemv_words(
-    x_ptr, w_ptr, d_ptr, b_ptr, y_ptr, M, N, KW, NB, K_UP, stride_x, stride_y,
-    HAS_BIAS: tl.constexpr, SWIGLU: tl.constexpr, MP: tl.constexpr, BN: tl.constexpr,
-    BW: tl.constexpr,
-):  # fmt: skip
-    """All M <= MP activation rows times BN weight rows, BW 32-bit words (8 weights each) of
-    every row per iteration: each weight is loaded and dequantised once for all rows.
-
-    Dequantisation without int-to-float conversions (a quarter-rate instruction that bounds a
-    GEMV converting every nibble): nibble p of a word sits at bits 4p; for p <= 4,
-    (word & (15 << 4p)) | 0x4B000000 is the float 2^23 + q * 16^p, and for p = 5..7 the same
-    after a shift by 16, with 16^(p-4). Subtracting 2^23 + 8 * 16^e leaves (q - 8) * 16^e
-    exactly; the activations are pre-scaled by 16^-e, so each product is (q - 8) * x exactly.
-    """
-    rows = tl.program_id(0) * BN + tl.arange(0, BN)  # [BN]
-    row_ok = rows < N
-    ms = tl.arange(0, MP)
-    m_ok = ms < M
-    p = tl.arange(0, 8)
-    e = tl.where(p < 5, p, p - 4)  # nibble p holds q * 16^e after the shift below
-    shift = tl.where(p < 5, 0, 16)
-    nib_mask = 15 << (4 * e)
-    offset = 8388608.0 + 8.0 * tl.exp2(4.0 * e.to(tl.float32))  # 2^23 + 8 * 16^e
-    x_scale = tl.exp2(-4.0 * e.to(tl.float32))
-    acc = tl.zeros([MP, BN, BW], dtype=tl.float32)
-    for w0 in range(0, KW, BW):
-        gw = w0 + tl.arange(0, BW)  # [BW] word index: elements 8 gw .. 8 gw + 7
-        g_ok = gw < KW
-        wmask = row_ok[:, None] & g_ok[None, :]
-        words = tl.load(w_ptr + rows[:, None] * KW + gw[None, :], mask=wmask, other=0)  # [BN, BW]
-        bits = ((words[:, :, None] >> shift[None, None, :]) & nib_mask[None, None, :]) | 0x4B000000
-        q = bits.to(tl.float32, bitcast=True) - offset[None, None, :]  # (q - 8) * 16^e  [BN, BW, 8]
-        d = tl.load(d_ptr + rows[:, None] * NB + (gw // 4)[None, :], mask=wmask, other=0.0)
-        xo = ms[:, None, None] * stride_x + (gw * 8)[None, :, None] + p[None, None, :]  # [MP, BW, 8]
-        x = load_x(x_ptr, xo, m_ok[:, None, None] & g_ok[None, :, None], K_UP, SWIGLU)
-        xs = x * x_scale[None, None, :]
-        s = tl.sum(q[None, :, :, :] * xs[:, None, :, :], axis=3)  # [MP, BN, BW]
-        acc += s * d.to(tl.float32)[None, :, :]
-    y = tl.sum(acc, axis=2)  # [MP, BN]
-    if HAS_BIAS:
-        y += tl.load(b_ptr + rows, mask=row_ok, other=0.0).to(tl.float32)[None, :]
-    out = y_ptr + ms[:, None] * stride_y + rows[None, :]
-    tl.store(out, y.to(y_ptr.dtype.element_ty), mask=m_ok[:, None] & row_ok[None, :])
