@@ -170,6 +170,46 @@ def test_fused_attention_matches_torch(
     torch.testing.assert_close(got2.float(), want2, **tol)
 
 
+def test_fused_kernels_address_caches_past_2_gib() -> None:
+    """Cache offsets are 64-bit: in a cache view whose streams lie 2^30 + 2^20 int8 elements
+    apart, stream 2 starts past 2^31 (256 streams x 600 s of decoder keys reach 1.97e9; Triton
+    passes a stride below 2^31 as a 32-bit integer) and is written by the RoPE kernel and read
+    by the attention (split and chunk paths) exactly as in a compact cache."""
+    from voxtral_desktop.kernels import fused
+    from voxtral_desktop.kernels.kv_int8 import LayerKV
+
+    B, T, H, HKV, D, S = 3, 3, 8, 2, 128, 64
+
+    def cache(stream_stride: int) -> LayerKV:
+        def codes() -> torch.Tensor:
+            buf = torch.zeros((B - 1) * stream_stride + HKV * S * D, dtype=torch.int8, device=CUDA)
+            return buf.as_strided((B, HKV, S, D), (stream_stride, S * D, D, 1))
+
+        scales = [torch.zeros(B, HKV, S, device=CUDA) for _ in range(2)]
+        return LayerKV(codes(), codes(), *scales)
+
+    far, compact = cache(2**30 + 2**20), cache(HKV * S * D)
+    g = torch.Generator(device=CUDA).manual_seed(5)
+    qkv = torch.randn(B, T, (H + 2 * HKV) * D, device=CUDA, generator=g).bfloat16()
+    angles = torch.rand(T, D // 2, device=CUDA, generator=g)
+    rotations = torch.polar(torch.ones_like(angles), angles)
+    slots = torch.tensor([5, 6, 7], device=CUDA)
+    q_far = fused.rope_qkv_to_cache(qkv, rotations, slots, far, H, HKV, D)
+    q = fused.rope_qkv_to_cache(qkv, rotations, slots, compact, H, HKV, D)
+    assert torch.equal(q_far, q)
+    for name in ("k", "v", "k_scale", "v_scale"):
+        a, b = getattr(far, name), getattr(compact, name)
+        assert torch.equal(a, b) and b[2].abs().sum() > 0
+    held = torch.full((S,), -1, device=CUDA)
+    held[5:8] = torch.arange(T, device=CUDA)
+    positions = torch.arange(T, device=CUDA)
+    for rows in (q, q[:, :, -1:].contiguous()):  # 12 query rows per KV head (chunk), 4 (split)
+        pos = positions[-rows.shape[2] :].contiguous()
+        want = fused.attention(rows, compact, pos, held, S)
+        assert want[2].abs().sum() > 0
+        assert torch.equal(fused.attention(rows, far, pos, held, S), want)
+
+
 def test_int8_kv_attention_error_is_small() -> None:
     """What an int8 cache costs: attention over 8,230 decoder-like keys, int8 against bf16, both
     against fp32 (relative L2 error of the output)."""

@@ -130,13 +130,14 @@ def _kernels() -> Any:
         is_kv = live & (head >= H)
         slot = tl.load(slot_ptr + t)
         kv_head = tl.where(is_k, head - H, head - H - HKV)
-        off = b * s_kb + kv_head * s_kh + slot * s_ks
+        b64 = b.to(tl.int64)  # cache offsets pass 2^31 in big batches (256 streams x 600 s: 1.97e9)
+        off = b64 * s_kb + kv_head * s_kh + slot * s_ks
         dst = tl.where(is_k[:, None], kc_ptr + off[:, None], vc_ptr + off[:, None]) + j[None, :]
         if QUANT:  # int8 codes and one scale per vector (kernels/kv_int8.py)
             amax = tl.max(tl.abs(y), axis=1)
             inv = tl.where(amax > 0, 127.0 / amax, 0.0)
             tl.store(dst, fmath.rint(y * inv[:, None]).to(tl.int8), mask=is_kv[:, None])
-            soff = b * s_sb + kv_head * s_sh + slot
+            soff = b64 * s_sb + kv_head * s_sh + slot
             tl.store(tl.where(is_k, ks_ptr + soff, vs_ptr + soff), amax / 127.0, mask=is_kv)
         else:
             tl.store(dst, y.to(kc_ptr.dtype.element_ty), mask=is_kv[:, None])
@@ -178,8 +179,9 @@ def _kernels() -> Any:
         m = tl.full([RB], -1e30, tl.float32)
         l = tl.zeros([RB], tl.float32)
         acc = tl.zeros([RB, D], tl.float32)
-        k_base = k_ptr + b * s_kb + h * s_kh
-        v_base = v_ptr + b * s_kb + h * s_kh
+        b64 = b.to(tl.int64)  # 64-bit cache offsets, as in rope_cache_kernel
+        k_base = k_ptr + b64 * s_kb + h * s_kh
+        v_base = v_ptr + b64 * s_kb + h * s_kh
         # Only the slots in use are read: the count comes from the device (CUDA graphs replay
         # one kernel for every cache fill), and the split of it among the NS programs too.
         n_valid = tl.minimum(tl.load(valid_ptr).to(tl.int32), S)
@@ -205,7 +207,7 @@ def _kernels() -> Any:
             else:
                 scores = tl.dot(q, tl.trans(k))
             if QUANT:
-                k_scale = tl.load(ks_ptr + b * s_sb + h * s_sh + offs, mask=smask, other=0.0)
+                k_scale = tl.load(ks_ptr + b64 * s_sb + h * s_sh + offs, mask=smask, other=0.0)
                 scores = scores * k_scale[None, :]
             scores = tl.where(seen, scores * scale, float("-inf"))
             m_new = tl.maximum(m, tl.max(scores, axis=1))
@@ -218,7 +220,7 @@ def _kernels() -> Any:
             l = l * alpha + tl.sum(p, axis=1)
             v = tl.load(v_base + offs[:, None] * s_ks + d[None, :], mask=smask[:, None], other=0).to(q.dtype)
             if QUANT:
-                pv = p * tl.load(vs_ptr + b * s_sb + h * s_sh + offs, mask=smask, other=0.0)[None, :]
+                pv = p * tl.load(vs_ptr + b64 * s_sb + h * s_sh + offs, mask=smask, other=0.0)[None, :]
             else:
                 pv = p
             if IEEE:
