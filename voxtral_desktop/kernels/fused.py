@@ -130,7 +130,7 @@ def _kernels() -> Any:
         is_kv = live & (head >= H)
         slot = tl.load(slot_ptr + t)
         kv_head = tl.where(is_k, head - H, head - H - HKV)
-        b64 = b.to(tl.int64)  # cache offsets pass 2^31 in big batches (256 streams x 600 s: 1.97e9)
+        b64 = b.to(tl.int64)  # big batches near 2^31 elements of cache (256 streams x 600 s: 1.97e9)
         off = b64 * s_kb + kv_head * s_kh + slot * s_ks
         dst = tl.where(is_k[:, None], kc_ptr + off[:, None], vc_ptr + off[:, None]) + j[None, :]
         if QUANT:  # int8 codes and one scale per vector (kernels/kv_int8.py)
