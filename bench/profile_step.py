@@ -1,6 +1,6 @@
 """Where the time of one streaming step goes (device machine): graph replay timing + a profile.
 
-    python bench/profile_step.py [int4|triton] [--unfused]
+    python bench/profile_step.py [int4|triton|mma] [--unfused]
 
 Captures the step (with the Triton fusions of kernels/fused.py; also without them given
 --unfused) and prints the bare replay time and the kernels per step; then a profile of ten
@@ -21,6 +21,7 @@ from voxtral_desktop.engine.session import StreamingSession
 from voxtral_desktop.engine.tokenizer import TekkenTokenizer
 from voxtral_desktop.kernels import fused
 from voxtral_desktop.kernels.int4pack import CudaInt4Backend
+from voxtral_desktop.kernels.mma_q4 import CudaMmaQ4Backend
 from voxtral_desktop.kernels.triton_q4 import TritonQ4Backend
 from voxtral_desktop.model.build import build_model
 from voxtral_desktop.synthetic.tekken import build_tekken_json
@@ -28,7 +29,8 @@ from voxtral_desktop.synthetic.tekken import build_tekken_json
 dev = torch.device("cuda")
 config = ModelConfig()
 tensors = random_q4_tensors(config)
-backend = TritonQ4Backend() if "triton" in sys.argv[1:] else CudaInt4Backend()
+args = sys.argv[1:]
+backend = TritonQ4Backend() if "triton" in args else CudaMmaQ4Backend() if "mma" in args else CudaInt4Backend()
 model = build_model(config, tensors, device=dev, dtype=torch.bfloat16, q4_backend=backend, fuse=True)
 print(f"Q4 kernel: {backend.name}")
 tok = TekkenTokenizer.from_dict(build_tekken_json(2000))

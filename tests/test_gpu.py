@@ -1,6 +1,7 @@
 """CUDA paths: run on the lent GPU machine with `pytest -m gpu` (skipped with a reason elsewhere).
 
-- Kernels against the torch reference (tinygemm int4, the Triton Q4_0 GEMV).
+- Kernels against the torch reference (tinygemm int4, the Triton Q4_0 GEMV, the tensor-core
+  Q4_0 kernel compiled by NVRTC).
 - Exactness of the fast machinery (fused projections, CUDA graphs with bucketed attention,
   the batched file decoder): in fp32 with the exact Triton kernel, tokens equal HF's.
 - The bf16 fast path on the full-size random model: logits within a stated tolerance of the
@@ -19,6 +20,7 @@ from voxtral_desktop.engine.batch import BatchDecoder
 from voxtral_desktop.engine.session import StreamingSession
 from voxtral_desktop.engine.transcribe import transcribe_stream
 from voxtral_desktop.kernels.int4pack import CudaInt4Backend
+from voxtral_desktop.kernels.mma_q4 import CudaMmaQ4Backend
 from voxtral_desktop.kernels.q4 import Q4Weight, q4_linear_reference, quantize_q4_0
 from voxtral_desktop.kernels.triton_q4 import TritonQ4Backend
 from voxtral_desktop.model.build import build_model
@@ -68,7 +70,50 @@ def test_tinygemm_int4_matches_reference(rows: int, cols: int) -> None:
         assert rel_err(backend.linear(x, prepared, None), ref) < 1e-2
 
 
-@pytest.mark.parametrize("backend", [CudaInt4Backend, TritonQ4Backend])
+@pytest.mark.parametrize(("rows", "cols"), SHAPES)
+def test_mma_q4_matches_reference(rows: int, cols: int) -> None:
+    """bf16 activations, fp32 sums and scales, one rounding of the output to bf16: against the
+    reference on the same bf16-rounded activations, the output rounding is all that differs."""
+    w = q4(rows, cols, seed=3)
+    backend = CudaMmaQ4Backend()
+    prepared = backend.prepare(w, CUDA)
+    ref_w = w.to(CUDA)
+    for bias in (None, torch.randn(rows, device=CUDA), torch.randn(rows, device=CUDA).bfloat16()):
+        for m in (1, 3, 4, 8, 9, 39, 64, 70):
+            x = torch.randn(m, cols, device=CUDA).bfloat16()
+            ref = q4_linear_reference(x.float(), ref_w, None if bias is None else bias.float())
+            got = backend.linear(x, prepared, bias)
+            assert got.dtype == torch.bfloat16 and got.shape == (m, rows)
+            assert rel_err(got, ref) < 4e-3, (m, bias is None)
+    x = torch.randn(2, 5, cols, device=CUDA)  # fp32 in, fp32 out, leading dims kept
+    out = backend.linear(x, prepared, None)
+    assert out.dtype == torch.float32 and out.shape == (2, 5, rows)
+    assert rel_err(out, q4_linear_reference(x, ref_w)) < 1e-2
+
+
+def test_mma_q4_in_cuda_graphs_equals_eager(tokenizer_small) -> None:
+    """The NVRTC kernel launched inside the streaming step's CUDA graphs gives the tokens of the
+    same model run eagerly (every matrix of the tiny model with K % 64 == 0 takes the kernel)."""
+    from voxtral_desktop.kernels.linear import Q4Linear
+
+    config = tiny_config(decoder_vocab_size=VOCAB)
+    tensors = _q4_tiny(config, 7)
+    model = build_model(
+        config, tensors, device=CUDA, dtype=torch.bfloat16, q4_backend=CudaMmaQ4Backend(), fuse=True
+    )
+    q4 = [m for m in model.modules() if isinstance(m, Q4Linear)]
+    assert all(m.backend.name == "cuda-mma" for m in q4 if m.in_features % 64 == 0)
+    assert sum(m.backend.name == "cuda-mma" for m in q4) >= 18
+    audio = speechlike(4.0, 7)
+    runs = []
+    for graphs in (False, True):
+        session = StreamingSession(model, tokenizer_small, StreamConfig(480), cuda_graphs=graphs)
+        assert (session.graph is not None) == graphs
+        runs.append([t.id for t in transcribe_stream(session, [audio]).tokens])
+    assert runs[0] == runs[1] and len(runs[0]) > 10
+
+
+@pytest.mark.parametrize("backend", [CudaInt4Backend, TritonQ4Backend, CudaMmaQ4Backend])
 def test_dense_form_of_the_q4_layouts(backend) -> None:
     """What `dense_weights` (file batches' encoder phase) uses: tinygemm's matrix recovered by
     the kernel itself (bf16 scales), the Triton layout's directly (exact)."""
@@ -78,6 +123,9 @@ def test_dense_form_of_the_q4_layouts(backend) -> None:
     b = backend()
     dense = b.dequantize(b.prepare(w, CUDA), torch.float32)
     assert rel_err(dense, dequantize_q4_0(w.blocks.to(CUDA))) < (1e-2 if backend is CudaInt4Backend else 1e-7)
+    if hasattr(b, "embed_rows"):
+        ids = torch.tensor([0, 5, 1279], device=CUDA)
+        assert torch.equal(b.embed_rows(b.prepare(w, CUDA), ids, torch.float32), dense[ids])
 
 
 @pytest.mark.parametrize(("rows", "cols"), SHAPES)
@@ -376,7 +424,7 @@ def _teacher_forced_logits(
     return torch.cat(out).float()  # [steps, V]
 
 
-@pytest.mark.parametrize("backend", [CudaInt4Backend, TritonQ4Backend])
+@pytest.mark.parametrize("backend", [CudaInt4Backend, TritonQ4Backend, CudaMmaQ4Backend])
 def test_full_size_fast_path_logits_close_to_reference(backend) -> None:
     """bf16 + Q4 kernels (tinygemm int4, Triton) + fused projections, with bf16 and with int8 KV
     caches, vs fp32 dense dequantised weights, same inputs.

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 PROG = "voxtral-desktop"
 # Mirrors device.DEVICE_CHOICES; repeated here because device.py imports torch.
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")  # as in device.py, which imports torch
-KERNELS = ("auto", "reference", "int4", "triton", "dense")  # as in kernels/select.py
+KERNELS = ("auto", "reference", "int4", "triton", "mma", "dense")  # as in kernels/select.py
 KV_CACHES = ("auto", "int8", "full")  # as in kernels/select.py
 KV_HELP = (
     "how the attention caches store keys and values: int8 (half the memory; the default on CUDA) "

@@ -2,11 +2,15 @@
 
 - `reference`: dequantise on the fly in the activation dtype (exact, slow; the oracle).
 - `int4`: PyTorch's tinygemm int4 kernels with bf16 activations (CPU; CUDA on SM80+): `auto`'s
-  choice on CUDA (a live step ~4.6 ms on an H100; 3.5 GiB for the model and a live session).
+  choice on the CPU, and on CUDA where `mma` cannot be compiled.
 - `triton`: a Triton GEMV over the GGUF codes with fp32 accumulation (CUDA; exact like the
   reference, ~10 % slower a step than tinygemm on the H100 and 2x slower on batches, but the
   Q4_0 bytes themselves: 3.0 GiB for the model and a live session): `auto`'s choice on GPUs
-  with less than 6 GiB.
+  with less than 6 GiB where `mma` cannot be compiled.
+- `mma`: `q4_mma.cu`, a tensor-core Q4_0 kernel compiled at run time by NVRTC (CUDA SM80+; the
+  Q4_0 bytes repacked for 16-byte loads, 0.5625 B a weight; bias in the kernel): `auto`'s choice
+  on CUDA since the sixth session (faster than tinygemm on every shape of the model at 1 and 4
+  rows on the H100, bench/h100_session6/); `auto` falls back to the others where NVRTC fails.
 - `dense`: dequantise every matrix once at load into the compute dtype and use plain matmuls
   (MPS, pre-Ampere CUDA, and large batches where int4 kernels lose to cuBLAS).
 """
@@ -23,7 +27,7 @@ from voxtral_desktop.kernels.linear import REFERENCE, Q4Backend
 
 log = logging.getLogger(__name__)
 
-KERNELS = ("auto", "reference", "int4", "triton", "dense")
+KERNELS = ("auto", "reference", "int4", "triton", "mma", "dense")
 KV_CACHES = ("auto", "int8", "full")
 
 
@@ -65,6 +69,15 @@ def choose_q4_backend(device: torch.device, kernel: str = "auto") -> Q4Backend |
         if device.type != "cuda" or not triton_available():
             raise ConfigError("the triton kernel needs a CUDA GPU and the triton package")
         return TritonQ4Backend()
+    if kernel == "mma" or (kernel == "auto" and device.type == "cuda"):
+        from voxtral_desktop.kernels.mma_q4 import CudaMmaQ4Backend, mma_unavailable
+
+        why_not = mma_unavailable(device)
+        if why_not is None:
+            return CudaMmaQ4Backend()
+        if kernel == "mma":
+            raise ConfigError(f"the mma kernel cannot run here: {why_not}")
+        log.info("Q4 kernel: not mma (%s)", why_not)
     if device.type == "cpu":
         return CpuInt4Backend()
     if device.type == "cuda":

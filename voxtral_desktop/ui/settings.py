@@ -29,7 +29,7 @@ APP_NAME = "voxtral-desktop"
 DEFAULT_HOTKEY = "ctrl+alt+space"
 PTT_MODES = ("hold", "toggle")
 DEVICES = ("auto", "cpu", "cuda", "mps")
-KERNELS = ("auto", "reference", "int4", "triton", "dense")  # as in kernels/select.py (no torch import here)
+KERNELS = ("auto", "reference", "int4", "triton", "mma", "dense")  # as in kernels/select.py (no torch import here)
 
 
 class Key(str, Enum):

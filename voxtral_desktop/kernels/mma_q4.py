@@ -1,0 +1,215 @@
+"""Q4_0 on tensor cores for a few activation rows (CUDA SM80+): the streaming step's matmuls.
+
+`q4_mma.cu` is CUDA C++ compiled at run time by NVRTC through `torch.cuda._compile_kernel`
+(NVRTC ships with PyTorch's CUDA wheels: no compiler or build step on the user's machine). It
+reads the Q4_0 codes repacked losslessly by `pack` into the order of the A operand of
+`mma.m16n8k16` (16-byte loads, one warp per 16-row tile and 64-column step), turns nibbles into
+exact bf16 weights q - 8 with one LOP3 and one bf16x2 FMA per pair, multiplies on tensor cores
+with fp32 accumulation per 32-column group and applies the f16 scale in fp32. Bytes per weight:
+0.5625, the Q4_0 size (tinygemm needs 0.625 with its bf16 scales). Up to 64 activation rows per
+launch; more run as several launches (prompts); file batches use `dense_weights`.
+
+`pack`/`unpack` and `dequantize` are plain torch and run on the CPU, where the tests check the
+layout against `dequantize_q4_0` and against the PTX fragment tables (tests/test_mma_q4.py); the
+kernel itself is checked against `q4_linear_reference` on the GPU (tests/test_gpu.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import torch
+
+from voxtral_desktop.kernels.int4pack import q4_0_codes
+from voxtral_desktop.kernels.q4 import Q4Weight
+
+TILE_ROWS = 16  # output rows per tile: the M dimension of mma.m16n8k16
+STEP_COLS = 64  # input columns per lane load: 4 k-steps of 16 (two Q4_0 groups)
+ROWS_PER_LAUNCH = 64  # activation rows: 8 n-tiles of 8
+SOURCE = Path(__file__).with_name("q4_mma.cu")
+
+# Nibble p (bits 4p..4p+3) of a lane's word: 8 * ROW_HALF[p] rows and COL_OFFSET[p] columns past
+# the lane's (row g, column 2t) of its k-step (see q4_mma.cu).
+ROW_HALF = (0, 1, 0, 1, 0, 1, 0, 1)
+COL_OFFSET = (0, 0, 8, 8, 1, 1, 9, 9)
+
+
+@dataclass(frozen=True)
+class MmaQ4:
+    codes: torch.Tensor  # int32 [N/16, K/64, 32 lanes, 4 k-steps]: 8 nibbles a word
+    scales: torch.Tensor  # f16 [N/16, K/64, 8, 4]: (g, g0), (g, g1), (g + 8, g0), (g + 8, g1)
+    out_features: int
+    in_features: int
+
+
+def _to_int32(words: torch.Tensor) -> torch.Tensor:
+    """int64 values in [0, 2^32) -> the int32 with the same bits."""
+    return (words - ((words >> 31) & 1) * (1 << 32)).to(torch.int32)
+
+
+def pack(
+    codes: torch.Tensor, scales: torch.Tensor, tiles_at_once: int = 512
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """codes uint8 [N, K] (0..15, natural order), scales f16 [N, K/32] -> `MmaQ4` tensors."""
+    n, k = codes.shape
+    t, it = n // TILE_ROWS, k // STEP_COLS
+    shifts = 4 * torch.arange(8, dtype=torch.int64, device=codes.device)
+    words = torch.empty(t, it, 32, 4, dtype=torch.int32, device=codes.device)
+    for a in range(0, t, tiles_at_once):
+        b = min(t, a + tiles_at_once)
+        # [tile, h, g, iter, j, k8, t, k1] -> [tile, iter, g, t, j, k1, k8, h]: p = 4 k1 + 2 k8 + h
+        q = codes[a * TILE_ROWS : b * TILE_ROWS].reshape(b - a, 2, 8, it, 4, 2, 4, 2)
+        q = q.permute(0, 3, 2, 6, 4, 7, 5, 1).reshape(b - a, it, 32, 4, 8).to(torch.int64)
+        words[a:b] = _to_int32((q << shifts).sum(-1))
+    s = scales.reshape(t, 2, 8, it, 2).permute(0, 3, 2, 1, 4).reshape(t, it, 8, 4).contiguous()
+    return words, s
+
+
+def _nibbles(words: torch.Tensor) -> torch.Tensor:
+    """int32 [...] -> uint8 [..., 8] (nibble p = bits 4p..4p+3)."""
+    shifts = 4 * torch.arange(8, dtype=torch.int64, device=words.device)
+    return ((words.to(torch.int64)[..., None] >> shifts) & 15).to(torch.uint8)
+
+
+def unpack(prepared: MmaQ4) -> tuple[torch.Tensor, torch.Tensor]:
+    """The inverse of `pack`: (codes uint8 [N, K], scales f16 [N, K/32])."""
+    n, k = prepared.out_features, prepared.in_features
+    t, it = n // TILE_ROWS, k // STEP_COLS
+    q = _nibbles(prepared.codes).reshape(t, it, 8, 4, 4, 2, 2, 2)  # tile, iter, g, t, j, k1, k8, h
+    codes = q.permute(0, 7, 2, 1, 4, 6, 3, 5).reshape(n, k)
+    scales = prepared.scales.reshape(t, it, 8, 2, 2).permute(0, 3, 2, 1, 4).reshape(n, k // 32)
+    return codes, scales
+
+
+def _dequantize(codes: torch.Tensor, scales: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """(q - 8) * d in fp32 per 32-column group, then `dtype` (as `dequantize_q4_0`)."""
+    w = (codes.to(torch.float32) - 8).unflatten(-1, (-1, 32)) * scales.to(torch.float32)[..., None]
+    return w.flatten(-2).to(dtype)
+
+
+def mma_supports(shape: tuple[int, int]) -> bool:
+    n, k = shape
+    return n % TILE_ROWS == 0 and k % STEP_COLS == 0
+
+
+def choose_warps(tiles: int, iters: int, nt: int) -> int:
+    """Warps per tile, from the H100 sweep over the model's shapes (bench/tune_mma.py,
+    bench/h100_session6/tune_mma.log): 16 for matrices of few tiles (many warps per tile keep
+    enough loads in flight), fewer as the tiles alone fill the GPU; no more warps than the
+    tile's iterations, and the shared-memory sum of partial tiles within 32 KB (warps x n-tiles
+    <= 64)."""
+    warps = 16 if tiles < 256 else 8 if tiles < 1024 else 4 if tiles < 4096 else 8
+    while warps > 4 and (warps > iters or warps * nt > 64):
+        warps //= 2
+    return warps
+
+
+UNROLL = 2  # iterations loaded before any is used: 2 beat 4 and 8 on most shapes (same sweep)
+
+
+@cache
+def _kernel(warps: int, nt: int, unroll: int, device_index: int):
+    with torch.cuda.device(device_index):
+        return torch.cuda._compile_kernel(
+            SOURCE.read_text(encoding="utf-8"),
+            "q4_mma",
+            nvcc_options=[f"-DWARPS={warps}", f"-DNT={nt}", f"-DU={unroll}"],
+        )
+
+
+def mma_unavailable(device: torch.device) -> str | None:
+    """Why the kernel cannot run on `device` (None: it can). Compiles it once (~0.3 s), so a
+    PyTorch without NVRTC or an old GPU is found at load, not at the first step."""
+    if device.type != "cuda":
+        return "it needs a CUDA GPU"
+    if torch.cuda.get_device_capability(device) < (8, 0):
+        return "it needs an Ampere (SM80) or newer GPU"
+    if not hasattr(torch.cuda, "_compile_kernel"):
+        return f"PyTorch {torch.__version__} has no NVRTC kernel compiler (torch.cuda._compile_kernel)"
+    try:
+        _kernel(choose_warps(1, 16, 1), 1, UNROLL, device.index or 0)
+    except Exception as e:  # NVRTC missing or failing: the caller falls back to another kernel
+        return f"NVRTC could not compile it ({type(e).__name__}: {str(e).splitlines()[0][:200]})"
+    return None
+
+
+def mma_linear(
+    x: torch.Tensor,
+    prepared: MmaQ4,
+    bias: torch.Tensor | None = None,
+    warps: int | None = None,
+    unroll: int = UNROLL,
+) -> torch.Tensor:
+    """x [..., K] -> bf16 x W^T + b [..., N] (rounded once, from fp32); x is taken as bf16."""
+    n, k = prepared.out_features, prepared.in_features
+    lead = x.shape[:-1]
+    x2 = x.reshape(-1, k).to(torch.bfloat16).contiguous()
+    m_all = x2.shape[0]
+    y = torch.empty(m_all, n, dtype=torch.bfloat16, device=x.device)
+    if bias is None:
+        bias_arg, bias_kind = y, 0  # any pointer: not read
+    else:
+        bias_arg = bias.contiguous()
+        bias_kind = 1 if bias_arg.dtype == torch.bfloat16 else 2
+        if bias_kind == 2 and bias_arg.dtype != torch.float32:
+            bias_arg = bias_arg.float()
+    tiles, iters = n // TILE_ROWS, k // STEP_COLS
+    for m0 in range(0, m_all, ROWS_PER_LAUNCH):
+        m = min(ROWS_PER_LAUNCH, m_all - m0)
+        nt = 1 << max(0, (m - 1) // 8).bit_length()  # 1, 2, 4 or 8 n-tiles of 8 rows
+        w = warps or choose_warps(tiles, iters, nt)
+        kernel = _kernel(w, nt, unroll, x.device.index or 0)
+        kernel(
+            grid=(tiles, 1, 1),
+            block=(32 * w, 1, 1),
+            args=[prepared.codes, prepared.scales, x2[m0:], bias_arg, bias_kind, y[m0:], m, n, k],
+        )
+    return y.reshape(*lead, n)
+
+
+class CudaMmaQ4Backend:
+    """`q4_mma.cu` on CUDA SM80+ (bias added in the kernel, in fp32)."""
+
+    name = "cuda-mma"
+    separate_bias = False
+
+    @staticmethod
+    def supports(weight: Q4Weight) -> bool:
+        return mma_supports(weight.shape)
+
+    def prepare(self, weight: Q4Weight, device: torch.device) -> MmaQ4:
+        codes, scales = q4_0_codes(weight.to(device))
+        words, s = pack(codes, scales)
+        return MmaQ4(words, s, *weight.shape)
+
+    def linear(self, x: torch.Tensor, prepared: object, bias: torch.Tensor | None) -> torch.Tensor:
+        assert isinstance(prepared, MmaQ4)
+        return mma_linear(x, prepared, bias).to(x.dtype)
+
+    def dequantize(self, prepared: object, dtype: torch.dtype) -> torch.Tensor:
+        assert isinstance(prepared, MmaQ4)
+        return _dequantize(*unpack(prepared), dtype)
+
+    def embed_rows(self, prepared: object, ids: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """Rows `ids` of the matrix from the packed layout (the tied table is stored once)."""
+        assert isinstance(prepared, MmaQ4)
+        return embed_rows(prepared, ids, dtype)
+
+
+def embed_rows(prepared: MmaQ4, ids: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """[...] int64 -> [..., K]: rows of the dequantised matrix, read from the packed layout."""
+    rows = ids.reshape(-1)
+    r = rows.shape[0]
+    tile, within = rows // TILE_ROWS, rows % TILE_ROWS
+    g, h = within % 8, within // 8
+    it = prepared.in_features // STEP_COLS
+    pick = torch.arange(r, device=rows.device)
+    words = prepared.codes[tile].reshape(r, it, 8, 4, 4)[pick, :, g]  # [r, iter, t, j]
+    q = _nibbles(words).reshape(r, it, 4, 4, 2, 2, 2)  # r, iter, t, j, k1, k8, h
+    q = torch.where(h.view(r, 1, 1, 1, 1, 1) == 0, q[..., 0], q[..., 1])
+    codes = q.permute(0, 1, 3, 5, 2, 4).reshape(r, prepared.in_features)  # r, iter, j, k8, t, k1
+    s = prepared.scales[tile].reshape(r, it, 8, 2, 2)[pick, :, g]  # [r, iter, h, group]
+    s = torch.where(h.view(r, 1, 1) == 0, s[:, :, 0], s[:, :, 1]).reshape(r, -1)
+    return _dequantize(codes, s, dtype).reshape(*ids.shape, prepared.in_features)

@@ -1,0 +1,168 @@
+// Q4_0 x bf16 for a few activation rows on tensor cores (sm_80+), compiled at run time by NVRTC
+// (torch.cuda._compile_kernel): no compiler on the user's machine, no build step.
+//
+// Layout (made by mma_q4.pack, lossless): the weight is cut into tiles of 16 rows; each tile
+// into iterations of 64 input columns. For one (tile, iteration) a warp loads 512 bytes, 16 per
+// lane, in exactly the order of the A operand of mma.m16n8k16: lane l = 4 g + t holds, for each
+// of the 4 k-steps j, one 32-bit word whose 8 nibbles are (bits 4p..4p+3, p = 0..7)
+//   row g + 8 (p & 1), column 16 j + 2 t + 8 ((p >> 1) & 1) + (p >> 2).
+// So `(w >> 4h) & 0x000F000F | 0x43004300` is a pair of bf16 128 + q, and one bf16x2 FMA makes
+// the exact weights q - 8 (A register h of the fragment). The f16 scales d of the tile's 16 rows
+// for the iteration's two 32-column groups follow as 8 x 4 halves: (g, g0), (g, g1), (g+8, g0),
+// (g+8, g1). Products are summed in fp32 per 32-column group, then scaled by d in fp32, so the
+// weight is never rounded: the only roundings are bf16 activations and the bf16 output.
+//
+// Parameters (defined by the loader): WARPS warps split a tile's iterations; NT n-tiles of 8
+// activation rows each (M <= 8 NT per launch); U iterations loaded before any is used.
+
+#ifndef WARPS
+#define WARPS 8
+#endif
+#ifndef NT
+#define NT 1
+#endif
+#ifndef U
+#define U 4
+#endif
+
+typedef unsigned int u32;
+typedef unsigned short u16;
+
+__device__ __forceinline__ uint4 load_stream(const uint4* p) {
+    uint4 v;
+    asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p));
+    return v;
+}
+
+__device__ __forceinline__ uint2 load_scales(const uint2* p) {
+    uint2 v;
+    asm volatile("ld.global.nc.v2.u32 {%0,%1}, [%2];" : "=r"(v.x), "=r"(v.y) : "l"(p));
+    return v;
+}
+
+__device__ __forceinline__ u32 load_x(const u32* p) {
+    u32 v;
+    asm volatile("ld.global.nc.u32 %0, [%1];" : "=r"(v) : "l"(p));
+    return v;
+}
+
+// (w & 0x000F000F) | 0x43004300 -> bf16x2 (128 + q), then (128 + q) * 1 - 136 = q - 8, exact.
+__device__ __forceinline__ u32 weights_pair(u32 w) {
+    u32 r;
+    asm("lop3.b32 %0, %1, %2, %3, 0xEA;" : "=r"(r) : "r"(w), "r"(0x000F000Fu), "r"(0x43004300u));
+    asm("fma.rn.bf16x2 %0, %1, %2, %3;" : "=r"(r) : "r"(r), "r"(0x3F803F80u), "r"(0xC308C308u));
+    return r;
+}
+
+__device__ __forceinline__ void mma(float* d, u32 w, u32 b0, u32 b1, const float* c) {
+    const u32 a0 = weights_pair(w), a1 = weights_pair(w >> 4);
+    const u32 a2 = weights_pair(w >> 8), a3 = weights_pair(w >> 12);
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
+        "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%10,%11,%12,%13};"
+        : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1),
+          "f"(c[0]), "f"(c[1]), "f"(c[2]), "f"(c[3]));
+}
+
+__device__ __forceinline__ float half_to_float(u32 h) {
+    float f;
+    asm("{ .reg .b16 lo; cvt.u16.u32 lo, %1; cvt.f32.f16 %0, lo; }" : "=f"(f) : "r"(h));
+    return f;
+}
+
+__device__ __forceinline__ float bf16_to_float(u16 h) {
+    return __int_as_float(((u32)h) << 16);
+}
+
+__device__ __forceinline__ u16 float_to_bf16(float f) {
+    u16 h;
+    asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(h) : "f"(f));
+    return h;
+}
+
+// y[m, n] = sum_k x[m, k] w[n, k] (+ bias[n]: bias_kind 0 none, 1 bf16, 2 fp32) for
+// m < M <= 8 NT; one block per 16-row tile.
+extern "C" __global__ void __launch_bounds__(WARPS * 32)
+q4_mma(const uint4* __restrict__ codes, const uint2* __restrict__ scales,
+       const u32* __restrict__ x, const void* __restrict__ bias, int bias_kind,
+       u16* __restrict__ y, int M, int N, int K) {
+    const int tile = blockIdx.x;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int g = lane >> 2, t = lane & 3;
+    const int iters = K >> 6;
+    const uint4* c_tile = codes + (size_t)tile * iters * 32 + lane;
+    const uint2* s_tile = scales + (size_t)tile * iters * 8 + g;
+    // B operand: activation row 8 nt + g, bf16 pairs at columns 2 t (+ 8) of each k-step.
+    const u32* xrow[NT];
+    bool xok[NT];
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt) {
+        xok[nt] = 8 * nt + g < M;
+        xrow[nt] = x + (size_t)(xok[nt] ? 8 * nt + g : 0) * (K >> 1) + t;
+    }
+    float acc[NT][4];
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt) acc[nt][0] = acc[nt][1] = acc[nt][2] = acc[nt][3] = 0.f;
+    const float zero[4] = {0.f, 0.f, 0.f, 0.f};
+
+    for (int base = warp; base < iters; base += WARPS * U) {
+        uint4 c[U];
+        uint2 s[U];
+#pragma unroll
+        for (int u = 0; u < U; ++u) {
+            const int i = base + u * WARPS;
+            if (i < iters) {
+                c[u] = load_stream(c_tile + (size_t)i * 32);
+                s[u] = load_scales(s_tile + (size_t)i * 8);
+            }
+        }
+#pragma unroll
+        for (int u = 0; u < U; ++u) {
+            const int i = base + u * WARPS;
+            if (i < iters) {
+                const float d0 = half_to_float(s[u].x & 0xFFFF), d1 = half_to_float(s[u].y & 0xFFFF);
+                const float e0 = half_to_float(s[u].x >> 16), e1 = half_to_float(s[u].y >> 16);
+#pragma unroll
+                for (int nt = 0; nt < NT; ++nt) {
+                    u32 b[8];
+#pragma unroll
+                    for (int j = 0; j < 4; ++j) {
+                        b[2 * j] = xok[nt] ? load_x(xrow[nt] + 32 * i + 8 * j) : 0u;
+                        b[2 * j + 1] = xok[nt] ? load_x(xrow[nt] + 32 * i + 8 * j + 4) : 0u;
+                    }
+                    float p[4], q[4];
+                    mma(p, c[u].x, b[0], b[1], zero);
+                    mma(p, c[u].y, b[2], b[3], p);
+                    mma(q, c[u].z, b[4], b[5], zero);
+                    mma(q, c[u].w, b[6], b[7], q);
+                    acc[nt][0] += d0 * p[0] + e0 * q[0];
+                    acc[nt][1] += d0 * p[1] + e0 * q[1];
+                    acc[nt][2] += d1 * p[2] + e1 * q[2];
+                    acc[nt][3] += d1 * p[3] + e1 * q[3];
+                }
+            }
+        }
+    }
+
+    // Sum the warps' partial tiles: D fragment (c0, c1) = row g, activation rows 2t, 2t+1;
+    // (c2, c3) = row g + 8.
+    __shared__ float part[WARPS][NT * 4][32];
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+        for (int ci = 0; ci < 4; ++ci) part[warp][nt * 4 + ci][lane] = acc[nt][ci];
+    __syncthreads();
+    for (int o = threadIdx.x; o < 16 * M; o += WARPS * 32) {
+        const int r = o & 15, m = o >> 4;
+        const int src = (r & 7) * 4 + ((m & 7) >> 1), ci = (m >> 3) * 4 + (r >> 3) * 2 + (m & 1);
+        float sum = 0.f;
+#pragma unroll
+        for (int w = 0; w < WARPS; ++w) sum += part[w][ci][src];
+        const int n = tile * 16 + r;
+        if (bias_kind == 1) sum += bf16_to_float(((const u16*)bias)[n]);
+        else if (bias_kind == 2) sum += ((const float*)bias)[n];
+        y[(size_t)m * N + n] = float_to_bf16(sum);
+    }
+}
