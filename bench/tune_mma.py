@@ -1,6 +1,8 @@
 """The tensor-core Q4_0 kernel (kernels/q4_mma.cu) on the model's shapes, against tinygemm.
 
-    python bench/tune_mma.py OUT.json
+    python bench/tune_mma.py OUT.json            # the sweep below
+    python bench/tune_mma.py OUT.json --rows     # M = 1..256 with the default choice, and compile time
+    python bench/tune_mma.py OUT.json --overhead # compile time; host time of eager calls
 
 For each shape: the error against `q4_linear_reference` (bf16 activations, with a bias) for
 several row counts; then GPU time per call at M = 1 and M = 4 through a CUDA graph, over
@@ -21,7 +23,14 @@ sys.path.insert(0, os.path.dirname(__file__))
 from tune_q4 import DEV, SHAPES, random_q4
 
 from voxtral_desktop.kernels.int4pack import CudaInt4Backend
-from voxtral_desktop.kernels.mma_q4 import STEP_COLS, TILE_ROWS, CudaMmaQ4Backend, choose_warps, mma_linear
+from voxtral_desktop.kernels.mma_q4 import (
+    STEP_COLS,
+    TILE_ROWS,
+    UNROLL,
+    CudaMmaQ4Backend,
+    choose_warps,
+    mma_linear,
+)
 from voxtral_desktop.kernels.q4 import q4_linear_reference
 
 ROTATE_BYTES = 256 * 2**20
@@ -52,8 +61,77 @@ def graph_us(fns, reps: int = 5) -> float:
     return sorted(times)[len(times) // 2]
 
 
+def rows_mode(out: str) -> None:
+    """Time per call against M (prompts, encoder chunks of files), next to tinygemm and to
+    dequantising into a bf16 scratch matrix + cuBLAS; then NVRTC's compile time of a variant."""
+    mma, int4 = CudaMmaQ4Backend(), CudaInt4Backend()
+    rows = []
+    for name, n, k, _, _ in SHAPES:
+        if name not in ("dec.wqkv", "dec.w13", "dec.w2", "enc.wqkv", "enc.w13", "enc.w2"):
+            continue
+        copies = max(1, min(64, ROTATE_BYTES // (n * k * 9 // 16)))
+        ws = [mma.prepare(random_q4(n, k), DEV) for _ in range(copies)]
+        ts = [int4.prepare(random_q4(n, k), DEV) for _ in range(copies)]
+        scratch = torch.empty(n, k, dtype=torch.bfloat16, device=DEV)
+
+        def dense(x, q, scratch=scratch):
+            scratch.copy_(mma.dequantize(q, torch.bfloat16))
+            return torch.nn.functional.linear(x, scratch)
+
+        for m in (1, 8, 16, 39, 64, 128, 256):
+            x = torch.randn(m, k, device=DEV, dtype=torch.bfloat16)
+            r = {"name": name, "M": m}
+            r["int4"] = graph_us([lambda t=t, x=x: int4.linear(x, t, None) for t in ts])
+            r["mma"] = graph_us([lambda q=q, x=x: mma_linear(x, q) for q in ws])
+            r["dequant_cublas"] = graph_us([lambda q=q, x=x: dense(x, q) for q in ws[:4]])
+            print(json.dumps(r), flush=True)
+            rows.append(r)
+        del ws, ts, scratch
+        torch.cuda.empty_cache()
+    with open(out, "w", encoding="utf-8") as f:
+        json.dump({"device": torch.cuda.get_device_name(), "rows": rows}, f, indent=1)
+
+
+def overhead_mode() -> None:
+    """NVRTC compile times, and the host time per eager call (a small matrix, no sync until the
+    end: what bounds prompts and file encoder chunks, which run outside CUDA graphs)."""
+    from voxtral_desktop.kernels import mma_q4
+
+    for v in ((16, 1, 2), (8, 8, 2), (4, 1, 2)):
+        t0 = time.perf_counter()
+        mma_q4._kernel(*v, 0)
+        print(f"NVRTC compile + load of variant {v}: {time.perf_counter() - t0:.3f} s")
+    w = random_q4(1280, 2048)
+    mma, int4 = CudaMmaQ4Backend(), CudaInt4Backend()
+    p, t = mma.prepare(w, DEV), int4.prepare(w, DEV)
+    bias = torch.randn(1280, device=DEV, dtype=torch.bfloat16)
+    x = torch.randn(4, 2048, device=DEV, dtype=torch.bfloat16)
+    for label, fn in (
+        ("tinygemm", lambda: int4.linear(x, t, None)),
+        ("tinygemm + bias", lambda: int4.linear(x, t, bias)),
+        ("mma", lambda: mma.linear(x, p, None)),
+        ("mma + bias", lambda: mma.linear(x, p, bias)),
+    ):
+        for _ in range(50):
+            fn()
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for _ in range(2000):
+            fn()
+        torch.cuda.synchronize()
+        print(
+            f"eager {label}: {(time.perf_counter() - t0) / 2000 * 1e6:.1f} us a call (host-bound)", flush=True
+        )
+
+
 def main() -> None:
     out = sys.argv[1]
+    if "--rows" in sys.argv:
+        rows_mode(out)
+        return
+    if "--overhead" in sys.argv:
+        overhead_mode()
+        return
     t0 = time.time()
     mma, int4 = CudaMmaQ4Backend(), CudaInt4Backend()
     rows = []
@@ -86,11 +164,11 @@ def main() -> None:
                     if best is None or us < best[0]:
                         best = (us, warps, unroll)
             auto = choose_warps(tiles, iters, 1)
-            row[f"mma_m{m}_auto"] = row[f"mma_m{m}_w{auto}_u4"]
+            row[f"mma_m{m}_auto"] = row[f"mma_m{m}_w{auto}_u{UNROLL}"]
             row[f"mma_m{m}_best"] = best
             gbps = n * k * 9 / 16 / best[0] / 1e3
             print(
-                f"{name:10s} M={m} int4 {row[f'int4_m{m}']:7.1f} us | mma auto(w{auto},u4) "
+                f"{name:10s} M={m} int4 {row[f'int4_m{m}']:7.1f} us | mma auto(w{auto},u{UNROLL}) "
                 f"{row[f'mma_m{m}_auto']:7.1f} us | best {best[0]:7.1f} us (w{best[1]},u{best[2]}) "
                 f"{gbps:6.0f} GB/s | err {max(errs.values()):.2e}",
                 flush=True,

@@ -109,27 +109,95 @@ def choose_warps(tiles: int, iters: int, nt: int) -> int:
 UNROLL = 2  # iterations loaded before any is used: 2 beat 4 and 8 on most shapes (same sweep)
 
 
-@cache
-def _kernel(warps: int, nt: int, unroll: int, device_index: int):
+SIGNATURE = "ppppippii"  # codes, scales, x, bias, bias_kind, y, M, N, K (p: pointer, i: int)
+
+
+def _variant_name(warps: int, nt: int, unroll: int) -> str:
+    return f"q4_mma_w{warps}_n{nt}_u{unroll}"
+
+
+def _source(variants) -> str:
+    """q4_mma.cu plus one extern "C" kernel per (warps, n-tiles, unroll)."""
+    params = (
+        "const uint4* codes, const uint2* scales, const u32* x, const void* bias, int bias_kind,"
+        " u16* y, int M, int N, int K"
+    )
+    wrappers = [
+        f'extern "C" __global__ void __launch_bounds__({w * 32}) {_variant_name(w, nt, u)}({params})'
+        f" {{ q4_mma<{w}, {nt}, {u}>(codes, scales, x, bias, bias_kind, y, M, N, K); }}"
+        for w, nt, u in variants
+    ]
+    return SOURCE.read_text(encoding="utf-8") + "\n" + "\n".join(wrappers) + "\n"
+
+
+def _current_stream() -> int:
+    """The current CUDA stream's handle (PyTorch's private fast accessor, as Triton uses it)."""
+    raw = getattr(torch._C, "_cuda_getCurrentRawStream", None)
+    return raw(torch.cuda.current_device()) if raw else torch.cuda.current_stream().cuda_stream
+
+
+class _Launcher:
+    """cuLaunchKernel through ctypes with the argument slots allocated once (the driver copies
+    the values at launch): a few microseconds a call, which eager paths (prompts, encoder
+    chunks of files) pay once per matmul."""
+
+    def __init__(self, kernel) -> None:
+        import ctypes
+        import threading
+
+        self.kernel = kernel  # holds the loaded module
+        self.func = kernel.func
+        self.launch = torch.cuda._utils._get_gpu_runtime_library().cuLaunchKernel
+        self.slots = [ctypes.c_void_p() if kind == "p" else ctypes.c_int() for kind in SIGNATURE]
+        self.argv = (ctypes.c_void_p * len(self.slots))(*[ctypes.addressof(a) for a in self.slots])
+        self.stream = ctypes.c_void_p()
+        self.lock = threading.Lock()
+
+    def __call__(self, grid: int, threads: int, args: tuple[int, ...]) -> None:
+        with self.lock:
+            for slot, value in zip(self.slots, args, strict=True):
+                slot.value = value
+            self.stream.value = _current_stream()
+            rc = self.launch(self.func, grid, 1, 1, threads, 1, 1, 0, self.stream, self.argv, None)
+        if rc != 0:
+            raise RuntimeError(f"cuLaunchKernel failed for the Q4 mma kernel (CUDA error {rc})")
+
+
+def _compile(variants, device_index: int) -> dict[tuple[int, int, int], _Launcher]:
+    from torch.cuda._utils import _cuda_load_module, _nvrtc_compile
+
     with torch.cuda.device(device_index):
-        return torch.cuda._compile_kernel(
-            SOURCE.read_text(encoding="utf-8"),
-            "q4_mma",
-            nvcc_options=[f"-DWARPS={warps}", f"-DNT={nt}", f"-DU={unroll}"],
-        )
+        names = [_variant_name(*v) for v in variants]
+        out = _nvrtc_compile(_source(variants), names[0])
+        ptx = out[0] if isinstance(out, tuple) else out  # (ptx, mangled name) since PyTorch 2.8
+        module = _cuda_load_module(ptx, names)
+        kernels = module if isinstance(module, dict) else {name: getattr(module, name) for name in names}
+        return {v: _Launcher(kernels[name]) for v, name in zip(variants, names, strict=True)}
+
+
+@cache
+def _kernel(warps: int, nt: int, unroll: int, device_index: int) -> _Launcher:
+    """One variant, compiled on first use (~0.25 s on the H100's host; all 22 at once took 12 s,
+    so a process compiles only the few its shapes and row counts need, mostly while the
+    streaming session captures its CUDA graphs)."""
+    v = (warps, nt, unroll)
+    return _compile((v,), device_index)[v]
 
 
 def mma_unavailable(device: torch.device) -> str | None:
-    """Why the kernel cannot run on `device` (None: it can). Compiles it once (~0.3 s), so a
+    """Why the kernel cannot run on `device` (None: it can). Compiles the variants once, so a
     PyTorch without NVRTC or an old GPU is found at load, not at the first step."""
     if device.type != "cuda":
         return "it needs a CUDA GPU"
     if torch.cuda.get_device_capability(device) < (8, 0):
         return "it needs an Ampere (SM80) or newer GPU"
-    if not hasattr(torch.cuda, "_compile_kernel"):
-        return f"PyTorch {torch.__version__} has no NVRTC kernel compiler (torch.cuda._compile_kernel)"
     try:
-        _kernel(choose_warps(1, 16, 1), 1, UNROLL, device.index or 0)
+        from torch.cuda._utils import _cuda_load_module, _nvrtc_compile  # noqa: F401
+    except ImportError:
+        return f"PyTorch {torch.__version__} has no NVRTC kernel loader (torch.cuda._utils._nvrtc_compile)"
+    try:
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        _kernel(choose_warps(1, 16, 1), 1, UNROLL, index)
     except Exception as e:  # NVRTC missing or failing: the caller falls back to another kernel
         return f"NVRTC could not compile it ({type(e).__name__}: {str(e).splitlines()[0][:200]})"
     return None
@@ -145,7 +213,11 @@ def mma_linear(
     """x [..., K] -> bf16 x W^T + b [..., N] (rounded once, from fp32); x is taken as bf16."""
     n, k = prepared.out_features, prepared.in_features
     lead = x.shape[:-1]
-    x2 = x.reshape(-1, k).to(torch.bfloat16).contiguous()
+    x2 = x.reshape(-1, k)
+    if x2.dtype != torch.bfloat16:
+        x2 = x2.to(torch.bfloat16)
+    if not x2.is_contiguous():
+        x2 = x2.contiguous()
     m_all = x2.shape[0]
     y = torch.empty(m_all, n, dtype=torch.bfloat16, device=x.device)
     if bias is None:
@@ -156,15 +228,17 @@ def mma_linear(
         if bias_kind == 2 and bias_arg.dtype != torch.float32:
             bias_arg = bias_arg.float()
     tiles, iters = n // TILE_ROWS, k // STEP_COLS
+    device_index = x.device.index if x.device.index is not None else torch.cuda.current_device()
+    codes, scales, xp, yp = prepared.codes.data_ptr(), prepared.scales.data_ptr(), x2.data_ptr(), y.data_ptr()
     for m0 in range(0, m_all, ROWS_PER_LAUNCH):
         m = min(ROWS_PER_LAUNCH, m_all - m0)
         nt = 1 << max(0, (m - 1) // 8).bit_length()  # 1, 2, 4 or 8 n-tiles of 8 rows
         w = warps or choose_warps(tiles, iters, nt)
-        kernel = _kernel(w, nt, unroll, x.device.index or 0)
-        kernel(
-            grid=(tiles, 1, 1),
-            block=(32 * w, 1, 1),
-            args=[prepared.codes, prepared.scales, x2[m0:], bias_arg, bias_kind, y[m0:], m, n, k],
+        launch = _kernel(w, nt, unroll, device_index)
+        launch(
+            tiles,
+            32 * w,
+            (codes, scales, xp + 2 * m0 * k, bias_arg.data_ptr(), bias_kind, yp + 2 * m0 * n, m, n, k),
         )
     return y.reshape(*lead, n)
 

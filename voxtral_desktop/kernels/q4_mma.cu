@@ -12,38 +12,33 @@
 // (g+8, g1). Products are summed in fp32 per 32-column group, then scaled by d in fp32, so the
 // weight is never rounded: the only roundings are bf16 activations and the bf16 output.
 //
-// Parameters (defined by the loader): WARPS warps split a tile's iterations; NT n-tiles of 8
-// activation rows each (M <= 8 NT per launch); U iterations loaded before any is used.
-
-#ifndef WARPS
-#define WARPS 8
-#endif
-#ifndef NT
-#define NT 1
-#endif
-#ifndef U
-#define U 4
-#endif
+// No asm here is volatile (all are pure: loads of read-only data, arithmetic), so the compiler
+// may schedule the activation loads ahead of earlier tensor-core work.
+//
+// Template parameters: WARPS warps split a tile's iterations; NT n-tiles of 8 activation rows
+// each (M <= 8 NT per launch); U iterations loaded before any is used. (SwiGLU computed on
+// the way in, as the Triton GEMV does, made the FFN's w2 2x slower here: session 6.) The loader (mma_q4.py)
+// appends one extern "C" kernel per variant and compiles them all in one NVRTC call.
 
 typedef unsigned int u32;
 typedef unsigned short u16;
 
 __device__ __forceinline__ uint4 load_stream(const uint4* p) {
     uint4 v;
-    asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
+    asm("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
                  : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p));
     return v;
 }
 
 __device__ __forceinline__ uint2 load_scales(const uint2* p) {
     uint2 v;
-    asm volatile("ld.global.nc.v2.u32 {%0,%1}, [%2];" : "=r"(v.x), "=r"(v.y) : "l"(p));
+    asm("ld.global.nc.v2.u32 {%0,%1}, [%2];" : "=r"(v.x), "=r"(v.y) : "l"(p));
     return v;
 }
 
 __device__ __forceinline__ u32 load_x(const u32* p) {
     u32 v;
-    asm volatile("ld.global.nc.u32 %0, [%1];" : "=r"(v) : "l"(p));
+    asm("ld.global.nc.u32 %0, [%1];" : "=r"(v) : "l"(p));
     return v;
 }
 
@@ -58,7 +53,7 @@ __device__ __forceinline__ u32 weights_pair(u32 w) {
 __device__ __forceinline__ void mma(float* d, u32 w, u32 b0, u32 b1, const float* c) {
     const u32 a0 = weights_pair(w), a1 = weights_pair(w >> 4);
     const u32 a2 = weights_pair(w >> 8), a3 = weights_pair(w >> 12);
-    asm volatile(
+    asm(
         "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
         "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%10,%11,%12,%13};"
         : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
@@ -84,10 +79,10 @@ __device__ __forceinline__ u16 float_to_bf16(float f) {
 
 // y[m, n] = sum_k x[m, k] w[n, k] (+ bias[n]: bias_kind 0 none, 1 bf16, 2 fp32) for
 // m < M <= 8 NT; one block per 16-row tile.
-extern "C" __global__ void __launch_bounds__(WARPS * 32)
-q4_mma(const uint4* __restrict__ codes, const uint2* __restrict__ scales,
-       const u32* __restrict__ x, const void* __restrict__ bias, int bias_kind,
-       u16* __restrict__ y, int M, int N, int K) {
+template <int WARPS, int NT, int U>
+__device__ __forceinline__ void q4_mma(const uint4* __restrict__ codes, const uint2* __restrict__ scales,
+                                       const u32* __restrict__ x, const void* __restrict__ bias,
+                                       int bias_kind, u16* __restrict__ y, int M, int N, int K) {
     const int tile = blockIdx.x;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int g = lane >> 2, t = lane & 3;
