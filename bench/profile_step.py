@@ -30,7 +30,9 @@ dev = torch.device("cuda")
 config = ModelConfig()
 tensors = random_q4_tensors(config)
 args = sys.argv[1:]
-backend = TritonQ4Backend() if "triton" in args else CudaMmaQ4Backend() if "mma" in args else CudaInt4Backend()
+backend = (
+    TritonQ4Backend() if "triton" in args else CudaMmaQ4Backend() if "mma" in args else CudaInt4Backend()
+)
 model = build_model(config, tensors, device=dev, dtype=torch.bfloat16, q4_backend=backend, fuse=True)
 print(f"Q4 kernel: {backend.name}")
 tok = TekkenTokenizer.from_dict(build_tekken_json(2000))

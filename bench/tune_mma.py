@@ -97,7 +97,7 @@ def overhead_mode() -> None:
     end: what bounds prompts and file encoder chunks, which run outside CUDA graphs)."""
     from voxtral_desktop.kernels import mma_q4
 
-    for v in ((16, 1, 2), (8, 8, 2), (4, 1, 2)):
+    for v in ((16, 1, 2, False), (8, 8, 2, False), (4, 1, 2, True)):
         t0 = time.perf_counter()
         mma_q4._kernel(*v, 0)
         print(f"NVRTC compile + load of variant {v}: {time.perf_counter() - t0:.3f} s")

@@ -91,6 +91,24 @@ def test_mma_q4_matches_reference(rows: int, cols: int) -> None:
     assert rel_err(out, q4_linear_reference(x, ref_w)) < 1e-2
 
 
+@pytest.mark.parametrize(("hidden", "cols"), [(9216, 3072), (5120, 1280)])
+def test_mma_q4_gated_matches_reference(hidden: int, cols: int) -> None:
+    """SwiGLU in the epilogue of the interleaved gate/up matmul: silu(x W1^T) * (x W3^T)."""
+    from voxtral_desktop.kernels.linear import interleave_gate_up
+
+    w1, w3 = q4(hidden, cols, seed=4), q4(hidden, cols, seed=5)
+    backend = CudaMmaQ4Backend()
+    pair = Q4Weight(interleave_gate_up(w1.blocks, w3.blocks), (2 * hidden, cols))
+    prepared = backend.prepare(pair, CUDA)
+    for m in (1, 4, 8, 39, 70):
+        x = torch.randn(m, cols, device=CUDA).bfloat16()
+        gate = q4_linear_reference(x.float(), w1.to(CUDA)).bfloat16().float()
+        up = q4_linear_reference(x.float(), w3.to(CUDA)).bfloat16().float()
+        got = backend.linear_gated(x, prepared, None)
+        assert got.shape == (m, hidden) and got.dtype == torch.bfloat16
+        assert rel_err(got, torch.nn.functional.silu(gate) * up) < 8e-3, m
+
+
 def test_mma_q4_in_cuda_graphs_equals_eager(tokenizer_small) -> None:
     """The NVRTC kernel launched inside the streaming step's CUDA graphs gives the tokens of the
     same model run eagerly (every matrix of the tiny model with K % 64 == 0 takes the kernel)."""
@@ -104,6 +122,7 @@ def test_mma_q4_in_cuda_graphs_equals_eager(tokenizer_small) -> None:
     q4 = [m for m in model.modules() if isinstance(m, Q4Linear)]
     assert all(m.backend.name == "cuda-mma" for m in q4 if m.in_features % 64 == 0)
     assert sum(m.backend.name == "cuda-mma" for m in q4) >= 18
+    assert sum(m.gated for m in q4) == config.encoder.n_layers + config.decoder.n_layers
     audio = speechlike(4.0, 7)
     runs = []
     for graphs in (False, True):

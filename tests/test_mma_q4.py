@@ -1,5 +1,6 @@
 """The tensor-core Q4_0 layout (kernels/mma_q4.py) on the CPU: lossless, and in the order the
-PTX ISA gives for the A operand of mma.m16n8k16 (the kernel itself runs in tests/test_gpu.py)."""
+PTX ISA gives for the A operand of mma.m16n8k16 (the kernel itself runs in tests/test_gpu.py);
+and the gated gate/up pair (SwiGLU in the gate/up matmul's epilogue) through the model."""
 
 from __future__ import annotations
 
@@ -8,6 +9,14 @@ import pytest
 import torch
 
 from voxtral_desktop.kernels.int4pack import q4_0_codes
+from voxtral_desktop.kernels.linear import (
+    REFERENCE,
+    Q4Linear,
+    ReferenceQ4Backend,
+    dense_weights,
+    interleave_gate_up,
+    silu_gate_up,
+)
 from voxtral_desktop.kernels.mma_q4 import (
     CudaMmaQ4Backend,
     MmaQ4,
@@ -17,7 +26,7 @@ from voxtral_desktop.kernels.mma_q4 import (
     pack,
     unpack,
 )
-from voxtral_desktop.kernels.q4 import Q4Weight, dequantize_q4_0, quantize_q4_0
+from voxtral_desktop.kernels.q4 import Q4Weight, dequantize_q4_0, q4_linear_reference, quantize_q4_0
 
 
 def q4(rows: int, cols: int, seed: int = 0) -> Q4Weight:
@@ -122,3 +131,68 @@ def test_the_kernel_needs_cuda() -> None:
 
     with pytest.raises(ConfigError, match="mma"):
         choose_q4_backend(torch.device("cpu"), "mma")
+
+
+class GatedReference(ReferenceQ4Backend):
+    """The exact reference with the gated gate/up contract of the mma backend (in torch)."""
+
+    name = "reference-gated"
+    gates_swiglu = True
+
+    def linear_gated(self, x, prepared, bias):
+        return silu_gate_up(self.linear(x, prepared, bias))
+
+
+def test_interleaved_gate_up_rows_and_silu() -> None:
+    gate, up = torch.arange(16).reshape(16, 1), 100 + torch.arange(16).reshape(16, 1)
+    rows = interleave_gate_up(gate, up).flatten().tolist()
+    assert rows == [*range(8), *range(100, 108), *range(8, 16), *range(108, 116)]
+    y = torch.randn(3, 32)
+    g, u = (
+        y.unflatten(-1, (2, 2, 8))[..., 0, :].flatten(-2),
+        y.unflatten(-1, (2, 2, 8))[..., 1, :].flatten(-2),
+    )
+    torch.testing.assert_close(silu_gate_up(y), torch.nn.functional.silu(g) * u, rtol=0, atol=0)
+
+
+def test_gated_q4_linear_equals_silu_of_the_pair() -> None:
+    """Q4Linear(gated) on a backend without `linear_gated` (and in `dense_weights`) computes the
+    full pair and gates it: silu(x W1^T) * (x W3^T)."""
+    w1, w3 = q4(32, 64, seed=5), q4(32, 64, seed=6)
+    pair = Q4Weight(interleave_gate_up(w1.blocks, w3.blocks), (64, 64))
+    x = torch.randn(5, 64)
+    want = torch.nn.functional.silu(q4_linear_reference(x, w1)) * q4_linear_reference(x, w3)
+    gated = Q4Linear(pair, None, REFERENCE, gated=True)
+    torch.testing.assert_close(gated(x), want, rtol=1e-6, atol=1e-6)
+    with dense_weights(gated, torch.float32):
+        torch.testing.assert_close(gated(x), want, rtol=1e-6, atol=1e-6)
+
+
+def test_model_with_gated_gate_up_gives_the_same_tokens(tokenizer_small) -> None:
+    """build_model interleaves w1/w3 for a `gates_swiglu` backend; in fp32 the tokens are those
+    of the plain fused model (the same sums, gated in the epilogue's place)."""
+    from test_parity import VOCAB, speechlike
+
+    from voxtral_desktop.config import StreamConfig
+    from voxtral_desktop.engine.session import StreamingSession
+    from voxtral_desktop.engine.transcribe import transcribe_stream
+    from voxtral_desktop.model.build import build_model
+    from voxtral_desktop.synthetic.model import random_tensors, tiny_config
+    from voxtral_desktop.weights.names import expected_tensors
+
+    config = tiny_config(decoder_vocab_size=VOCAB)
+    t = random_tensors(config, seed=8, dtype=torch.float32)
+    tensors = {s.name: Q4Weight(quantize_q4_0(t[s.name]), s.shape) if s.quantizable else t[s.name]
+               for s in expected_tensors(config)}  # fmt: skip
+    audio = speechlike(3.0, 8)
+    runs = []
+    for backend in (REFERENCE, GatedReference()):
+        model = build_model(config, tensors, device=torch.device("cpu"), dtype=torch.float32,
+                            q4_backend=backend, fuse=True)  # fmt: skip
+        gated = [m for m in model.modules() if isinstance(m, Q4Linear) and m.gated]
+        assert len(gated) == (
+            0 if backend is REFERENCE else config.encoder.n_layers + config.decoder.n_layers
+        )
+        session = StreamingSession(model, tokenizer_small, StreamConfig(480))
+        runs.append([tok.id for tok in transcribe_stream(session, [audio]).tokens])
+    assert runs[0] == runs[1] and len(runs[0]) > 10

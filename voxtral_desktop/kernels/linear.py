@@ -61,8 +61,32 @@ class ReferenceQ4Backend:
 REFERENCE = ReferenceQ4Backend()
 
 
+GATE_ROWS = 8  # a gated gate/up pair alternates 8 gate rows and the 8 matching up rows
+
+
+def interleave_gate_up(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+    """Rows [H, ...] twice -> [2H, ...]: gate rows 0..7, up rows 0..7, gate rows 8..15, ...
+    (for Q4_0, rows of blocks: the bytes of every row are unchanged)."""
+    h, rest = gate.shape[0], gate.shape[1:]
+    pair = torch.stack(
+        [gate.reshape(h // GATE_ROWS, GATE_ROWS, *rest), up.reshape(h // GATE_ROWS, GATE_ROWS, *rest)], 1
+    )
+    return pair.reshape(2 * h, *rest)
+
+
+def silu_gate_up(y: torch.Tensor) -> torch.Tensor:
+    """[..., 2H] in `interleave_gate_up` order -> silu(gate) * up [..., H], computed in fp32 and
+    rounded once (as the fused silu_mul kernel does)."""
+    pair = y.float().unflatten(-1, (-1, 2, GATE_ROWS))
+    gate, up = pair[..., 0, :].flatten(-2), pair[..., 1, :].flatten(-2)
+    return (nn.functional.silu(gate) * up).to(y.dtype)
+
+
 class Q4Linear(nn.Module):
-    """y = x W^T + b with W stored as Q4_0 blocks."""
+    """y = x W^T + b with W stored as Q4_0 blocks.
+
+    gated: W is SwiGLU's gate/up pair in `interleave_gate_up` order and the module returns
+    silu(gate) * up (in the matmul's epilogue where the backend has `linear_gated`)."""
 
     def __init__(
         self,
@@ -70,8 +94,10 @@ class Q4Linear(nn.Module):
         bias: torch.Tensor | None,
         backend: Q4Backend = REFERENCE,
         device: torch.device | None = None,
+        gated: bool = False,
     ) -> None:
         super().__init__()
+        self.gated = gated
         self.out_features, self.in_features = weight.shape
         # Shapes a fast kernel cannot take (e.g. tiny test models) use the exact reference.
         backend = backend if backend.supports(weight) else REFERENCE
@@ -83,9 +109,13 @@ class Q4Linear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         bias = None if self.bias is None else self.bias.to(x.dtype)
+        if self.gated and self.dense is None and hasattr(self.backend, "linear_gated"):
+            return self.backend.linear_gated(x, self.prepared, bias)  # type: ignore[attr-defined]
         if self.dense is not None:
-            return nn.functional.linear(x, self.dense.to(x.dtype), bias)
-        return self.backend.linear(x, self.prepared, bias)
+            y = nn.functional.linear(x, self.dense.to(x.dtype), bias)
+        else:
+            y = self.backend.linear(x, self.prepared, bias)
+        return silu_gate_up(y) if self.gated else y
 
     @property
     def fuses_swiglu(self) -> bool:
@@ -100,7 +130,8 @@ class Q4Linear(nn.Module):
         return self.backend.linear_swiglu(gate_up, self.prepared, bias)  # type: ignore[attr-defined]
 
     def extra_repr(self) -> str:
-        return f"in={self.in_features}, out={self.out_features}, q4_0, backend={self.backend.name}"
+        gated = ", gated" if self.gated else ""
+        return f"in={self.in_features}, out={self.out_features}, q4_0, backend={self.backend.name}{gated}"
 
 
 def linear_bias_later(module: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:

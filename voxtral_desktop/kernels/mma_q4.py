@@ -112,20 +112,20 @@ UNROLL = 2  # iterations loaded before any is used: 2 beat 4 and 8 on most shape
 SIGNATURE = "ppppippii"  # codes, scales, x, bias, bias_kind, y, M, N, K (p: pointer, i: int)
 
 
-def _variant_name(warps: int, nt: int, unroll: int) -> str:
-    return f"q4_mma_w{warps}_n{nt}_u{unroll}"
+def _variant_name(warps: int, nt: int, unroll: int, gated: bool) -> str:
+    return f"q4_mma_w{warps}_n{nt}_u{unroll}" + ("_gated" if gated else "")
 
 
 def _source(variants) -> str:
-    """q4_mma.cu plus one extern "C" kernel per (warps, n-tiles, unroll)."""
+    """q4_mma.cu plus one extern "C" kernel per (warps, n-tiles, unroll, gated)."""
     params = (
         "const uint4* codes, const uint2* scales, const u32* x, const void* bias, int bias_kind,"
         " u16* y, int M, int N, int K"
     )
     wrappers = [
-        f'extern "C" __global__ void __launch_bounds__({w * 32}) {_variant_name(w, nt, u)}({params})'
-        f" {{ q4_mma<{w}, {nt}, {u}>(codes, scales, x, bias, bias_kind, y, M, N, K); }}"
-        for w, nt, u in variants
+        f'extern "C" __global__ void __launch_bounds__({w * 32}) {_variant_name(w, nt, u, gt)}({params})'
+        f" {{ q4_mma<{w}, {nt}, {u}, {str(gt).lower()}>(codes, scales, x, bias, bias_kind, y, M, N, K); }}"
+        for w, nt, u, gt in variants
     ]
     return SOURCE.read_text(encoding="utf-8") + "\n" + "\n".join(wrappers) + "\n"
 
@@ -163,7 +163,7 @@ class _Launcher:
             raise RuntimeError(f"cuLaunchKernel failed for the Q4 mma kernel (CUDA error {rc})")
 
 
-def _compile(variants, device_index: int) -> dict[tuple[int, int, int], _Launcher]:
+def _compile(variants, device_index: int) -> dict[tuple[int, int, int, bool], _Launcher]:
     from torch.cuda._utils import _cuda_load_module, _nvrtc_compile
 
     with torch.cuda.device(device_index):
@@ -176,11 +176,11 @@ def _compile(variants, device_index: int) -> dict[tuple[int, int, int], _Launche
 
 
 @cache
-def _kernel(warps: int, nt: int, unroll: int, device_index: int) -> _Launcher:
+def _kernel(warps: int, nt: int, unroll: int, gated: bool, device_index: int) -> _Launcher:
     """One variant, compiled on first use (~0.25 s on the H100's host; all 22 at once took 12 s,
     so a process compiles only the few its shapes and row counts need, mostly while the
     streaming session captures its CUDA graphs)."""
-    v = (warps, nt, unroll)
+    v = (warps, nt, unroll, gated)
     return _compile((v,), device_index)[v]
 
 
@@ -197,7 +197,7 @@ def mma_unavailable(device: torch.device) -> str | None:
         return f"PyTorch {torch.__version__} has no NVRTC kernel loader (torch.cuda._utils._nvrtc_compile)"
     try:
         index = device.index if device.index is not None else torch.cuda.current_device()
-        _kernel(choose_warps(1, 16, 1), 1, UNROLL, index)
+        _kernel(choose_warps(1, 16, 1), 1, UNROLL, False, index)
     except Exception as e:  # NVRTC missing or failing: the caller falls back to another kernel
         return f"NVRTC could not compile it ({type(e).__name__}: {str(e).splitlines()[0][:200]})"
     return None
@@ -209,8 +209,11 @@ def mma_linear(
     bias: torch.Tensor | None = None,
     warps: int | None = None,
     unroll: int = UNROLL,
+    gated: bool = False,
 ) -> torch.Tensor:
-    """x [..., K] -> bf16 x W^T + b [..., N] (rounded once, from fp32); x is taken as bf16."""
+    """x [..., K] -> bf16 x W^T + b [..., N] (rounded once, from fp32); x is taken as bf16.
+    gated: W is a gate/up pair packed by `interleave_gate_up`; the output is silu(gate) * up
+    [..., N/2]."""
     n, k = prepared.out_features, prepared.in_features
     lead = x.shape[:-1]
     x2 = x.reshape(-1, k)
@@ -219,7 +222,8 @@ def mma_linear(
     if not x2.is_contiguous():
         x2 = x2.contiguous()
     m_all = x2.shape[0]
-    y = torch.empty(m_all, n, dtype=torch.bfloat16, device=x.device)
+    n_out = n // 2 if gated else n
+    y = torch.empty(m_all, n_out, dtype=torch.bfloat16, device=x.device)
     if bias is None:
         bias_arg, bias_kind = y, 0  # any pointer: not read
     else:
@@ -234,13 +238,13 @@ def mma_linear(
         m = min(ROWS_PER_LAUNCH, m_all - m0)
         nt = 1 << max(0, (m - 1) // 8).bit_length()  # 1, 2, 4 or 8 n-tiles of 8 rows
         w = warps or choose_warps(tiles, iters, nt)
-        launch = _kernel(w, nt, unroll, device_index)
+        launch = _kernel(w, nt, unroll, gated, device_index)
         launch(
             tiles,
             32 * w,
-            (codes, scales, xp + 2 * m0 * k, bias_arg.data_ptr(), bias_kind, yp + 2 * m0 * n, m, n, k),
+            (codes, scales, xp + 2 * m0 * k, bias_arg.data_ptr(), bias_kind, yp + 2 * m0 * n_out, m, n, k),
         )
-    return y.reshape(*lead, n)
+    return y.reshape(*lead, n_out)
 
 
 class CudaMmaQ4Backend:
@@ -248,6 +252,7 @@ class CudaMmaQ4Backend:
 
     name = "cuda-mma"
     separate_bias = False
+    gates_swiglu = True  # `linear_gated` takes a gate/up pair packed by `interleave_gate_up`
 
     @staticmethod
     def supports(weight: Q4Weight) -> bool:
@@ -261,6 +266,11 @@ class CudaMmaQ4Backend:
     def linear(self, x: torch.Tensor, prepared: object, bias: torch.Tensor | None) -> torch.Tensor:
         assert isinstance(prepared, MmaQ4)
         return mma_linear(x, prepared, bias).to(x.dtype)
+
+    def linear_gated(self, x: torch.Tensor, prepared: object, bias: torch.Tensor | None) -> torch.Tensor:
+        """silu(gate) * up of an interleaved gate/up pair, in the matmul's epilogue."""
+        assert isinstance(prepared, MmaQ4)
+        return mma_linear(x, prepared, bias, gated=True).to(x.dtype)
 
     def dequantize(self, prepared: object, dtype: torch.dtype) -> torch.Tensor:
         assert isinstance(prepared, MmaQ4)

@@ -16,8 +16,10 @@
 // may schedule the activation loads ahead of earlier tensor-core work.
 //
 // Template parameters: WARPS warps split a tile's iterations; NT n-tiles of 8 activation rows
-// each (M <= 8 NT per launch); U iterations loaded before any is used. (SwiGLU computed on
-// the way in, as the Triton GEMV does, made the FFN's w2 2x slower here: session 6.) The loader (mma_q4.py)
+// each (M <= 8 NT per launch); U iterations loaded before any is used; GATED: the matrix is
+// SwiGLU's gate/up pair with rows interleaved by 8 and the output is silu(gate) * up (computed
+// in the epilogue; computing it on the way into w2 instead, as the Triton GEMV does, made w2
+// 2x slower here: session 6). The loader (mma_q4.py)
 // appends one extern "C" kernel per variant and compiles them all in one NVRTC call.
 
 typedef unsigned int u32;
@@ -79,7 +81,23 @@ __device__ __forceinline__ u16 float_to_bf16(float f) {
 
 // y[m, n] = sum_k x[m, k] w[n, k] (+ bias[n]: bias_kind 0 none, 1 bf16, 2 fp32) for
 // m < M <= 8 NT; one block per 16-row tile.
-template <int WARPS, int NT, int U>
+// Output row r (0..15) of the tile for activation row m: the sum of the warps' partial tiles
+// part[WARPS][NT * 4][32] (D fragment: (c0, c1) = row g, activation rows 2t, 2t+1; (c2, c3) =
+// row g + 8), plus the bias.
+template <int WARPS, int NT>
+__device__ __forceinline__ float tile_sum(const float* part, int r, int m, int tile, const void* bias,
+                                         int bias_kind) {
+    const int src = (r & 7) * 4 + ((m & 7) >> 1), ci = (m >> 3) * 4 + (r >> 3) * 2 + (m & 1);
+    float sum = 0.f;
+#pragma unroll
+    for (int w = 0; w < WARPS; ++w) sum += part[(w * NT * 4 + ci) * 32 + src];
+    const int n = tile * 16 + r;
+    if (bias_kind == 1) sum += bf16_to_float(((const u16*)bias)[n]);
+    else if (bias_kind == 2) sum += ((const float*)bias)[n];
+    return sum;
+}
+
+template <int WARPS, int NT, int U, bool GATED>
 __device__ __forceinline__ void q4_mma(const uint4* __restrict__ codes, const uint2* __restrict__ scales,
                                        const u32* __restrict__ x, const void* __restrict__ bias,
                                        int bias_kind, u16* __restrict__ y, int M, int N, int K) {
@@ -141,23 +159,28 @@ __device__ __forceinline__ void q4_mma(const uint4* __restrict__ codes, const ui
         }
     }
 
-    // Sum the warps' partial tiles: D fragment (c0, c1) = row g, activation rows 2t, 2t+1;
-    // (c2, c3) = row g + 8.
     __shared__ float part[WARPS][NT * 4][32];
 #pragma unroll
     for (int nt = 0; nt < NT; ++nt)
 #pragma unroll
         for (int ci = 0; ci < 4; ++ci) part[warp][nt * 4 + ci][lane] = acc[nt][ci];
     __syncthreads();
-    for (int o = threadIdx.x; o < 16 * M; o += WARPS * 32) {
-        const int r = o & 15, m = o >> 4;
-        const int src = (r & 7) * 4 + ((m & 7) >> 1), ci = (m >> 3) * 4 + (r >> 3) * 2 + (m & 1);
-        float sum = 0.f;
-#pragma unroll
-        for (int w = 0; w < WARPS; ++w) sum += part[w][ci][src];
-        const int n = tile * 16 + r;
-        if (bias_kind == 1) sum += bf16_to_float(((const u16*)bias)[n]);
-        else if (bias_kind == 2) sum += ((const float*)bias)[n];
-        y[(size_t)m * N + n] = float_to_bf16(sum);
+    if (!GATED) {
+        for (int o = threadIdx.x; o < 16 * M; o += WARPS * 32) {
+            const int r = o & 15, m = o >> 4;
+            const float sum = tile_sum<WARPS, NT>(&part[0][0][0], r, m, tile, bias, bias_kind);
+            y[(size_t)m * N + tile * 16 + r] = float_to_bf16(sum);
+        }
+    } else {
+        // SwiGLU's gate/up pair packed with its rows interleaved by 8 (gate rows j..j+7, then up
+        // rows j..j+7, in every tile): output column tile * 8 + r = silu(gate) * up, from gate
+        // and up rounded to bf16 first, as the separate silu_mul kernel sees them.
+        for (int o = threadIdx.x; o < 8 * M; o += WARPS * 32) {
+            const int r = o & 7, m = o >> 3;
+            const float* p = &part[0][0][0];
+            const float gate = bf16_to_float(float_to_bf16(tile_sum<WARPS, NT>(p, r, m, tile, bias, bias_kind)));
+            const float up = bf16_to_float(float_to_bf16(tile_sum<WARPS, NT>(p, r + 8, m, tile, bias, bias_kind)));
+            y[(size_t)m * (N >> 1) + tile * 8 + r] = float_to_bf16(gate / (1.f + expf(-gate)) * up);
+        }
     }
 }

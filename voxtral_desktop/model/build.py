@@ -7,7 +7,8 @@ weights are copied in the compute dtype.
 
 With `fuse=True` the q/k/v projections (and the SwiGLU gate/up pair) become one matmul each:
 their weight rows are concatenated, which for Q4_0 is a plain concatenation of row blocks, so
-every output row is computed from the same bytes as before.
+every output row is computed from the same bytes as before. For a backend that computes SwiGLU
+in the gate/up matmul (`gates_swiglu`), the gate and up rows are interleaved by 8 instead.
 """
 
 from __future__ import annotations
@@ -18,7 +19,14 @@ import torch
 from torch import nn
 
 from voxtral_desktop.config import ModelConfig
-from voxtral_desktop.kernels.linear import REFERENCE, Q4Backend, Q4Linear, TiedEmbedding
+from voxtral_desktop.kernels.linear import (
+    GATE_ROWS,
+    REFERENCE,
+    Q4Backend,
+    Q4Linear,
+    TiedEmbedding,
+    interleave_gate_up,
+)
 from voxtral_desktop.kernels.q4 import Q4Weight, dequantize_q4_0
 from voxtral_desktop.model.layers import Attention, FeedForward
 from voxtral_desktop.model.voxtral import VoxtralModel, checkpoint_name
@@ -44,10 +52,11 @@ def _make_linear(
     device: torch.device,
     dtype: torch.dtype,
     backend: Q4Backend,
+    gated: bool = False,
 ) -> nn.Module:
     dense_bias = None if bias is None else _dense(bias, device, dtype)
     if isinstance(weight, Q4Weight):
-        return Q4Linear(weight, dense_bias, backend, device)
+        return Q4Linear(weight, dense_bias, backend, device, gated=gated)
     out_features, in_features = weight.shape
     linear = nn.Linear(in_features, out_features, bias=bias is not None, device="meta")
     linear.weight = nn.Parameter(_dense(weight, device, dtype), requires_grad=False)
@@ -101,7 +110,24 @@ def build_model(
                             for b, r in zip(biases, rows, strict=True)
                         ]
                     )
-                setattr(module, attr, _make_linear(_concat_rows(weights), bias, device, dtype, q4_backend))
+                # A backend that computes SwiGLU in the gate/up matmul's epilogue takes the pair
+                # with rows interleaved by 8 (kernels/linear.interleave_gate_up).
+                gated = (
+                    attr == "w13"
+                    and getattr(q4_backend, "gates_swiglu", False)
+                    and all(isinstance(w, Q4Weight) for w in weights)
+                    and weights[0].shape[0] % GATE_ROWS == 0
+                )
+                if gated:
+                    q4 = [w for w in weights if isinstance(w, Q4Weight)]
+                    fused_weight: WeightLike = Q4Weight(
+                        interleave_gate_up(q4[0].blocks, q4[1].blocks), (2 * q4[0].shape[0], q4[0].shape[1])
+                    )
+                    if bias is not None:
+                        bias = interleave_gate_up(*bias.chunk(2))
+                else:
+                    fused_weight = _concat_rows(weights)
+                setattr(module, attr, _make_linear(fused_weight, bias, device, dtype, q4_backend, gated))
                 fused_away.add(f"{name}.{attr}")  # already materialised
                 for p in parts:
                     setattr(module, p, None)

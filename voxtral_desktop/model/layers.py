@@ -181,6 +181,8 @@ class FeedForward(nn.Module):
         """(output, None), or (output without w2's bias, that bias) as `Attention`'s."""
         if self.w13 is None:
             gate, up = self.w1(x), self.w3(x)
+        elif getattr(self.w13, "gated", False):  # silu(gate) * up computed by w13's kernel
+            return linear_bias_later(self.w2, self.w13(x))
         elif getattr(self.w2, "fuses_swiglu", False):  # silu(gate) * up computed inside w2's kernel
             return self.w2.forward_swiglu(self.w13(x)), None  # type: ignore[operator]
         elif fused.enabled(x):

@@ -29,7 +29,8 @@ APP_NAME = "voxtral-desktop"
 DEFAULT_HOTKEY = "ctrl+alt+space"
 PTT_MODES = ("hold", "toggle")
 DEVICES = ("auto", "cpu", "cuda", "mps")
-KERNELS = ("auto", "reference", "int4", "triton", "mma", "dense")  # as in kernels/select.py (no torch import here)
+# as in kernels/select.py (no torch import here)
+KERNELS = ("auto", "reference", "int4", "triton", "mma", "dense")
 
 
 class Key(str, Enum):
