@@ -59,6 +59,8 @@ def test_dense_form_and_rows_equal_the_gguf_dequantisation() -> None:
     ids = torch.tensor([[0, 17, 63], [8, 31, 40]])
     assert torch.equal(embed_rows(p, ids, torch.float32), want[ids])
     assert embed_rows(p, ids, torch.bfloat16).dtype == torch.bfloat16
+    tall = q4(16 * 300, 64, seed=9)  # dequantised 256 tiles at a time
+    assert torch.equal(backend.dequantize(packed(tall), torch.float32), dequantize_q4_0(tall.blocks))
 
 
 def _bf16_pair(word: np.uint32) -> tuple[float, float]:

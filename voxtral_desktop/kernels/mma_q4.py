@@ -130,10 +130,11 @@ def _source(variants) -> str:
     return SOURCE.read_text(encoding="utf-8") + "\n" + "\n".join(wrappers) + "\n"
 
 
-def _current_stream() -> int:
-    """The current CUDA stream's handle (PyTorch's private fast accessor, as Triton uses it)."""
+def _current_stream(device_index: int) -> int:
+    """The device's current CUDA stream handle (PyTorch's private fast accessor, as Triton
+    uses it)."""
     raw = getattr(torch._C, "_cuda_getCurrentRawStream", None)
-    return raw(torch.cuda.current_device()) if raw else torch.cuda.current_stream().cuda_stream
+    return raw(device_index) if raw else torch.cuda.current_stream(device_index).cuda_stream
 
 
 class _Launcher:
@@ -153,11 +154,11 @@ class _Launcher:
         self.stream = ctypes.c_void_p()
         self.lock = threading.Lock()
 
-    def __call__(self, grid: int, threads: int, args: tuple[int, ...]) -> None:
+    def __call__(self, grid: int, threads: int, args: tuple[int, ...], device_index: int) -> None:
         with self.lock:
             for slot, value in zip(self.slots, args, strict=True):
                 slot.value = value
-            self.stream.value = _current_stream()
+            self.stream.value = _current_stream(device_index)
             rc = self.launch(self.func, grid, 1, 1, threads, 1, 1, 0, self.stream, self.argv, None)
         if rc != 0:
             raise RuntimeError(f"cuLaunchKernel failed for the Q4 mma kernel (CUDA error {rc})")
@@ -239,11 +240,12 @@ def mma_linear(
         nt = 1 << max(0, (m - 1) // 8).bit_length()  # 1, 2, 4 or 8 n-tiles of 8 rows
         w = warps or choose_warps(tiles, iters, nt)
         launch = _kernel(w, nt, unroll, gated, device_index)
-        launch(
-            tiles,
-            32 * w,
-            (codes, scales, xp + 2 * m0 * k, bias_arg.data_ptr(), bias_kind, yp + 2 * m0 * n_out, m, n, k),
-        )
+        args = (codes, scales, xp + 2 * m0 * k, bias_arg.data_ptr(), bias_kind, yp + 2 * m0 * n_out, m, n, k)
+        if device_index == torch.cuda.current_device():
+            launch(tiles, 32 * w, args, device_index)
+        else:  # the driver launches in the current context: make it the tensors' device's
+            with torch.cuda.device(device_index):
+                launch(tiles, 32 * w, args, device_index)
     return y.reshape(*lead, n_out)
 
 
@@ -273,8 +275,17 @@ class CudaMmaQ4Backend:
         return mma_linear(x, prepared, bias, gated=True).to(x.dtype)
 
     def dequantize(self, prepared: object, dtype: torch.dtype) -> torch.Tensor:
+        """The dense matrix (exact), 256 tiles at a time so the unpacking's int64 temporaries
+        stay near 100 MB."""
         assert isinstance(prepared, MmaQ4)
-        return _dequantize(*unpack(prepared), dtype)
+        n, k = prepared.out_features, prepared.in_features
+        out = torch.empty(n, k, dtype=dtype, device=prepared.codes.device)
+        for a in range(0, n // TILE_ROWS, 256):
+            codes, scales = prepared.codes[a : a + 256], prepared.scales[a : a + 256]
+            rows = codes.shape[0] * TILE_ROWS
+            part = unpack(MmaQ4(codes, scales, rows, k))
+            out[a * TILE_ROWS : a * TILE_ROWS + rows] = _dequantize(*part, dtype)
+        return out
 
     def embed_rows(self, prepared: object, ids: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         """Rows `ids` of the matrix from the packed layout (the tied table is stored once)."""
