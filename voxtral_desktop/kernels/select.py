@@ -8,9 +8,10 @@
   Q4_0 bytes themselves: 3.0 GiB for the model and a live session): `auto`'s choice on GPUs
   with less than 6 GiB where `mma` cannot be compiled.
 - `mma`: `q4_mma.cu`, a tensor-core Q4_0 kernel compiled at run time by NVRTC (CUDA SM80+; the
-  Q4_0 bytes repacked for 16-byte loads, 0.5625 B a weight; bias in the kernel): `auto`'s choice
-  on CUDA since the sixth session (faster than tinygemm on every shape of the model at 1 and 4
-  rows on the H100, bench/h100_session6/); `auto` falls back to the others where NVRTC fails.
+  Q4_0 bytes repacked for 16-byte loads, 0.5625 B a weight; bias and SwiGLU in the kernel):
+  `auto`'s choice on CUDA since the sixth session (on the H100 faster than tinygemm on every
+  shape of the model from 1 to 256 rows; a live step 3.2 instead of 4.2 ms, 2.35 instead of
+  2.86 GiB for the model: bench/RESULTS.md); `auto` falls back to the others where NVRTC fails.
 - `dense`: dequantise every matrix once at load into the compute dtype and use plain matmuls
   (MPS, pre-Ampere CUDA, and large batches where int4 kernels lose to cuBLAS).
 """
