@@ -12,6 +12,7 @@ which reads 2.5 GB), for warps x unroll and for tinygemm on the same copies. Pri
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import sys
@@ -20,7 +21,7 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
-from tune_q4 import DEV, SHAPES, random_q4
+from tune_q4 import DEV, SHAPES, graph_time_us, random_q4
 
 from voxtral_desktop.kernels.int4pack import CudaInt4Backend
 from voxtral_desktop.kernels.mma_q4 import (
@@ -36,29 +37,10 @@ from voxtral_desktop.kernels.q4 import q4_linear_reference
 ROTATE_BYTES = 256 * 2**20
 
 
-def graph_us(fns, reps: int = 5) -> float:
-    """Median GPU time of one call, each call of `fns` once in a captured graph."""
-    for f in fns[:2]:
-        f()
-    torch.cuda.synchronize()
-    graph, stream = torch.cuda.CUDAGraph(), torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        for f in fns:
-            f()
-        with torch.cuda.graph(graph, stream=stream):
-            for f in fns:
-                f()
-    torch.cuda.current_stream().wait_stream(stream)
-    times = []
-    for _ in range(reps):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        graph.replay()
-        b.record()
-        torch.cuda.synchronize()
-        times.append(a.elapsed_time(b) * 1000 / len(fns))
-    return sorted(times)[len(times) // 2]
+def graph_us(fns) -> float:
+    """Median GPU time of one call, each of `fns` called once per captured graph."""
+    turn = itertools.cycle(fns)
+    return graph_time_us(lambda: next(turn)(), calls=len(fns))
 
 
 def rows_mode(out: str) -> None:
