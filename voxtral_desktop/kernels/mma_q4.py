@@ -1,6 +1,6 @@
 """Q4_0 on tensor cores for a few activation rows (CUDA SM80+): the streaming step's matmuls.
 
-`q4_mma.cu` is CUDA C++ compiled at run time by NVRTC through `torch.cuda._compile_kernel`
+`q4_mma.cu` is CUDA C++ compiled at run time by NVRTC through PyTorch's `torch.cuda._utils`
 (NVRTC ships with PyTorch's CUDA wheels: no compiler or build step on the user's machine). It
 reads the Q4_0 codes repacked losslessly by `pack` into the order of the A operand of
 `mma.m16n8k16` (16-byte loads, one warp per 16-row tile and 64-column step), turns nibbles into
@@ -30,10 +30,6 @@ STEP_COLS = 64  # input columns per lane load: 4 k-steps of 16 (two Q4_0 groups)
 ROWS_PER_LAUNCH = 64  # activation rows: 8 n-tiles of 8
 SOURCE = Path(__file__).with_name("q4_mma.cu")
 
-# Nibble p (bits 4p..4p+3) of a lane's word: 8 * ROW_HALF[p] rows and COL_OFFSET[p] columns past
-# the lane's (row g, column 2t) of its k-step (see q4_mma.cu).
-ROW_HALF = (0, 1, 0, 1, 0, 1, 0, 1)
-COL_OFFSET = (0, 0, 8, 8, 1, 1, 9, 9)
 
 
 @dataclass(frozen=True)
@@ -178,7 +174,7 @@ def _compile(variants, device_index: int) -> dict[tuple[int, int, int, bool], _L
 
 @cache
 def _kernel(warps: int, nt: int, unroll: int, gated: bool, device_index: int) -> _Launcher:
-    """One variant, compiled on first use (~0.25 s on the H100's host; all 22 at once took 12 s,
+    """One variant, compiled on first use (0.2-1 s on the H100's host; all 22 at once took 12 s,
     so a process compiles only the few its shapes and row counts need, mostly while the
     streaming session captures its CUDA graphs)."""
     v = (warps, nt, unroll, gated)
@@ -186,8 +182,8 @@ def _kernel(warps: int, nt: int, unroll: int, gated: bool, device_index: int) ->
 
 
 def mma_unavailable(device: torch.device) -> str | None:
-    """Why the kernel cannot run on `device` (None: it can). Compiles the variants once, so a
-    PyTorch without NVRTC or an old GPU is found at load, not at the first step."""
+    """Why the kernel cannot run on `device` (None: it can). Compiles one variant, so a PyTorch
+    without NVRTC or an old GPU is found at load, not at the first step."""
     if device.type != "cuda":
         return "it needs a CUDA GPU"
     if torch.cuda.get_device_capability(device) < (8, 0):

@@ -1,5 +1,5 @@
 // Q4_0 x bf16 for a few activation rows on tensor cores (sm_80+), compiled at run time by NVRTC
-// (torch.cuda._compile_kernel): no compiler on the user's machine, no build step.
+// (torch.cuda._utils, see mma_q4.py): no compiler on the user's machine, no build step.
 //
 // Layout (made by mma_q4.pack, lossless): the weight is cut into tiles of 16 rows; each tile
 // into iterations of 64 input columns. For one (tile, iteration) a warp loads 512 bytes, 16 per
@@ -19,8 +19,8 @@
 // each (M <= 8 NT per launch); U iterations loaded before any is used; GATED: the matrix is
 // SwiGLU's gate/up pair with rows interleaved by 8 and the output is silu(gate) * up (computed
 // in the epilogue; computing it on the way into w2 instead, as the Triton GEMV does, made w2
-// 2x slower here: session 6). The loader (mma_q4.py)
-// appends one extern "C" kernel per variant and compiles them all in one NVRTC call.
+// 2x slower here: session 6). The loader (mma_q4.py) appends one extern "C" kernel per variant
+// and compiles each on its first use.
 
 typedef unsigned int u32;
 typedef unsigned short u16;
