@@ -100,13 +100,94 @@ def test_mma_q4_gated_matches_reference(hidden: int, cols: int) -> None:
     backend = CudaMmaQ4Backend()
     pair = Q4Weight(interleave_gate_up(w1.blocks, w3.blocks), (2 * hidden, cols))
     prepared = backend.prepare(pair, CUDA)
-    for m in (1, 4, 8, 39, 70):
-        x = torch.randn(m, cols, device=CUDA).bfloat16()
-        gate = q4_linear_reference(x.float(), w1.to(CUDA)).bfloat16().float()
-        up = q4_linear_reference(x.float(), w3.to(CUDA)).bfloat16().float()
-        got = backend.linear_gated(x, prepared, None)
-        assert got.shape == (m, hidden) and got.dtype == torch.bfloat16
-        assert rel_err(got, torch.nn.functional.silu(gate) * up) < 8e-3, m
+    b1, b3 = torch.randn(hidden, device=CUDA), torch.randn(hidden, device=CUDA)
+    pair_bias = interleave_gate_up(b1[:, None], b3[:, None])[:, 0]  # rows interleaved like W's
+    for bias in (None, pair_bias, pair_bias.bfloat16()):
+        for m in (1, 4, 8, 39, 70):
+            x = torch.randn(m, cols, device=CUDA).bfloat16()
+            b1m, b3m = (
+                (None, None) if bias is None else (b1.to(bias.dtype).float(), b3.to(bias.dtype).float())
+            )
+            gate = q4_linear_reference(x.float(), w1.to(CUDA), b1m).bfloat16().float()
+            up = q4_linear_reference(x.float(), w3.to(CUDA), b3m).bfloat16().float()
+            got = backend.linear_gated(x, prepared, bias)
+            assert got.shape == (m, hidden) and got.dtype == torch.bfloat16
+            assert rel_err(got, torch.nn.functional.silu(gate) * up) < 8e-3, (m, bias is None)
+
+
+def test_mma_q4_takes_activations_at_any_offset() -> None:
+    """A view starting at an odd bf16 element cannot be read as 32-bit words: it is copied."""
+    w = q4(6144, 1280, seed=6)
+    backend = CudaMmaQ4Backend()
+    prepared = backend.prepare(w, CUDA)
+    flat = torch.randn(3 * 1280 + 1, device=CUDA).bfloat16()
+    x = flat[1:].view(3, 1280)
+    assert x.data_ptr() % 4 == 2
+    ref = backend.linear(x.clone(), prepared, None)
+    assert torch.equal(backend.linear(x, prepared, None), ref)
+
+
+def test_mma_q4_compiles_without_a_cuda_toolkit(monkeypatch) -> None:
+    """Pip-installed PyTorch has NVRTC but no CUDA_HOME: the kernel must not need the toolkit's
+    headers (torch's own `_nvrtc_compile` raises there; ours passes only the architecture)."""
+    import torch.utils.cpp_extension as cpp_extension
+
+    from voxtral_desktop.kernels import mma_q4
+
+    def no_toolkit(*args, **kwargs):
+        raise OSError("CUDA_HOME environment variable is not set")
+
+    monkeypatch.setattr(cpp_extension, "CUDA_HOME", None)
+    monkeypatch.setattr(cpp_extension, "include_paths", no_toolkit)
+    monkeypatch.setattr(cpp_extension, "_join_cuda_home", no_toolkit)
+    variant = (8, 2, 2, False)  # a variant the other tests do not use: compiled here, now
+    launch = mma_q4._compile((variant,), torch.cuda.current_device())[variant]
+    w = q4(3072, 4096, seed=8)
+    prepared = CudaMmaQ4Backend().prepare(w, CUDA)
+    x = torch.randn(12, 4096, device=CUDA).bfloat16()
+    y = torch.empty(12, 3072, device=CUDA, dtype=torch.bfloat16)
+    args = (
+        prepared.codes.data_ptr(),
+        prepared.scales.data_ptr(),
+        x.data_ptr(),
+        y.data_ptr(),
+        0,
+        y.data_ptr(),
+        12,
+        3072,
+        4096,
+    )
+    launch(3072 // 16, 32 * 8, args, torch.cuda.current_device())
+    assert rel_err(y, q4_linear_reference(x.float(), w.to(CUDA))) < 4e-3
+
+
+def test_mma_q4_launches_from_a_thread_with_no_current_context() -> None:
+    """The driver-API launch makes the primary context current where the thread has none."""
+    import ctypes
+    import threading
+
+    w = q4(3072, 4096, seed=9)
+    backend = CudaMmaQ4Backend()
+    prepared = backend.prepare(w, CUDA)
+    x = torch.randn(2, 4096, device=CUDA).bfloat16()
+    expected = backend.linear(x, prepared, None)
+    torch.cuda.synchronize()
+    driver = torch.cuda._utils._get_gpu_runtime_library()
+    result: dict = {}
+
+    def run() -> None:
+        try:
+            assert driver.cuCtxSetCurrent(ctypes.c_void_p()) == 0  # no current context here
+            result["out"] = backend.linear(x, prepared, None)
+            torch.cuda.synchronize()
+        except Exception as e:  # reported by the assertion below
+            result["error"] = e
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    assert "error" not in result, result.get("error")
+    assert torch.equal(result["out"], expected)
 
 
 def test_mma_q4_in_cuda_graphs_equals_eager(tokenizer_small) -> None:

@@ -198,3 +198,62 @@ def test_model_with_gated_gate_up_gives_the_same_tokens(tokenizer_small) -> None
         session = StreamingSession(model, tokenizer_small, StreamConfig(480))
         runs.append([tok.id for tok in transcribe_stream(session, [audio]).tokens])
     assert runs[0] == runs[1] and len(runs[0]) > 10
+
+
+class _FakeNvrtc:
+    """Stands in for libnvrtc's C API (ctypes calls): records the options, hands out a cubin."""
+
+    def __init__(self, compile_rc: int = 0) -> None:
+        self.compile_rc, self.options, self.destroyed = compile_rc, None, False
+
+    def nvrtcCreateProgram(self, prog, source, name, n_headers, headers, include_names):
+        assert n_headers == 0 and headers is None  # no header sources handed to NVRTC either
+        return 0
+
+    def nvrtcCompileProgram(self, prog, n, options):
+        self.options = [options[i].decode() for i in range(n)]
+        return self.compile_rc
+
+    def nvrtcGetProgramLogSize(self, prog, size):
+        size._obj.value = 6
+        return 0
+
+    def nvrtcGetProgramLog(self, prog, log):
+        log.value = b"oops!"
+        return 0
+
+    def nvrtcGetCUBINSize(self, prog, size):
+        size._obj.value = 4
+        return 0
+
+    def nvrtcGetCUBIN(self, prog, buffer):
+        buffer.raw = b"\x7fELF"
+        return 0
+
+    def nvrtcDestroyProgram(self, prog):
+        self.destroyed = True
+        return 0
+
+    def nvrtcGetErrorString(self, rc, text):
+        return 0
+
+
+def test_nvrtc_gets_only_the_architecture() -> None:
+    """No include folders (they need CUDA_HOME, which pip-installed PyTorch lacks): q4_mma.cu
+    includes nothing, so the target architecture is the one option passed."""
+    from voxtral_desktop.kernels.mma_q4 import SOURCE, nvrtc_cubin
+
+    source = SOURCE.read_text(encoding="utf-8")
+    assert "#include" not in source
+    lib = _FakeNvrtc()
+    assert nvrtc_cubin(source, "sm_90", library=lib) == b"\x7fELF"
+    assert lib.options == ["--gpu-architecture=sm_90"] and lib.destroyed
+
+
+def test_nvrtc_failure_says_why() -> None:
+    from voxtral_desktop.kernels.mma_q4 import SOURCE, nvrtc_cubin
+
+    lib = _FakeNvrtc(compile_rc=6)
+    with pytest.raises(RuntimeError, match=r"could not compile q4_mma\.cu for sm_80:\n(.|\n)*oops!"):
+        nvrtc_cubin(SOURCE.read_text(encoding="utf-8"), "sm_80", library=lib)
+    assert lib.destroyed

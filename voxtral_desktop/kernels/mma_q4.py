@@ -1,7 +1,8 @@
 """Q4_0 on tensor cores for a few activation rows (CUDA SM80+): the streaming step's matmuls.
 
-`q4_mma.cu` is CUDA C++ compiled at run time by NVRTC through PyTorch's `torch.cuda._utils`
-(NVRTC ships with PyTorch's CUDA wheels: no compiler or build step on the user's machine). It
+`q4_mma.cu` is CUDA C++ compiled at run time by NVRTC (`nvrtc_cubin`: the library ships with
+PyTorch's CUDA wheels, so no compiler, CUDA toolkit or build step on the user's machine) and
+loaded through `torch.cuda._utils`. It
 reads the Q4_0 codes repacked losslessly by `pack` into the order of the A operand of
 `mma.m16n8k16` (16-byte loads, one warp per 16-row tile and 64-column step), turns nibbles into
 exact bf16 weights q - 8 with one LOP3 and one bf16x2 FMA per pair, multiplies on tensor cores
@@ -16,6 +17,7 @@ kernel itself is checked against `q4_linear_reference` on the GPU (tests/test_gp
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -29,7 +31,6 @@ TILE_ROWS = 16  # output rows per tile: the M dimension of mma.m16n8k16
 STEP_COLS = 64  # input columns per lane load: 4 k-steps of 16 (two Q4_0 groups)
 ROWS_PER_LAUNCH = 64  # activation rows: 8 n-tiles of 8
 SOURCE = Path(__file__).with_name("q4_mma.cu")
-
 
 
 @dataclass(frozen=True)
@@ -133,6 +134,27 @@ def _current_stream(device_index: int) -> int:
     return raw(device_index) if raw else torch.cuda.current_stream(device_index).cuda_stream
 
 
+CUDA_ERROR_INVALID_CONTEXT = 201
+
+
+def _make_primary_context_current(device_index: int) -> None:
+    """The driver API launches in the thread's current context, which PyTorch's runtime calls
+    set up lazily: a fresh thread whose tensors all come from the caching allocator may have
+    none. Make the device's primary context (the one PyTorch uses) current."""
+    import ctypes
+
+    driver = torch.cuda._utils._get_gpu_runtime_library()
+    device, ctx = ctypes.c_int(), ctypes.c_void_p()
+    for rc in (
+        driver.cuDeviceGet(ctypes.byref(device), device_index),
+        driver.cuDevicePrimaryCtxRetain(ctypes.byref(ctx), device),
+        driver.cuCtxSetCurrent(ctx),
+    ):
+        if rc != 0:
+            raise RuntimeError(f"could not make GPU {device_index}'s CUDA context current (CUDA error {rc})")
+    # The retained reference is kept: released, the context could be torn down while current.
+
+
 class _Launcher:
     """cuLaunchKernel through ctypes with the argument slots allocated once (the driver copies
     the values at launch): a few microseconds a call, which eager paths (prompts, encoder
@@ -156,18 +178,75 @@ class _Launcher:
                 slot.value = value
             self.stream.value = _current_stream(device_index)
             rc = self.launch(self.func, grid, 1, 1, threads, 1, 1, 0, self.stream, self.argv, None)
+            if rc == CUDA_ERROR_INVALID_CONTEXT:  # a thread that has not made a CUDA context current
+                _make_primary_context_current(device_index)
+                rc = self.launch(self.func, grid, 1, 1, threads, 1, 1, 0, self.stream, self.argv, None)
         if rc != 0:
             raise RuntimeError(f"cuLaunchKernel failed for the Q4 mma kernel (CUDA error {rc})")
 
 
+def _nvrtc_library():
+    """libnvrtc, which PyTorch's CUDA wheels ship and load (torch's own finder, else by name)."""
+    import ctypes
+
+    finder = getattr(torch.cuda._utils, "_get_gpu_rtc_library", None)
+    if finder is not None:
+        return finder()
+    major = str(torch.version.cuda).split(".")[0]
+    names = (
+        [f"nvrtc64_{major}0_0.dll"] if sys.platform == "win32" else [f"libnvrtc.so.{major}", "libnvrtc.so"]
+    )
+    for name in names:
+        try:
+            return ctypes.CDLL(name)
+        except OSError:
+            continue
+    raise OSError(f"no NVRTC library found (tried {', '.join(names)})")
+
+
+def nvrtc_cubin(source: str, arch: str, library=None) -> bytes:
+    """CUDA C++ without #includes -> a cubin for `arch` (e.g. "sm_90"), through NVRTC's C API.
+
+    Not `torch.cuda._utils._nvrtc_compile`: that one adds the CUDA toolkit's include folder and
+    raises without CUDA_HOME, nvcc or /usr/local/cuda, which a pip-installed PyTorch does not
+    need and most users do not have; q4_mma.cu includes nothing, so the architecture is the
+    only option it needs."""
+    import ctypes
+
+    lib = library if library is not None else _nvrtc_library()
+
+    def check(rc: int, what: str) -> None:
+        if rc != 0:
+            text = ctypes.c_char_p()
+            lib.nvrtcGetErrorString(rc, ctypes.byref(text))
+            raise RuntimeError(f"NVRTC {what}: {(text.value or b'error %d' % rc).decode()}")
+
+    prog = ctypes.c_void_p()
+    check(lib.nvrtcCreateProgram(ctypes.byref(prog), source.encode(), b"q4_mma.cu", 0, None, None), "create")
+    try:
+        options = (ctypes.c_char_p * 1)(f"--gpu-architecture={arch}".encode())
+        if lib.nvrtcCompileProgram(prog, 1, options) != 0:
+            size = ctypes.c_size_t()
+            lib.nvrtcGetProgramLogSize(prog, ctypes.byref(size))
+            log = ctypes.create_string_buffer(size.value)
+            lib.nvrtcGetProgramLog(prog, log)
+            raise RuntimeError(f"NVRTC could not compile q4_mma.cu for {arch}:\n{log.value.decode()}")
+        size = ctypes.c_size_t()
+        check(lib.nvrtcGetCUBINSize(prog, ctypes.byref(size)), "cubin size")
+        cubin = ctypes.create_string_buffer(size.value)
+        check(lib.nvrtcGetCUBIN(prog, cubin), "cubin")
+        return cubin.raw
+    finally:
+        lib.nvrtcDestroyProgram(ctypes.byref(prog))
+
+
 def _compile(variants, device_index: int) -> dict[tuple[int, int, int, bool], _Launcher]:
-    from torch.cuda._utils import _cuda_load_module, _nvrtc_compile
+    from torch.cuda._utils import _cuda_load_module
 
     with torch.cuda.device(device_index):
+        major, minor = torch.cuda.get_device_capability(device_index)
         names = [_variant_name(*v) for v in variants]
-        out = _nvrtc_compile(_source(variants), names[0])
-        ptx = out[0] if isinstance(out, tuple) else out  # (ptx, mangled name) since PyTorch 2.8
-        module = _cuda_load_module(ptx, names)
+        module = _cuda_load_module(nvrtc_cubin(_source(variants), f"sm_{major}{minor}"), names)
         kernels = module if isinstance(module, dict) else {name: getattr(module, name) for name in names}
         return {v: _Launcher(kernels[name]) for v, name in zip(variants, names, strict=True)}
 
@@ -189,9 +268,9 @@ def mma_unavailable(device: torch.device) -> str | None:
     if torch.cuda.get_device_capability(device) < (8, 0):
         return "it needs an Ampere (SM80) or newer GPU"
     try:
-        from torch.cuda._utils import _cuda_load_module, _nvrtc_compile  # noqa: F401
+        from torch.cuda._utils import _cuda_load_module  # noqa: F401
     except ImportError:
-        return f"PyTorch {torch.__version__} has no NVRTC kernel loader (torch.cuda._utils._nvrtc_compile)"
+        return f"PyTorch {torch.__version__} has no CUDA module loader (torch.cuda._utils._cuda_load_module)"
     try:
         index = device.index if device.index is not None else torch.cuda.current_device()
         _kernel(choose_warps(1, 16, 1), 1, UNROLL, False, index)
@@ -216,8 +295,8 @@ def mma_linear(
     x2 = x.reshape(-1, k)
     if x2.dtype != torch.bfloat16:
         x2 = x2.to(torch.bfloat16)
-    if not x2.is_contiguous():
-        x2 = x2.contiguous()
+    if not x2.is_contiguous() or x2.data_ptr() % 4:  # the kernel reads bf16 pairs as 32-bit words
+        x2 = x2.contiguous() if not x2.is_contiguous() else x2.clone()
     m_all = x2.shape[0]
     n_out = n // 2 if gated else n
     y = torch.empty(m_all, n_out, dtype=torch.bfloat16, device=x.device)
