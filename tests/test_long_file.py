@@ -18,7 +18,12 @@ from voxtral_desktop.cli import main
 from voxtral_desktop.config import SAMPLE_RATE, SAMPLES_PER_TOKEN, StreamConfig
 from voxtral_desktop.engine.batch import BatchDecoder
 from voxtral_desktop.engine.events import SessionUpdate, TimedToken
-from voxtral_desktop.engine.long_file import WINDOW_SAMPLES, plan_cuts, transcribe_segmented
+from voxtral_desktop.engine.long_file import (
+    WINDOW_SAMPLES,
+    plan_cuts,
+    transcribe_segmented,
+    transcribe_segmented_files,
+)
 from voxtral_desktop.engine.session import StreamingSession
 from voxtral_desktop.engine.transcribe import Transcript, transcribe_stream
 from voxtral_desktop.model.build import build_model
@@ -303,6 +308,89 @@ def test_the_buffer_stays_bounded_on_a_long_input() -> None:
     assert merged.text == " ".join(["x"] * len(decoder.lengths))
 
 
+# ---- many files sharing batches -------------------------------------------------------------
+def test_files_share_batches_and_each_equals_its_own_run(tiny_model, tokenizer_small) -> None:
+    """Three inputs (one empty) through one decoder of 2 rows: every transcript equals the input
+    decoded on its own, they come back in input order, and rows are shared across inputs."""
+    audio, _ = three_parts()
+    inputs = [audio, np.zeros(0, np.float32), speechlike(2.2, 9)]
+    decoder = BatchDecoder(tiny_model, tokenizer_small, StreamConfig(480), batch=2, max_seconds=MAX_S)
+    kwargs = {"max_seconds": MAX_S, "search_seconds": SEARCH_S, "language": "en"}
+    alone = [transcribe_segmented(decoder, [a], **kwargs) for a in inputs]
+
+    counted = Counted(decoder)
+    updates: dict[int, list[SessionUpdate]] = {0: [], 1: [], 2: []}
+    results = list(
+        transcribe_segmented_files(
+            counted,  # type: ignore[arg-type]
+            [counted.chunks(a, 7919) for a in inputs],
+            on_update=lambda index, update: updates[index].append(update),
+            **kwargs,
+        )
+    )
+    assert [index for index, _ in results] == [0, 1, 2]
+    assert [t for _, t in results] == alone
+    # 3 + 0 + 1 segments in 2 rows: 2 batches (alone: 2 + 0 + 1 = 3).
+    assert counted.calls == 2 and counted.sent == sum(len(a) for a in inputs)
+    for index, (_, transcript) in enumerate(results):
+        assert updates[index][-1] == SessionUpdate(finished=True)
+        assert [t for u in updates[index] for t in u.tokens] == list(transcript.tokens)
+
+
+class LengthDecoder(ScriptedDecoder):
+    """Records each batch's segment lengths (in seconds) and which batch every segment went to."""
+
+    def __init__(self, batch: int) -> None:
+        super().__init__(["x"] * 1000, batch)
+        self.batches: list[list[float]] = []
+
+    def transcribe(self, audios: list[np.ndarray]) -> list[Transcript]:
+        self.batches.append([round(len(a) / SR, 2) for a in audios])
+        return super().transcribe(audios)
+
+
+def test_batches_group_segments_of_similar_length_and_finish_files_in_order() -> None:
+    """Files of 5 s with 2 s segments give 2, 2 and 1 s pieces: with a lookahead the short
+    pieces share batches instead of idling rows beside long ones, and files still come back
+    in order, each with all its audio."""
+    files = [noise(5.0, seed) for seed in range(6)]
+    kwargs = {"max_seconds": 2.0, "search_seconds": 0.0}
+    runs = {}
+    for lookahead in (1, 2):
+        decoder = LengthDecoder(batch=3)
+        results = list(
+            transcribe_segmented_files(decoder, [[f] for f in files], lookahead=lookahead, **kwargs)  # type: ignore[arg-type]
+        )
+        assert [i for i, _ in results] == list(range(6))
+        assert all(t.duration_s == pytest.approx(5.0) for _, t in results)
+        assert all(t.text == "x x x" for _, t in results)
+        runs[lookahead] = decoder.batches
+    # Batch time is its longest row: in order, every batch holds a 2 s piece.
+    assert all(max(b) == 2.0 for b in runs[1])
+    assert sum(max(b) for b in runs[2]) < sum(max(b) for b in runs[1])
+    assert sorted(x for b in runs[2] for x in b) == sorted(x for b in runs[1] for x in b)
+
+
+def test_many_files_hold_a_bounded_amount_of_audio() -> None:
+    """Twenty 10 s inputs, 2 s segments, 3 rows, lookahead 2: the driver holds the waiting
+    pieces and one input's buffer, never the folder."""
+    decoder = ScriptedDecoder(["x"] * 1000)
+    counted = Counted(decoder)  # type: ignore[arg-type]
+    chunk = int(1.9 * SR)
+    files = [noise(10.0, seed) for seed in range(20)]
+    results = list(
+        transcribe_segmented_files(
+            counted,  # type: ignore[arg-type]
+            [counted.chunks(f, chunk) for f in files],
+            max_seconds=2.0,
+            search_seconds=0.5,
+        )
+    )
+    assert len(results) == 20 and counted.sent == 20 * 10 * SR
+    held = 2 * decoder.batch * 2 * SR + decoder.batch * 2 * SR + WINDOW_SAMPLES // 2 + chunk
+    assert counted.peak <= held
+
+
 # ---- the command line -----------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -342,6 +430,33 @@ def test_cli_segment_seconds(capsys: pytest.CaptureFixture[str], tiny: Path, lon
     code, out, err = transcribe(capsys, tiny, long_wav)
     assert code == 0, err
     assert out == single.text.strip() + "\n"
+
+
+def test_cli_several_files_share_the_segment_rows(
+    capsys: pytest.CaptureFixture[str], tiny: Path, long_wav: Path, tmp_path: Path
+) -> None:
+    """Two files with segments: one decoder of FOLDER_BATCH rows for both, JSON Lines in input
+    order, each file's transcript that of the file alone (only the last file's tail is balanced)."""
+    from voxtral_desktop.audio.decode import iter_audio
+    from voxtral_desktop.cli import FOLDER_BATCH
+    from voxtral_desktop.engine.engine import Engine
+    from voxtral_desktop.engine.writers import format_json
+
+    short = write_wav(tmp_path / "short.wav", speechlike(2.6, 11))
+    engine = Engine.load(tiny, device="cpu")
+    decoder = engine.batch_decoder(StreamConfig(engine.default_delay_ms), batch=FOLDER_BATCH, max_seconds=1.0)
+    expected = [
+        transcribe_segmented(
+            decoder, iter_audio(path, chunk_seconds=30.0), max_seconds=1.0, balance_tail=last
+        )
+        for path, last in ((long_wav, False), (short, True))
+    ]
+    code, out, err = transcribe(capsys, tiny, long_wav, short, "-f", "json", "--segment-seconds", "1")
+    assert code == 0, err
+    lines = out.splitlines()
+    assert len(lines) == 2
+    for line, transcript in zip(lines, expected, strict=True):
+        assert json.loads(line) == json.loads(json.dumps(format_json(transcript)))
 
 
 @pytest.mark.parametrize("value", ["-1", "0.01", "nan", "inf"])

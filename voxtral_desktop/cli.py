@@ -25,6 +25,9 @@ from voxtral_desktop import __version__
 from voxtral_desktop.errors import AudioError, ConfigError, DeviceError, VoxtralError
 
 if TYPE_CHECKING:
+    from voxtral_desktop.config import StreamConfig
+    from voxtral_desktop.engine.batch import BatchDecoder
+    from voxtral_desktop.engine.engine import Engine
     from voxtral_desktop.engine.events import SessionUpdate
 
 PROG = "voxtral-desktop"
@@ -38,7 +41,10 @@ KV_HELP = (
 )
 OUTPUT_FORMATS = ("txt", "srt", "vtt", "json", "all")
 SEGMENT_SECONDS_CUDA = 30.0  # --segment-seconds on a CUDA device unless told otherwise
-SEGMENT_BATCH = 8  # segments decoded side by side
+SEGMENT_BATCH = 8  # segments of one file decoded side by side
+# Several files: their segments share the rows (more rows, more throughput; on a GPU too small
+# for them it falls back to SEGMENT_BATCH, then to one stream). bench/RESULTS.md: session 7.
+FOLDER_BATCH = 32
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: `voxtral-desktop transcribe ... | head`
 
@@ -171,6 +177,13 @@ def build_parser() -> argparse.ArgumentParser:
         "(0 to skip; default: 30)",
     )
     bn.add_argument("--segment-batch", type=int, default=8, help="segments decoded at once (default: 8)")
+    bn.add_argument(
+        "--folder-batch",
+        type=int,
+        default=FOLDER_BATCH,
+        help="rows the folder's segments share, as `transcribe` does with several files; 0 to skip "
+        f"(default: {FOLDER_BATCH})",
+    )
     bn.add_argument(
         "--compare", choices=("transformers",), help="also time HF transformers on the same audio"
     )
@@ -347,11 +360,38 @@ def _check_segment_seconds(value: float | None) -> None:
         raise ConfigError(f"--segment-seconds must be 0 (one exact stream) or at least 0.08, got {value:g}")
 
 
+def _segment_decoder(
+    engine: Engine, config: StreamConfig, segment_s: float, n_files: int, *, asked: bool
+) -> BatchDecoder | None:
+    """The batch decoder for segments of `segment_s` (None: one exact stream per file): rows for
+    FOLDER_BATCH segments when there are several files, else SEGMENT_BATCH. Out of GPU memory,
+    fewer rows, then (unless segments were asked for) one stream with a warning."""
+    if segment_s <= 0:
+        return None
+    sizes = [FOLDER_BATCH, SEGMENT_BATCH] if n_files > 1 else [SEGMENT_BATCH]
+    for batch in sizes:
+        try:
+            decoder = engine.batch_decoder(config, batch=batch, max_seconds=segment_s)
+        except DeviceError as e:
+            if batch != sizes[-1]:
+                log.info("%s; trying %d rows", e, sizes[-1])
+                continue
+            if asked:  # asked for: say why it cannot be done
+                raise
+            # The default on a small GPU: the exact single stream needs far less memory.
+            log.warning("%s; decoding each file as one stream instead", e)
+            return None
+        log.info("segments of up to %g s, %d side by side", segment_s, batch)
+        return decoder
+    return None
+
+
 def _cmd_transcribe(args: argparse.Namespace) -> int:
     from voxtral_desktop.audio.decode import iter_audio
     from voxtral_desktop.config import StreamConfig, check_delay_ms
     from voxtral_desktop.engine.engine import LANGUAGES, Engine
-    from voxtral_desktop.engine.long_file import transcribe_segmented
+    from voxtral_desktop.engine.events import SessionUpdate
+    from voxtral_desktop.engine.long_file import transcribe_segmented, transcribe_segmented_files
     from voxtral_desktop.engine.transcribe import CHUNK_SECONDS, Transcript, transcribe_file
     from voxtral_desktop.engine.writers import FORMATS, dumps_json, format_json, render, write_outputs
 
@@ -383,40 +423,9 @@ def _cmd_transcribe(args: argparse.Namespace) -> int:
     segment_s = args.segment_seconds
     if segment_s is None:
         segment_s = default_segment_seconds(engine.device.device.type)
-    decoder = None
-    if segment_s > 0:
-        # Built once, reused for every file: its state is preallocated for 8 segments.
-        try:
-            decoder = engine.batch_decoder(config, batch=SEGMENT_BATCH, max_seconds=segment_s)
-        except DeviceError as e:
-            if args.segment_seconds is not None:  # asked for: say why it cannot be done
-                raise
-            # The default on a small GPU: the exact single stream needs far less memory.
-            log.warning("%s; decoding each file as one stream instead", e)
-    if decoder is not None:
-        log.info("segments of up to %g s, %d side by side", segment_s, SEGMENT_BATCH)
-        segments = decoder
+    decoder = _segment_decoder(engine, config, segment_s, len(files), asked=args.segment_seconds is not None)
 
-        def transcribe_one(path: Path) -> Transcript:
-            chunks = iter_audio(path, chunk_seconds=CHUNK_SECONDS)
-            return transcribe_segmented(
-                segments,
-                chunks,
-                max_seconds=segment_s,
-                language=language,
-                on_update=live.update,
-                balance_tail=True,
-            )
-    else:
-        session = engine.session(config)  # one session, reset per file
-
-        def transcribe_one(path: Path) -> Transcript:
-            return transcribe_file(session, path, language=language, on_update=live.update)
-
-    for index, path in enumerate(files, start=1):
-        live.start(path, index, len(files))
-        transcript = transcribe_one(path)
-        live.done()
+    def emit(path: Path, transcript: Transcript) -> None:
         log.info("%s: %.1f s of audio, %d tokens", path, transcript.duration_s, len(transcript.tokens))
         if out_dir is not None:
             for written in write_outputs(transcript, out_dir / path.stem, formats):
@@ -429,6 +438,38 @@ def _cmd_transcribe(args: argparse.Namespace) -> int:
         else:
             sys.stdout.write(render(transcript, args.output_format))
         sys.stdout.flush()
+
+    if decoder is None:
+        session = engine.session(config)  # one session, reset per file
+        for index, path in enumerate(files, start=1):
+            live.start(path, index, len(files))
+            transcript = transcribe_file(session, path, language=language, on_update=live.update)
+            live.done()
+            emit(path, transcript)
+    elif len(files) == 1:
+        live.start(files[0], 1, 1)
+        chunks = iter_audio(files[0], chunk_seconds=CHUNK_SECONDS)
+        transcript = transcribe_segmented(
+            decoder,
+            chunks,
+            max_seconds=segment_s,
+            language=language,
+            on_update=live.update,
+            balance_tail=True,
+        )
+        live.done()
+        emit(files[0], transcript)
+    else:
+        # The files' segments share the decoder's rows; each file is written as soon as it is done
+        # (in order), and its text is shown then.
+        sources = (iter_audio(path, chunk_seconds=CHUNK_SECONDS) for path in files)
+        for index, transcript in transcribe_segmented_files(
+            decoder, sources, max_seconds=segment_s, language=language, balance_tail=True
+        ):
+            live.start(files[index], index + 1, len(files))
+            live.update(SessionUpdate(tokens=transcript.tokens))
+            live.done()
+            emit(files[index], transcript)
     return 0
 
 
@@ -483,6 +524,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         batch_seconds=args.batch_seconds,
         segment_seconds=args.segment_seconds,
         segment_batch=args.segment_batch,
+        folder_batch=args.folder_batch,
         compare_transformers=args.compare == "transformers",
         report=lambda line: print(line, file=sys.stderr, flush=True),
     )

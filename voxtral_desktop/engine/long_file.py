@@ -15,7 +15,7 @@ Memory stays bounded: the driver holds about batch x max_seconds of audio, never
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,7 +25,13 @@ from voxtral_desktop.engine.batch import BatchDecoder, padded_audio
 from voxtral_desktop.engine.events import SessionUpdate, TimedToken
 from voxtral_desktop.engine.transcribe import Transcript
 
-__all__ = ["DEFAULT_MAX_SECONDS", "DEFAULT_SEARCH_SECONDS", "plan_cuts", "transcribe_segmented"]
+__all__ = [
+    "DEFAULT_MAX_SECONDS",
+    "DEFAULT_SEARCH_SECONDS",
+    "plan_cuts",
+    "transcribe_segmented",
+    "transcribe_segmented_files",
+]
 
 DEFAULT_MAX_SECONDS = 30.0
 DEFAULT_SEARCH_SECONDS = 5.0
@@ -171,6 +177,192 @@ class _Merger:
         return out
 
 
+class _Cutter:
+    """One input's segments `(start sample, audio)`, in order, cut where `plan_cuts` would cut the
+    whole signal. Audio is buffered until it holds `batch` full segments (plus the half window
+    the last cut's loudness needs); those are cut, and only the rest is kept. At the end the
+    audio left is cut with `tail` limits (`_tail_limits` with `balance_tail`). So about
+    batch x max_seconds + one chunk is held, and the cuts do not depend on the chunk sizes."""
+
+    def __init__(self, chunks: Iterable[np.ndarray], limits: _Limits, batch: int, balance_tail: bool) -> None:
+        self.chunks, self.limits, self.batch, self.balance_tail = chunks, limits, batch, balance_tail
+        self.n_samples = 0  # read so far
+
+    def _group(self, audio: np.ndarray, final: bool, limits: _Limits) -> list[tuple[int, int]]:
+        """Up to `batch` segments from the front of `audio` (exactly `batch` unless final)."""
+        bounds: list[tuple[int, int]] = []
+        start = 0
+        while len(bounds) < self.batch:
+            cut = _next_cut(audio, start, limits)
+            if cut is None:
+                assert final, "a full batch was promised"
+                bounds.append((start, len(audio)))
+                break
+            bounds.append((start, cut))
+            start = cut
+        return bounds
+
+    def __iter__(self) -> Iterator[tuple[int, np.ndarray]]:
+        # Past this many samples the first `batch` cuts, and every window they look at, lie inside
+        # the buffer: they are then the cuts planned on the whole file.
+        ready = self.batch * self.limits.max_samples + _HALF_WINDOW
+        offset = 0  # file position of the buffer's first sample
+        pending: list[np.ndarray] = []
+        n_pending = 0
+        for chunk in self.chunks:
+            piece = np.asarray(chunk, dtype=np.float32)
+            if piece.ndim != 1:
+                raise ValueError(f"chunks must be mono 1-D float32 arrays, got shape {piece.shape}")
+            pending.append(piece)
+            n_pending += len(piece)
+            self.n_samples += len(piece)
+            while n_pending >= ready:
+                audio = np.concatenate(pending)
+                bounds = self._group(audio, False, self.limits)
+                for a, b in bounds:
+                    yield offset + a, audio[a:b]
+                consumed = bounds[-1][1]
+                rest = audio[consumed:].copy()  # a copy, so the consumed audio can be freed
+                offset += consumed
+                pending, n_pending = [rest], len(rest)
+        audio = np.concatenate(pending) if pending else np.zeros(0, np.float32)
+        tail = _tail_limits(self.limits, len(audio), self.batch) if self.balance_tail else self.limits
+        while len(audio):
+            bounds = self._group(audio, True, tail)
+            for a, b in bounds:
+                yield offset + a, audio[a:b]
+            consumed = bounds[-1][1]
+            offset += consumed
+            audio = audio[consumed:]
+
+
+@dataclass
+class _Piece:
+    file: int
+    index: int  # within its file
+    start: int  # sample offset in its file
+    audio: np.ndarray
+
+
+class _FileState:
+    """One input's decoded pieces, merged in order as soon as they are contiguous."""
+
+    def __init__(self, on_update: Callable[[SessionUpdate], None] | None) -> None:
+        self.merger = _Merger(on_update)
+        self.done: dict[int, tuple[int, Transcript]] = {}
+        self.merged = 0  # pieces merged so far
+        self.n_pieces: int | None = None  # known once the input is cut to its end
+        self.n_samples = 0
+
+    def flush(self) -> None:
+        starts, transcripts = [], []
+        while self.merged in self.done:
+            start, transcript = self.done.pop(self.merged)
+            starts.append(start)
+            transcripts.append(transcript)
+            self.merged += 1
+        if transcripts:
+            self.merger.add_batch(starts, transcripts)
+
+    @property
+    def complete(self) -> bool:
+        return self.n_pieces is not None and self.merged == self.n_pieces
+
+
+def _take(pool: list[_Piece], batch: int) -> list[_Piece]:
+    """The oldest piece and the `batch - 1` others closest to it in length (the older among
+    equals), in pool order: a batch runs as long as its longest row, so similar lengths waste
+    few rows, and every piece waits at most len(pool) / batch batches."""
+    anchor = len(pool[0].audio)
+    others = sorted(range(1, len(pool)), key=lambda i: (abs(len(pool[i].audio) - anchor), i))
+    chosen = {0, *others[: batch - 1]}
+    taken = [p for i, p in enumerate(pool) if i in chosen]
+    pool[:] = [p for i, p in enumerate(pool) if i not in chosen]
+    return taken
+
+
+def transcribe_segmented_files(
+    decoder: BatchDecoder,
+    sources: Iterable[Iterable[np.ndarray]],
+    *,
+    max_seconds: float = DEFAULT_MAX_SECONDS,
+    search_seconds: float = DEFAULT_SEARCH_SECONDS,
+    language: str | None = None,
+    on_update: Callable[[int, SessionUpdate], None] | None = None,
+    balance_tail: bool = False,
+    lookahead: int = 2,
+) -> Iterator[tuple[int, Transcript]]:
+    """Many inputs (each an iterable of float32 16 kHz chunks, e.g. `iter_audio`, opened only when
+    reached) cut into segments that share the decoder's batches: a folder of files keeps all
+    `decoder.batch` rows busy, not just the rows one file's segments fill. Yields `(index,
+    transcript)` in input order as each input is done; a transcript equals what
+    `transcribe_segmented` gives for that input alone (the same cuts; each segment is an
+    independent stream), except that only the last input's tail is balanced.
+
+    Up to `lookahead` x batch segments wait; each batch takes the oldest and those closest to it
+    in length (`_take`). `on_update(index, update)` gets an input's tokens in order as they are
+    merged, then `finished=True`."""
+    limits = _Limits.of(max_seconds, search_seconds)
+    _check_decoder(decoder, limits, max_seconds)
+    files: list[_FileState] = []
+    pool: list[_Piece] = []
+    yielded = 0
+
+    def update_for(index: int) -> Callable[[SessionUpdate], None] | None:
+        return None if on_update is None else lambda update: on_update(index, update)
+
+    def decode() -> None:
+        pieces = _take(pool, decoder.batch)
+        transcripts = decoder.transcribe([p.audio for p in pieces])
+        for piece, transcript in zip(pieces, transcripts, strict=True):
+            files[piece.file].done[piece.index] = (piece.start, transcript)
+        for index in sorted({p.file for p in pieces}):
+            files[index].flush()
+
+    def finished() -> Iterator[tuple[int, Transcript]]:
+        nonlocal yielded
+        while yielded < len(files) and files[yielded].complete:
+            state = files[yielded]
+            if on_update is not None:
+                on_update(yielded, SessionUpdate(finished=True))
+            tokens = state.merger.tokens
+            yield (
+                yielded,
+                Transcript(
+                    text="".join(t.text for t in tokens),
+                    tokens=tuple(tokens),
+                    delay_ms=decoder.config.delay_ms,
+                    duration_s=state.n_samples / SAMPLE_RATE,
+                    language=language,
+                ),
+            )
+            state.merger.tokens = []  # handed over: not held twice
+            yielded += 1
+
+    window = max(1, lookahead) * decoder.batch
+    inputs = iter(sources)
+    current = next(inputs, None)
+    while current is not None:
+        following = next(inputs, None)  # only the last input's tail is balanced
+        index = len(files)
+        state = _FileState(update_for(index))
+        files.append(state)
+        cutter = _Cutter(current, limits, decoder.batch, balance_tail and following is None)
+        count = 0
+        for start, audio in cutter:
+            pool.append(_Piece(index, count, start, audio))
+            count += 1
+            if len(pool) >= window:
+                decode()
+                yield from finished()
+        state.n_pieces, state.n_samples = count, cutter.n_samples
+        yield from finished()
+        current = following
+    while pool:
+        decode()
+        yield from finished()
+
+
 def transcribe_segmented(
     decoder: BatchDecoder,
     chunks: Iterable[np.ndarray],
@@ -189,60 +381,18 @@ def transcribe_segmented(
     cut's loudness needs), then those go to the decoder and only the rest is kept; so at most
     about batch x max_seconds + one chunk is held, and the cuts do not depend on the chunk sizes.
     `on_update` gets each batch's tokens (already on the file's timeline), then `finished=True`.
-    Input with no samples gives an empty transcript.
+    Input with no samples gives an empty transcript. (`transcribe_segmented_files` with one
+    input, its segments in order.)
     """
-    limits = _Limits.of(max_seconds, search_seconds)
-    _check_decoder(decoder, limits, max_seconds)
-    merger = _Merger(on_update)
-    # Past this many samples the first `batch` cuts, and every window they look at, lie inside the
-    # buffer: they are then the cuts planned on the whole file.
-    ready = decoder.batch * limits.max_samples + _HALF_WINDOW
-    offset = 0  # file position of the buffer's first sample
-    pending: list[np.ndarray] = []
-    n_pending = n_total = 0
-
-    def decode(audio: np.ndarray, final: bool, limits: _Limits = limits) -> int:
-        """One batch from the front of `audio`; returns the samples it consumed."""
-        bounds: list[tuple[int, int]] = []
-        start = 0
-        while len(bounds) < decoder.batch:
-            cut = _next_cut(audio, start, limits)
-            if cut is None:
-                assert final, "a full batch was promised"
-                bounds.append((start, len(audio)))
-                break
-            bounds.append((start, cut))
-            start = cut
-        transcripts = decoder.transcribe([audio[a:b] for a, b in bounds])
-        merger.add_batch([offset + a for a, _ in bounds], transcripts)
-        return bounds[-1][1]
-
-    for chunk in chunks:
-        piece = np.asarray(chunk, dtype=np.float32)
-        if piece.ndim != 1:
-            raise ValueError(f"chunks must be mono 1-D float32 arrays, got shape {piece.shape}")
-        pending.append(piece)
-        n_pending += len(piece)
-        n_total += len(piece)
-        while n_pending >= ready:
-            audio = np.concatenate(pending)
-            consumed = decode(audio, final=False)
-            rest = audio[consumed:].copy()  # a copy, so the consumed audio is freed
-            offset += consumed
-            pending, n_pending = [rest], len(rest)
-
-    audio = np.concatenate(pending) if pending else np.zeros(0, np.float32)
-    tail = _tail_limits(limits, len(audio), decoder.batch) if balance_tail else limits
-    while len(audio):
-        consumed = decode(audio, final=True, limits=tail)
-        offset += consumed
-        audio = audio[consumed:]
-    if on_update is not None:
-        on_update(SessionUpdate(finished=True))
-    return Transcript(
-        text="".join(t.text for t in merger.tokens),
-        tokens=tuple(merger.tokens),
-        delay_ms=decoder.config.delay_ms,
-        duration_s=n_total / SAMPLE_RATE,
+    results = transcribe_segmented_files(
+        decoder,
+        [chunks],
+        max_seconds=max_seconds,
+        search_seconds=search_seconds,
         language=language,
+        on_update=None if on_update is None else lambda _index, update: on_update(update),
+        balance_tail=balance_tail,
+        lookahead=1,
     )
+    ((_, transcript),) = results
+    return transcript
