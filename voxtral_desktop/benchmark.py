@@ -58,6 +58,8 @@ class BenchResult:
     batch_files: int = 0
     batch_seconds_each: float = 0.0
     batch_rtfx: float = 0.0  # audio-hours per hour
+    folder_batch: int = 0  # the same files through `transcribe`'s path: segments sharing this many rows
+    folder_segmented_rtfx: float = 0.0
     gpu_model_gb: float = 0.0  # held by the Q4 model alone once loaded (GiB)
     gpu_session_gb: float = 0.0  # held by the Q4 model and one live session once it runs (GiB)
     peak_gpu_gb: float = 0.0  # the Q4 model and one live session (full-window caches), streaming
@@ -152,6 +154,7 @@ def run_bench(
     batch_seconds: float = 60.0,
     segment_seconds: float = 30.0,
     segment_batch: int = 8,
+    folder_batch: int = 32,
     compare_transformers: bool = False,
     config: ModelConfig | None = None,
     report: Callable[[str], None] = print,
@@ -242,6 +245,34 @@ def run_bench(
                 f"at a time: {result.file_segmented_rtfx}x real time"
             )
             del segments
+    if batch_files > 0 and segment_seconds > 0 and folder_batch > 0:
+        # What `voxtral-desktop transcribe` does with several files: their segments share the
+        # rows of one Q4 batch decoder, each file's transcript complete and in order.
+        from voxtral_desktop.engine.long_file import transcribe_segmented_files
+
+        rows = BatchDecoder(
+            model, tokenizer, StreamConfig(480), batch=folder_batch, max_seconds=segment_seconds,
+            cuda_graphs=is_cuda,
+        )  # fmt: skip
+        folder = [noise(batch_seconds, seed=10 + i) for i in range(batch_files)]
+        warm_up = [[a[: 2 * SAMPLE_RATE]] for a in folder[:2]]
+        list(transcribe_segmented_files(rows, warm_up, max_seconds=segment_seconds))
+        _sync(dev)
+        t0 = time.perf_counter()
+        done = list(
+            transcribe_segmented_files(
+                rows, [[a] for a in folder], max_seconds=segment_seconds, balance_tail=True
+            )
+        )
+        _sync(dev)
+        assert len(done) == batch_files
+        result.folder_batch = folder_batch
+        result.folder_segmented_rtfx = _rate(batch_files * batch_seconds / (time.perf_counter() - t0))
+        report(
+            f"the folder through transcribe ({batch_files} x {batch_seconds:.0f} s, segments <= "
+            f"{segment_seconds:.0f} s sharing {folder_batch} rows): {result.folder_segmented_rtfx}x real time"
+        )
+        del rows, folder, done
     if is_cuda:
         result.peak_gpu_file_gb = round(torch.cuda.max_memory_allocated(dev) / 1024**3, 3)
         report(f"peak GPU memory (Q4 model, live session and file paths): {result.peak_gpu_file_gb} GiB")
@@ -326,6 +357,8 @@ def format_table(result: BenchResult) -> str:
          f"{result.file_segmented_rtfx}x real time"),
         (f"folder batch {result.batch_files} x {result.batch_seconds_each:.0f} s",
          f"{result.batch_rtfx}x real time"),
+        (f"the folder through transcribe, segments x {result.folder_batch} rows",
+         f"{result.folder_segmented_rtfx}x real time"),
         ("GPU held: Q4 model / + live session",
          f"{result.gpu_model_gb} GiB / {result.gpu_session_gb} GiB"),
         ("peak GPU: live session / with file paths",
