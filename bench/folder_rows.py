@@ -4,8 +4,9 @@
 
 Runs `transcribe_segmented_files` (what `voxtral-desktop transcribe` does with several files) over
 N random-noise files of S seconds, in segments of at most --segment seconds, for each row count:
-on the Q4 model with the `auto` kernel (--rows), and on dequantised bf16 weights (--dense). Prints
-the real-time factor and the peak GPU memory of each run beyond the model itself.
+on the Q4 model with the `auto` kernel (--rows), and with the decoder's dense bf16 copies of the
+weights (--dense: `BatchDecoder(dense=True)`). Prints the real-time factor and the peak GPU memory
+of each run beyond the model itself (the dense copy included).
 """
 
 from __future__ import annotations
@@ -41,15 +42,20 @@ folder = [noise(args.seconds, seed=10 + i) for i in range(args.files)]
 audio_s = args.files * args.seconds
 
 
-def run(model, rows: int, label: str) -> None:
+def run(model, rows: int, dense: bool) -> None:
+    label = "dense" if dense else "q4   "
     gc.collect()
     torch.cuda.empty_cache()
     base = torch.cuda.memory_allocated(dev)
     torch.cuda.reset_peak_memory_stats(dev)
     try:
+        t_build = time.perf_counter()
         decoder = BatchDecoder(
-            model, tokenizer, StreamConfig(480), batch=rows, max_seconds=args.segment, cuda_graphs=True
-        )
+            model, tokenizer, StreamConfig(480), batch=rows, max_seconds=args.segment, cuda_graphs=True,
+            dense=dense,
+        )  # fmt: skip
+        torch.cuda.synchronize()
+        t_build = time.perf_counter() - t_build
         warm = [[a[: 2 * SAMPLE_RATE]] for a in folder[:2]]
         list(transcribe_segmented_files(decoder, warm, max_seconds=args.segment))
         torch.cuda.synchronize()
@@ -68,23 +74,17 @@ def run(model, rows: int, label: str) -> None:
     peak = (torch.cuda.max_memory_allocated(dev) - base) / 1024**3
     print(
         f"{label} rows {rows:4d}: {audio_s / elapsed:8.1f}x real time ({elapsed:.2f} s for "
-        f"{args.files} x {args.seconds:g} s), peak {peak:.2f} GiB beyond the model",
+        f"{args.files} x {args.seconds:g} s), peak {peak:.2f} GiB beyond the model, built in {t_build:.2f} s",
         flush=True,
     )
     del decoder, done
 
 
 backend = choose_q4_backend(dev, "auto")
-q4 = build_model(config, tensors, device=dev, dtype=torch.bfloat16, q4_backend=backend, fuse=True)
-q4.kv_int8 = choose_kv_int8(dev, torch.bfloat16, "auto")
-print(f"Q4 kernel: {backend.name if backend else 'dense'}; KV int8: {q4.kv_int8}", flush=True)
+model = build_model(config, tensors, device=dev, dtype=torch.bfloat16, q4_backend=backend, fuse=True)
+model.kv_int8 = choose_kv_int8(dev, torch.bfloat16, "auto")
+print(f"Q4 kernel: {backend.name if backend else 'dense'}; KV int8: {model.kv_int8}", flush=True)
 for rows in args.rows:
-    run(q4, rows, "q4   ")
-del q4
-if args.dense:
-    gc.collect()
-    torch.cuda.empty_cache()
-    dense = build_model(config, tensors, device=dev, dtype=torch.bfloat16, q4_backend=None, fuse=True)
-    dense.kv_int8 = choose_kv_int8(dev, torch.bfloat16, "auto")
-    for rows in args.dense:
-        run(dense, rows, "dense")
+    run(model, rows, False)
+for rows in args.dense:
+    run(model, rows, True)

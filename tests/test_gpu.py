@@ -501,6 +501,13 @@ def test_batched_file_decoder_with_graphs_equals_sessions(tokenizer_small) -> No
     single = [[t.id for t in transcribe_stream(session, [a]).tokens] for a in audios]
     decoder = BatchDecoder(model, tokenizer_small, stream, batch=8, cuda_graphs=True)
     assert [[t.id for t in r.tokens] for r in decoder.transcribe(audios)] == single
+    # Dense copies (a folder's many rows): graphs captured on them, replayed in later calls, and
+    # the model's other users (a live session made afterwards) still on the Q4 kernels.
+    dense = BatchDecoder(model, tokenizer_small, stream, batch=8, cuda_graphs=True, dense=True)
+    for _ in range(2):
+        assert [[t.id for t in r.tokens] for r in dense.transcribe(audios)] == single
+    live = StreamingSession(model, tokenizer_small, stream, cuda_graphs=True)
+    assert [t.id for t in transcribe_stream(live, [audios[2]]).tokens] == single[2]
 
 
 def _teacher_forced_logits(

@@ -337,6 +337,37 @@ def test_files_share_batches_and_each_equals_its_own_run(tiny_model, tokenizer_s
         assert [t for u in updates[index] for t in u.tokens] == list(transcript.tokens)
 
 
+def test_a_dense_batch_decoder_gives_the_same_text_and_leaves_the_model_q4(
+    tiny_model, tokenizer_small
+) -> None:
+    """BatchDecoder(dense=True) runs on its own dense copies of the Q4 matrices: the same tokens
+    (the copies are the backends' exact dense forms), and outside its calls every other user of
+    the model still gets the Q4 path."""
+    from voxtral_desktop.engine.batch import choose_dense
+    from voxtral_desktop.kernels.linear import Q4Linear, dense_weights
+
+    audio, _ = three_parts()
+    inputs = [audio[: 2 * SR], audio[2 * SR : 5 * SR]]
+    runs = {}
+    for dense in (False, True):
+        decoder = BatchDecoder(
+            tiny_model, tokenizer_small, StreamConfig(480), batch=2, max_seconds=MAX_S, dense=dense
+        )
+        assert decoder.dense == dense
+        runs[dense] = decoder.transcribe(inputs)
+        q4 = [m for m in tiny_model.modules() if isinstance(m, Q4Linear)]
+        assert q4 and all(m.dense is None for m in q4)
+    assert runs[True] == runs[False]
+    # A nested dense_weights (the encoder phase) keeps the decoder's copies and leaves them set.
+    with decoder._weights():
+        held = [m.dense for m in tiny_model.modules() if isinstance(m, Q4Linear)]
+        with dense_weights(tiny_model.encoder, torch.float32):
+            pass
+        after = [m.dense for m in tiny_model.modules() if isinstance(m, Q4Linear)]
+        assert held and all(a is not None and a is b for a, b in zip(after, held, strict=True))
+    assert choose_dense(tiny_model, 64) == (False, "Q4 weights (dense copies pay off on CUDA only)")
+
+
 class LengthDecoder(ScriptedDecoder):
     """Records each batch's segment lengths (in seconds) and which batch every segment went to."""
 
@@ -495,3 +526,30 @@ def test_cli_segments_that_do_not_fit_the_gpu(
     code, out, err = transcribe(capsys, tiny, long_wav)
     assert code == 0 and out == single
     assert "one stream instead" in err
+
+
+def test_cli_several_files_take_fewer_rows_when_the_gpu_is_short(
+    capsys: pytest.CaptureFixture[str], tiny: Path, long_wav: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Several files: FOLDER_BATCH rows, then half that, ... down to SEGMENT_BATCH; the first size
+    that fits decodes every file."""
+    from voxtral_desktop import cli
+    from voxtral_desktop.engine.engine import Engine
+    from voxtral_desktop.errors import DeviceError
+
+    real = Engine.batch_decoder
+    asked: list[int] = []
+
+    def short_of_memory(self, config, *, batch, max_seconds):
+        asked.append(batch)
+        if batch > 16:
+            raise DeviceError(f"not enough memory for {batch} streams of {max_seconds:g} s")
+        return real(self, config, batch=batch, max_seconds=max_seconds)
+
+    monkeypatch.setattr(Engine, "batch_decoder", short_of_memory)
+    monkeypatch.setattr(cli, "FOLDER_BATCH", 64)
+    code, out, err = transcribe(capsys, tiny, long_wav, long_wav, "-f", "json", "--segment-seconds", "1")
+    assert code == 0, err
+    assert asked == [64, 32, 16]
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert len(lines) == 2 and all(line["text"] for line in lines)

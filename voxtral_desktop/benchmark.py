@@ -248,11 +248,13 @@ def run_bench(
     if batch_files > 0 and segment_seconds > 0 and folder_batch > 0:
         # What `voxtral-desktop transcribe` does with several files: their segments share the
         # rows of one Q4 batch decoder, each file's transcript complete and in order.
+        from voxtral_desktop.engine.batch import choose_dense
         from voxtral_desktop.engine.long_file import transcribe_segmented_files
 
+        use_dense, why = choose_dense(model, folder_batch)
         rows = BatchDecoder(
             model, tokenizer, StreamConfig(480), batch=folder_batch, max_seconds=segment_seconds,
-            cuda_graphs=is_cuda,
+            cuda_graphs=is_cuda, dense=use_dense,
         )  # fmt: skip
         folder = [noise(batch_seconds, seed=10 + i) for i in range(batch_files)]
         warm_up = [[a[: 2 * SAMPLE_RATE]] for a in folder[:2]]
@@ -270,8 +272,10 @@ def run_bench(
         result.folder_segmented_rtfx = _rate(batch_files * batch_seconds / (time.perf_counter() - t0))
         report(
             f"the folder through transcribe ({batch_files} x {batch_seconds:.0f} s, segments <= "
-            f"{segment_seconds:.0f} s sharing {folder_batch} rows): {result.folder_segmented_rtfx}x real time"
+            f"{segment_seconds:.0f} s sharing {folder_batch} rows, {why}): "
+            f"{result.folder_segmented_rtfx}x real time"
         )
+        result.notes.append(f"folder through transcribe: {why}")
         del rows, folder, done
     if is_cuda:
         result.peak_gpu_file_gb = round(torch.cuda.max_memory_allocated(dev) / 1024**3, 3)

@@ -42,9 +42,12 @@ KV_HELP = (
 OUTPUT_FORMATS = ("txt", "srt", "vtt", "json", "all")
 SEGMENT_SECONDS_CUDA = 30.0  # --segment-seconds on a CUDA device unless told otherwise
 SEGMENT_BATCH = 8  # segments of one file decoded side by side
-# Several files: their segments share the rows (more rows, more throughput; on a GPU too small
-# for them it falls back to SEGMENT_BATCH, then to one stream). bench/RESULTS.md: session 7.
-FOLDER_BATCH = 32
+# Several files: their segments share the rows of one decoder, on dense weight copies where they
+# fit (engine/batch.choose_dense). On the H100, 256 x 60 s files in 30 s segments ran at 323x with
+# 32 rows, 515x with 64, 680x with 128 (bench/RESULTS.md, session 7): the dense step reads its
+# 8.9 GB of weights whatever the rows, so rows are nearly free up to where the matmuls turn
+# compute-bound (~256 on an H100). A GPU too small for them takes half the rows, and so on.
+FOLDER_BATCH = 256
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: `voxtral-desktop transcribe ... | head`
 
@@ -365,16 +368,19 @@ def _segment_decoder(
 ) -> BatchDecoder | None:
     """The batch decoder for segments of `segment_s` (None: one exact stream per file): rows for
     FOLDER_BATCH segments when there are several files, else SEGMENT_BATCH. Out of GPU memory,
-    fewer rows, then (unless segments were asked for) one stream with a warning."""
+    half the rows down to SEGMENT_BATCH, then (unless segments were asked for) one stream with a
+    warning."""
     if segment_s <= 0:
         return None
-    sizes = [FOLDER_BATCH, SEGMENT_BATCH] if n_files > 1 else [SEGMENT_BATCH]
-    for batch in sizes:
+    sizes = [SEGMENT_BATCH]
+    while n_files > 1 and sizes[0] < FOLDER_BATCH:  # FOLDER_BATCH, half that, ..., SEGMENT_BATCH
+        sizes.insert(0, min(2 * sizes[0], FOLDER_BATCH))
+    for batch, fewer in zip(sizes, [*sizes[1:], None], strict=True):
         try:
             decoder = engine.batch_decoder(config, batch=batch, max_seconds=segment_s)
         except DeviceError as e:
-            if batch != sizes[-1]:
-                log.info("%s; trying %d rows", e, sizes[-1])
+            if fewer is not None:
+                log.info("%s; trying %d rows", e, fewer)
                 continue
             if asked:  # asked for: say why it cannot be done
                 raise

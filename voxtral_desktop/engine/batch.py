@@ -15,8 +15,10 @@ so it is kept for `encoder_batch` streams only), storing one audio vector per po
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
 
 import numpy as np
 import torch
@@ -33,7 +35,7 @@ from voxtral_desktop.config import (
 from voxtral_desktop.engine.events import TimedToken
 from voxtral_desktop.engine.tokenizer import StreamingDetokenizer, TekkenTokenizer
 from voxtral_desktop.engine.transcribe import Transcript
-from voxtral_desktop.kernels.linear import dense_weights
+from voxtral_desktop.kernels.linear import DenseCopy, dense_nbytes, dense_weights
 from voxtral_desktop.model.decoder import DecoderState
 from voxtral_desktop.model.encoder import EncoderState
 from voxtral_desktop.model.graph_step import GraphStep
@@ -43,6 +45,28 @@ log = logging.getLogger(__name__)
 
 ENCODER_CHUNK_TOKENS = 64
 DECODE_RUN = 64  # positions replayed between two reads of the tokens
+
+
+DENSE_MIN_ROWS = 32  # from here on a folder's rows run on dense weights when the GPU holds them
+DENSE_SPARE_BYTES = 6 << 30  # left free beside the dense copy for the decoder's state and work
+
+
+def choose_dense(model: VoxtralModel, batch: int) -> tuple[bool, str]:
+    """Whether a `batch`-row decoder should run on dense weights, and why: on CUDA from
+    DENSE_MIN_ROWS rows on, when the dense copy fits with DENSE_SPARE_BYTES to spare (the Q4
+    kernels are read-bound at a few rows; at many, cuBLAS on bf16 wins: bench/RESULTS.md)."""
+    if model.device.type != "cuda":
+        return False, "Q4 weights (dense copies pay off on CUDA only)"
+    if batch < DENSE_MIN_ROWS:
+        return False, f"Q4 weights ({batch} rows; dense from {DENSE_MIN_ROWS})"
+    need = dense_nbytes(model, model.dtype)
+    free, _ = torch.cuda.mem_get_info(model.device)
+    if free < need + DENSE_SPARE_BYTES:
+        return False, (
+            f"Q4 weights (a dense copy needs {need / 2**30:.1f} GiB + {DENSE_SPARE_BYTES >> 30} GiB spare, "
+            f"{free / 2**30:.1f} GiB free)"
+        )
+    return True, f"dense {str(model.dtype).removeprefix('torch.')} weights ({need / 2**30:.1f} GiB copy)"
 
 
 def padded_audio(audio: np.ndarray, config: StreamConfig) -> np.ndarray:
@@ -68,6 +92,7 @@ class BatchDecoder:
         cuda_graphs: bool = False,
         encoder_batch: int | None = None,
         encoder_chunk: int | None = None,
+        dense: bool = False,
     ) -> None:
         """Files up to `max_seconds` long; that bounds the decoder cache (B x positions x 106 KB,
         half that with int8 KV). The encoder phase runs `encoder_batch` streams at a time in
@@ -75,8 +100,34 @@ class BatchDecoder:
         ~122 MB a stream with int8 KV, 263 MB in bf16). By default 64 streams with an int8 cache
         (CUDA), else 8; chunks of 64 positions (2,048 frames a matmul for 8 streams), 32 from 32
         streams on, where the chunk's keys are then mostly inside the window. On the H100, 64
-        streams x 32 positions were the fastest (bench/RESULTS.md)."""
+        streams x 32 positions were the fastest (bench/RESULTS.md).
+
+        `dense`: the decoder holds dense copies of the model's Q4 matrices (`DenseCopy`, 2 bytes
+        a weight in bf16) and runs on them: with many rows cuBLAS beats the Q4 kernels (on the
+        H100, 64 rows of a folder's segments ran 2.7x faster: bench/RESULTS.md, session 7); the
+        model's other users keep the Q4 kernels. See `choose_dense`."""
         self.model, self.tokenizer, self.config, self.batch = model, tokenizer, config, batch
+        self._dense = DenseCopy(model, model.dtype) if dense else None
+        with self._weights():
+            self._allocate(model, config, batch, max_seconds, cuda_graphs, encoder_batch, encoder_chunk)
+
+    def _weights(self) -> AbstractContextManager[None]:
+        return self._dense.applied() if self._dense is not None else contextlib.nullcontext()
+
+    @property
+    def dense(self) -> bool:
+        return self._dense is not None
+
+    def _allocate(
+        self,
+        model: VoxtralModel,
+        config: StreamConfig,
+        batch: int,
+        max_seconds: float,
+        cuda_graphs: bool,
+        encoder_batch: int | None,
+        encoder_chunk: int | None,
+    ) -> None:
         if encoder_batch is None:
             encoder_batch = 64 if model.kv_int8 and model.device.type == "cuda" else 8
         self.encoder_batch = min(batch, encoder_batch)
@@ -114,6 +165,10 @@ class BatchDecoder:
     @torch.no_grad()
     def transcribe(self, audios: Sequence[np.ndarray]) -> list[Transcript]:
         """Up to `batch` mono float32 16 kHz signals -> their transcripts, in the given order."""
+        with self._weights():
+            return self._transcribe(audios)
+
+    def _transcribe(self, audios: Sequence[np.ndarray]) -> list[Transcript]:
         if not 0 < len(audios) <= self.batch:
             raise ValueError(f"between 1 and {self.batch} signals per call, got {len(audios)}")
         cfg, model = self.config, self.model

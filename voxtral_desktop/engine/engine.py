@@ -6,6 +6,7 @@ surfaces here as a one-line `VoxtralError`.
 
 from __future__ import annotations
 
+import gc
 import logging
 import math
 import time
@@ -16,7 +17,7 @@ import torch
 
 from voxtral_desktop.config import DEFAULT_DELAY_MS, StreamConfig
 from voxtral_desktop.device import DeviceChoice, resolve_device
-from voxtral_desktop.engine.batch import BatchDecoder
+from voxtral_desktop.engine.batch import BatchDecoder, choose_dense
 from voxtral_desktop.engine.events import ModelInfo
 from voxtral_desktop.engine.session import StreamingSession
 from voxtral_desktop.engine.tokenizer import TekkenTokenizer
@@ -108,9 +109,17 @@ class Engine:
             cuda_graphs=self.device.device.type == "cuda",
         )
 
-    def batch_decoder(self, config: StreamConfig, *, batch: int, max_seconds: float) -> BatchDecoder:
+    def batch_decoder(
+        self, config: StreamConfig, *, batch: int, max_seconds: float, dense: bool | None = None
+    ) -> BatchDecoder:
         """Preallocated state for `batch` streams of up to `max_seconds` (file batches, long files
-        cut into segments); build it once and reuse it. On CUDA its steps replay captured graphs."""
+        cut into segments); build it once and reuse it. On CUDA its steps replay captured graphs.
+        `dense` None: dense weight copies where `choose_dense` says they pay off and fit (logged);
+        out of memory for them, the Q4 weights."""
+        cuda = self.device.device.type == "cuda"
+        if dense is None:
+            dense, why = choose_dense(self.model, batch)
+            log.info("file batch of %d rows: %s", batch, why)
         try:
             return BatchDecoder(
                 self.model,
@@ -118,9 +127,16 @@ class Engine:
                 config,
                 batch=batch,
                 max_seconds=max_seconds,
-                cuda_graphs=self.device.device.type == "cuda",
+                cuda_graphs=cuda,
+                dense=dense,
             )
         except torch.OutOfMemoryError:
+            if dense:
+                gc.collect()
+                if cuda:
+                    torch.cuda.empty_cache()
+                log.info("no memory for dense weights beside %d rows; using the Q4 weights", batch)
+                return self.batch_decoder(config, batch=batch, max_seconds=max_seconds, dense=False)
             raise DeviceError(
                 f"not enough memory on {self.device.device} for {batch} streams of {max_seconds:g} s; "
                 "try shorter segments (--segment-seconds) or --device cpu"

@@ -153,22 +153,58 @@ def add_bias(out: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     return out if bias is None else out + bias
 
 
+def _dense_capable(module: nn.Module) -> list[Q4Linear | TiedEmbedding]:
+    """The Q4 matrices of `module` (linear layers, the tied output head) that can run dense."""
+    return [
+        m
+        for m in module.modules()
+        if isinstance(m, (Q4Linear, TiedEmbedding))
+        and m.prepared is not None
+        and hasattr(m.backend, "dequantize")
+    ]
+
+
+def dense_nbytes(module: nn.Module, dtype: torch.dtype) -> int:
+    """Bytes the dense forms of `module`'s Q4 matrices take (`DenseCopy`, `dense_weights`)."""
+    return sum(m.out_features * m.in_features for m in _dense_capable(module)) * dtype.itemsize
+
+
+class DenseCopy:
+    """The dense forms of a module's Q4 matrices, held by their owner (a file batch decoder) and
+    put in place only while it runs (`applied`): other users of the model keep the Q4 kernels,
+    and CUDA graphs captured inside keep reading these tensors for as long as the owner lives.
+
+    Each output is what the backend's dense form of the weight gives (exactly the reference for
+    `reference`)."""
+
+    def __init__(self, module: nn.Module, dtype: torch.dtype) -> None:
+        self.pairs = [(m, m.backend.dequantize(m.prepared, dtype)) for m in _dense_capable(module)]  # type: ignore[attr-defined]
+
+    @contextmanager
+    def applied(self) -> Iterator[None]:
+        """Inside, the matrices run as dense matmuls; ones already dense (an enclosing copy) stay."""
+        changed = [m for m, _ in self.pairs if m.dense is None]
+        try:
+            for m, w in self.pairs:
+                if m.dense is None:
+                    m.dense = w
+            yield
+        finally:
+            for m in changed:
+                m.dense = None
+
+
 @contextmanager
 def dense_weights(module: nn.Module, dtype: torch.dtype) -> Iterator[None]:
     """Inside, every Q4 matrix of `module` whose backend can dequantise runs as a dense matmul.
 
     For long runs of large matmuls (the encoder over a batch of whole files): int4 kernels are
     fast at a few rows and slow at thousands, where dequantising once (0.97 B weights of the
-    encoder: 1.9 GB in bf16, held only inside) and using cuBLAS wins. Each output is what the
-    backend's dense form of the weight gives (exactly the reference for `reference`)."""
-    layers = [m for m in module.modules() if isinstance(m, Q4Linear) and hasattr(m.backend, "dequantize")]
-    try:
-        for m in layers:
-            m.dense = m.backend.dequantize(m.prepared, dtype)  # type: ignore[attr-defined]
+    encoder: 1.9 GB in bf16, held only inside) and using cuBLAS wins. Matrices that are already
+    dense (inside a `DenseCopy`) are left as they are."""
+    pending = nn.ModuleList([m for m in _dense_capable(module) if m.dense is None])
+    with DenseCopy(pending, dtype).applied():
         yield
-    finally:
-        for m in layers:
-            m.dense = None
 
 
 class TiedEmbedding(nn.Module):
@@ -194,6 +230,8 @@ class TiedEmbedding(nn.Module):
             self.q4, self.prepared, self.rows_from_prepared = None, None, False
             self.weight = nn.Parameter(weight, requires_grad=False)
         self.backend = backend
+        self.out_features, self.in_features = weight.shape  # vocab, dim
+        self.dense: torch.Tensor | None = None  # the head's dense form, inside a `DenseCopy`
 
     def embed(self, ids: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         """[...] int64 -> [..., dim]."""
@@ -208,6 +246,8 @@ class TiedEmbedding(nn.Module):
 
     def logits(self, h: torch.Tensor) -> torch.Tensor:
         """[..., dim] -> [..., vocab]."""
+        if self.dense is not None:
+            return nn.functional.linear(h, self.dense.to(h.dtype))
         if self.prepared is not None:
             return self.backend.linear(h, self.prepared, None)
         assert self.weight is not None
