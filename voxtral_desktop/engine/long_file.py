@@ -9,7 +9,9 @@ The price: every segment is a fresh stream (its own left pad and prompt, no memo
 before it), so words right at a cut can come out differently from one stream over the whole file.
 Cutting where the audio is quietest keeps words whole; `transcribe_stream` remains the exact path.
 
-Memory stays bounded: the driver holds about batch x max_seconds of audio, never the whole file.
+Memory stays bounded: the driver holds about batch x max_seconds of audio, never the whole file
+(with several files, up to lookahead x batch segments wait for rows: at 256 rows of 30 s, about
+1 GB of 16 kHz float32).
 """
 
 from __future__ import annotations
@@ -179,20 +181,24 @@ class _Merger:
 
 class _Cutter:
     """One input's segments `(start sample, audio)`, in order, cut where `plan_cuts` would cut the
-    whole signal. Audio is buffered until it holds `batch` full segments (plus the half window
+    whole signal. Audio is buffered until it holds `group` full segments (plus the half window
     the last cut's loudness needs); those are cut, and only the rest is kept. At the end the
-    audio left is cut with `tail` limits (`_tail_limits` with `balance_tail`). So about
-    batch x max_seconds + one chunk is held, and the cuts do not depend on the chunk sizes."""
+    audio left is cut with `tail` limits (`_tail_limits` for batches of `tail_batch`, when
+    given, so that it fills them; the group must then be the batch, for the tail to be all that
+    is left of a batch's worth). So about group x max_seconds + one chunk is held, and the cuts
+    do not depend on the chunk sizes or the group."""
 
-    def __init__(self, chunks: Iterable[np.ndarray], limits: _Limits, batch: int, balance_tail: bool) -> None:
-        self.chunks, self.limits, self.batch, self.balance_tail = chunks, limits, batch, balance_tail
+    def __init__(
+        self, chunks: Iterable[np.ndarray], limits: _Limits, group: int, tail_batch: int | None
+    ) -> None:
+        self.chunks, self.limits, self.group, self.tail_batch = chunks, limits, group, tail_batch
         self.n_samples = 0  # read so far
 
     def _group(self, audio: np.ndarray, final: bool, limits: _Limits) -> list[tuple[int, int]]:
-        """Up to `batch` segments from the front of `audio` (exactly `batch` unless final)."""
+        """Up to `group` segments from the front of `audio` (exactly `group` unless final)."""
         bounds: list[tuple[int, int]] = []
         start = 0
-        while len(bounds) < self.batch:
+        while len(bounds) < self.group:
             cut = _next_cut(audio, start, limits)
             if cut is None:
                 assert final, "a full batch was promised"
@@ -205,7 +211,7 @@ class _Cutter:
     def __iter__(self) -> Iterator[tuple[int, np.ndarray]]:
         # Past this many samples the first `batch` cuts, and every window they look at, lie inside
         # the buffer: they are then the cuts planned on the whole file.
-        ready = self.batch * self.limits.max_samples + _HALF_WINDOW
+        ready = self.group * self.limits.max_samples + _HALF_WINDOW
         offset = 0  # file position of the buffer's first sample
         pending: list[np.ndarray] = []
         n_pending = 0
@@ -226,7 +232,9 @@ class _Cutter:
                 offset += consumed
                 pending, n_pending = [rest], len(rest)
         audio = np.concatenate(pending) if pending else np.zeros(0, np.float32)
-        tail = _tail_limits(self.limits, len(audio), self.batch) if self.balance_tail else self.limits
+        tail = (
+            self.limits if self.tail_batch is None else _tail_limits(self.limits, len(audio), self.tail_batch)
+        )
         while len(audio):
             bounds = self._group(audio, True, tail)
             for a, b in bounds:
@@ -347,7 +355,11 @@ def transcribe_segmented_files(
         index = len(files)
         state = _FileState(update_for(index))
         files.append(state)
-        cutter = _Cutter(current, limits, decoder.batch, balance_tail and following is None)
+        # Only the last input's tail is balanced, and only then is a batch's worth of audio
+        # buffered (see _Cutter); otherwise it is cut a segment at a time: the same cuts.
+        balance = balance_tail and following is None
+        group = decoder.batch if balance else 1
+        cutter = _Cutter(current, limits, group, decoder.batch if balance else None)
         count = 0
         for start, audio in cutter:
             pool.append(_Piece(index, count, start, audio))
