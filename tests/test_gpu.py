@@ -115,6 +115,28 @@ def test_mma_q4_gated_matches_reference(hidden: int, cols: int) -> None:
             assert rel_err(got, torch.nn.functional.silu(gate) * up) < 8e-3, (m, bias is None)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fused_silu_of_an_interleaved_gate_up_pair_matches_torch(dtype: torch.dtype) -> None:
+    """The gated pair's SwiGLU on CUDA (one Triton kernel) against the torch formula."""
+    from voxtral_desktop.kernels import fused
+    from voxtral_desktop.kernels.linear import GATE_ROWS, silu_gate_up
+
+    y = (3 * torch.randn(2, 37, 2 * 1280, device=CUDA)).to(dtype)
+    assert fused.enabled(y)
+    got = silu_gate_up(y)
+    fused.ENABLED = False
+    try:
+        want = silu_gate_up(y)
+    finally:
+        fused.ENABLED = True
+    assert got.shape == (2, 37, 1280) and got.dtype == dtype
+    tol = 1e-6 if dtype == torch.float32 else 8e-3  # one rounding of either side's fp32 value
+    torch.testing.assert_close(got, want, rtol=tol, atol=tol)
+    pair = y.unflatten(-1, (-1, 2, GATE_ROWS))  # the interleaving itself: gate columns first
+    gate, up = pair[..., 0, :].flatten(-2).float(), pair[..., 1, :].flatten(-2).float()
+    torch.testing.assert_close(got.float(), torch.nn.functional.silu(gate) * up, rtol=tol, atol=tol)
+
+
 def test_mma_q4_takes_activations_at_any_offset() -> None:
     """A view starting at an odd bf16 element cannot be read as 32-bit words: it is copied."""
     w = q4(6144, 1280, seed=6)

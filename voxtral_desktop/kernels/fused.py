@@ -143,12 +143,19 @@ def _kernels() -> Any:
             tl.store(dst, y.to(kc_ptr.dtype.element_ty), mask=is_kv[:, None])
 
     @triton.jit
-    def silu_mul_kernel(gu_ptr, y_ptr, N, stride_gu, stride_y, BLOCK: tl.constexpr):
+    def silu_mul_kernel(gu_ptr, y_ptr, N, stride_gu, stride_y, BLOCK: tl.constexpr, GROUP: tl.constexpr):
+        # GROUP 0: (gate | up) halves; else rows interleaved GROUP gate, GROUP up (linear.GATE_ROWS)
         row = tl.program_id(0)
         cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
         m = cols < N
-        g = tl.load(gu_ptr + row * stride_gu + cols, mask=m, other=0.0).to(tl.float32)
-        u = tl.load(gu_ptr + row * stride_gu + N + cols, mask=m, other=0.0).to(tl.float32)
+        if GROUP == 0:
+            g_col = cols
+            u_col = N + cols
+        else:
+            g_col = (cols // GROUP) * (2 * GROUP) + cols % GROUP
+            u_col = g_col + GROUP
+        g = tl.load(gu_ptr + row * stride_gu + g_col, mask=m, other=0.0).to(tl.float32)
+        u = tl.load(gu_ptr + row * stride_gu + u_col, mask=m, other=0.0).to(tl.float32)
         y = g / (1.0 + fmath.exp(-g)) * u
         tl.store(y_ptr + row * stride_y + cols, y.to(y_ptr.dtype.element_ty), mask=m)
 
@@ -349,15 +356,19 @@ def rope_qkv_to_cache(
     return q
 
 
-def silu_mul(gate_up: torch.Tensor) -> torch.Tensor:
-    """[..., 2 N] (gate | up) -> silu(gate) * up [..., N]."""
+def silu_mul(gate_up: torch.Tensor, interleaved: int = 0) -> torch.Tensor:
+    """[..., 2 N] (gate | up) -> silu(gate) * up [..., N]. `interleaved` G > 0: the columns
+    alternate G of gate and the G matching ones of up (`linear.interleave_gate_up`)."""
     kern = _kernels()[2]
     g2 = _rows(gate_up)
     n = gate_up.shape[-1] // 2
+    assert interleaved == 0 or n % interleaved == 0
     y = torch.empty(*gate_up.shape[:-1], n, dtype=gate_up.dtype, device=gate_up.device)
     y2 = y.view(-1, n)
     block = min(2048, _next_pow2(n))
-    kern[(g2.shape[0], triton_cdiv(n, block))](g2, y2, n, g2.stride(0), y2.stride(0), BLOCK=block)
+    kern[(g2.shape[0], triton_cdiv(n, block))](
+        g2, y2, n, g2.stride(0), y2.stride(0), BLOCK=block, GROUP=interleaved
+    )  # fmt: skip
     return y
 
 

@@ -16,6 +16,7 @@ from typing import Protocol
 import torch
 from torch import nn
 
+from voxtral_desktop.kernels import fused
 from voxtral_desktop.kernels.q4 import Q4Weight, dequantize_q4_0, q4_embedding_reference, q4_linear_reference
 
 
@@ -76,7 +77,10 @@ def interleave_gate_up(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
 
 def silu_gate_up(y: torch.Tensor) -> torch.Tensor:
     """[..., 2H] in `interleave_gate_up` order -> silu(gate) * up [..., H], computed in fp32 and
-    rounded once (as the fused silu_mul kernel does)."""
+    rounded once: one fused kernel on CUDA (where a file batch's dense copies run the gated
+    pair; in torch it is five passes over fp32 temporaries), else in torch."""
+    if fused.enabled(y):
+        return fused.silu_mul(y, interleaved=GATE_ROWS)
     pair = y.float().unflatten(-1, (-1, 2, GATE_ROWS))
     gate, up = pair[..., 0, :].flatten(-2), pair[..., 1, :].flatten(-2)
     return (nn.functional.silu(gate) * up).to(y.dtype)
