@@ -56,7 +56,7 @@ def run(model, rows: int, dense: bool) -> None:
         )  # fmt: skip
         torch.cuda.synchronize()
         t_build = time.perf_counter() - t_build
-        warm = [[a[: 2 * SAMPLE_RATE]] for a in folder[:2]]
+        warm = [[a[: 2 * SAMPLE_RATE]] for a in folder[:rows]]
         list(transcribe_segmented_files(decoder, warm, max_seconds=args.segment))
         torch.cuda.synchronize()
         t0 = time.perf_counter()
