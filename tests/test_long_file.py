@@ -402,6 +402,30 @@ def test_batches_group_segments_of_similar_length_and_finish_files_in_order() ->
     assert sorted(x for b in runs[2] for x in b) == sorted(x for b in runs[1] for x in b)
 
 
+def test_an_unreadable_input_ends_the_run_after_the_inputs_before_it() -> None:
+    """A file that breaks part-way: the files before it, some of whose segments were still
+    waiting for rows, are finished and handed out first; then its error goes up."""
+    from voxtral_desktop.errors import AudioError
+
+    def broken():
+        yield noise(3.0, 1)
+        raise AudioError("broken.wav: invalid data found")
+
+    decoder = ScriptedDecoder(["x"] * 100, batch=4)
+    results = transcribe_segmented_files(
+        decoder,  # type: ignore[arg-type]
+        [[noise(5.0, 2)], [noise(3.0, 3)], broken(), [noise(4.0, 4)]],
+        max_seconds=2.0,
+        search_seconds=0.0,
+    )
+    got = []
+    with pytest.raises(AudioError, match=r"broken\.wav"):
+        for index, transcript in results:
+            got.append((index, transcript.duration_s))
+    assert got == [(0, 5.0), (1, 3.0)]
+    assert sum(decoder.lengths) == 8 * SR  # the broken file's pieces were never decoded
+
+
 def test_many_files_hold_a_bounded_amount_of_audio() -> None:
     """Twenty 10 s inputs, 2 s segments, 3 rows, lookahead 2: the driver holds the waiting
     pieces and one segment's buffer (inputs before the last are cut a segment at a time), never

@@ -10,8 +10,8 @@ before it), so words right at a cut can come out differently from one stream ove
 Cutting where the audio is quietest keeps words whole; `transcribe_stream` remains the exact path.
 
 Memory stays bounded: the driver holds about batch x max_seconds of audio, never the whole file
-(with several files, up to lookahead x batch segments wait for rows: at 256 rows of 30 s, about
-1 GB of 16 kHz float32).
+(with several files, up to lookahead x batch segments wait for rows, each its own copy: at 256
+rows of 30 s, about 1 GB of 16 kHz float32).
 """
 
 from __future__ import annotations
@@ -222,26 +222,29 @@ class _Cutter:
             pending.append(piece)
             n_pending += len(piece)
             self.n_samples += len(piece)
-            while n_pending >= ready:
-                audio = np.concatenate(pending)
-                bounds = self._group(audio, False, self.limits)
+            if n_pending < ready:
+                continue
+            # Every group that is ready, from one concatenation (a whole file in one chunk is cut
+            # in one pass); each piece is a copy, so no piece keeps the buffer alive.
+            audio, start = np.concatenate(pending), 0
+            while len(audio) - start >= ready:
+                bounds = self._group(audio[start:], False, self.limits)
                 for a, b in bounds:
-                    yield offset + a, audio[a:b]
-                consumed = bounds[-1][1]
-                rest = audio[consumed:].copy()  # a copy, so the consumed audio can be freed
-                offset += consumed
-                pending, n_pending = [rest], len(rest)
+                    yield offset + start + a, audio[start + a : start + b].copy()
+                start += bounds[-1][1]
+            offset += start
+            rest = audio[start:].copy()  # a copy, so the consumed audio can be freed
+            pending, n_pending = [rest], len(rest)
         audio = np.concatenate(pending) if pending else np.zeros(0, np.float32)
         tail = (
             self.limits if self.tail_batch is None else _tail_limits(self.limits, len(audio), self.tail_batch)
         )
-        while len(audio):
-            bounds = self._group(audio, True, tail)
+        start = 0
+        while start < len(audio):
+            bounds = self._group(audio[start:], True, tail)
             for a, b in bounds:
-                yield offset + a, audio[a:b]
-            consumed = bounds[-1][1]
-            offset += consumed
-            audio = audio[consumed:]
+                yield offset + start + a, audio[start + a : start + b].copy()
+            start += bounds[-1][1]
 
 
 @dataclass
@@ -280,7 +283,7 @@ class _FileState:
 def _take(pool: list[_Piece], batch: int) -> list[_Piece]:
     """The oldest piece and the `batch - 1` others closest to it in length (the older among
     equals), in pool order: a batch runs as long as its longest row, so similar lengths waste
-    few rows, and every piece waits at most len(pool) / batch batches."""
+    few rows, and a piece waits for at most as many batches as there are pieces ahead of it."""
     anchor = len(pool[0].audio)
     others = sorted(range(1, len(pool)), key=lambda i: (abs(len(pool[i].audio) - anchor), i))
     chosen = {0, *others[: batch - 1]}
@@ -309,7 +312,8 @@ def transcribe_segmented_files(
 
     Up to `lookahead` x batch segments wait; each batch takes the oldest and those closest to it
     in length (`_take`). `on_update(index, update)` gets an input's tokens in order as they are
-    merged, then `finished=True`."""
+    merged, then `finished=True`. An input that raises while it is read (a corrupt file) ends
+    the run with that error, after the inputs before it are finished and yielded."""
     limits = _Limits.of(max_seconds, search_seconds)
     _check_decoder(decoder, limits, max_seconds)
     files: list[_FileState] = []
@@ -360,8 +364,21 @@ def transcribe_segmented_files(
         balance = balance_tail and following is None
         group = decoder.batch if balance else 1
         cutter = _Cutter(current, limits, group, decoder.batch if balance else None)
-        count = 0
-        for start, audio in cutter:
+        pieces, count = iter(cutter), 0
+        while True:
+            try:
+                start, audio = next(pieces)
+            except StopIteration:
+                break
+            except Exception:
+                # An input that cannot be read (a corrupt file): the inputs before it are
+                # finished and handed out first, then the error goes up.
+                pool[:] = [p for p in pool if p.file != index]
+                files.pop()
+                while pool:
+                    decode()
+                    yield from finished()
+                raise
             pool.append(_Piece(index, count, start, audio))
             count += 1
             if len(pool) >= window:
@@ -389,9 +406,10 @@ def transcribe_segmented(
     at a time, cut where `plan_cuts` would cut the whole signal (with `balance_tail`, the audio
     left when the input ends is cut into shorter segments that fill the batch: `_tail_limits`).
 
-    Audio is buffered until it holds `decoder.batch` full segments (plus the half window the last
-    cut's loudness needs), then those go to the decoder and only the rest is kept; so at most
-    about batch x max_seconds + one chunk is held, and the cuts do not depend on the chunk sizes.
+    Audio is cut as soon as a segment (with the half window its cut's loudness needs) is in, or
+    with `balance_tail` a batch's worth of segments (the tail is what is left of one); a batch
+    goes to the decoder when it is full. So at most about batch x max_seconds + one chunk is
+    held, and the cuts do not depend on the chunk sizes.
     `on_update` gets each batch's tokens (already on the file's timeline), then `finished=True`.
     Input with no samples gives an empty transcript. (`transcribe_segmented_files` with one
     input, its segments in order.)
