@@ -19,7 +19,7 @@ import torch
 
 from voxtral_desktop.benchmark import noise, random_q4_tensors
 from voxtral_desktop.config import SAMPLE_RATE, ModelConfig, StreamConfig
-from voxtral_desktop.engine.batch import BatchDecoder, choose_dense
+from voxtral_desktop.engine.batch import BatchDecoder
 from voxtral_desktop.engine.long_file import transcribe_segmented_files
 from voxtral_desktop.engine.tokenizer import TekkenTokenizer
 from voxtral_desktop.kernels.select import choose_kv_int8, choose_q4_backend
@@ -57,8 +57,6 @@ model.kv_int8 = choose_kv_int8(dev, torch.bfloat16)
 tokenizer = TekkenTokenizer.from_dict(
     build_tekken_json(min(2000, config.decoder.vocab_size - 1000), must_include=())
 )
-dense, why = choose_dense(model, args.rows)
-print(f"{args.rows} rows: {why}", flush=True)
 decoder = BatchDecoder(
     model,
     tokenizer,
@@ -66,8 +64,9 @@ decoder = BatchDecoder(
     batch=args.rows,
     max_seconds=args.segment,
     cuda_graphs=dev.type == "cuda",
-    dense=dense,
+    dense=None,
 )
+print(f"{args.rows} rows: {decoder.dense_reason}", flush=True)
 folder = [noise(args.seconds, seed=10 + i) for i in range(args.files)]
 list(
     transcribe_segmented_files(

@@ -528,6 +528,11 @@ def test_batched_file_decoder_with_graphs_equals_sessions(tokenizer_small) -> No
     dense = BatchDecoder(model, tokenizer_small, stream, batch=8, cuda_graphs=True, dense=True)
     for _ in range(2):
         assert [[t.id for t in r.tokens] for r in dense.transcribe(audios)] == single
+    assert dense.dense and "dense" in dense.dense_reason
+    from voxtral_desktop.kernels.linear import Q4Linear
+
+    assert all(m.dense is None for m in model.modules() if isinstance(m, Q4Linear))
+    assert model.tok_embeddings.dense is None
     live = StreamingSession(model, tokenizer_small, stream, cuda_graphs=True)
     assert [t.id for t in transcribe_stream(live, [audios[2]]).tokens] == single[2]
 

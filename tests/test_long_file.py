@@ -356,7 +356,7 @@ def test_a_dense_batch_decoder_gives_the_same_text_and_leaves_the_model_q4(
         assert decoder.dense == dense
         runs[dense] = decoder.transcribe(inputs)
         q4 = [m for m in tiny_model.modules() if isinstance(m, Q4Linear)]
-        assert q4 and all(m.dense is None for m in q4)
+        assert q4 and all(m.dense is None for m in q4) and tiny_model.tok_embeddings.dense is None
     assert runs[True] == runs[False]
     # A nested dense_weights (the encoder phase) keeps the decoder's copies and leaves them set.
     with decoder._weights():
@@ -366,6 +366,41 @@ def test_a_dense_batch_decoder_gives_the_same_text_and_leaves_the_model_q4(
         after = [m.dense for m in tiny_model.modules() if isinstance(m, Q4Linear)]
         assert held and all(a is not None and a is b for a, b in zip(after, held, strict=True))
     assert choose_dense(tiny_model, 64) == (False, "Q4 weights (dense copies pay off on CUDA only)")
+    auto = BatchDecoder(
+        tiny_model, tokenizer_small, StreamConfig(480), batch=2, max_seconds=MAX_S, dense=None
+    )
+    assert not auto.dense and auto.dense_reason == "Q4 weights (dense copies pay off on CUDA only)"
+
+
+def test_out_of_memory_for_the_dense_copy_keeps_the_q4_weights(
+    tiny_model, tokenizer_small, monkeypatch
+) -> None:
+    from voxtral_desktop.engine import batch
+
+    def no_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(batch, "DenseCopy", no_memory)
+    decoder = BatchDecoder(
+        tiny_model, tokenizer_small, StreamConfig(480), batch=2, max_seconds=MAX_S, dense=True
+    )
+    assert not decoder.dense and decoder.dense_reason == "Q4 weights (out of memory for a dense copy)"
+    assert decoder.transcribe([three_parts()[0][: 2 * SR]])[0].tokens
+
+
+def test_out_of_memory_for_the_rows_is_a_device_error(tiny: Path, monkeypatch) -> None:
+    from voxtral_desktop.engine import engine as engine_module
+    from voxtral_desktop.errors import DeviceError
+
+    engine = engine_module.Engine.load(tiny, device="cpu")
+
+    def no_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(engine_module, "BatchDecoder", no_memory)
+    with pytest.raises(DeviceError, match="not enough memory on cpu for 64 streams of 30 s") as caught:
+        engine.batch_decoder(StreamConfig(480), batch=64, max_seconds=30.0)
+    assert caught.value.__cause__ is None
 
 
 class LengthDecoder(ScriptedDecoder):
@@ -491,16 +526,18 @@ def test_cli_segment_seconds(capsys: pytest.CaptureFixture[str], tiny: Path, lon
 def test_cli_several_files_share_the_segment_rows(
     capsys: pytest.CaptureFixture[str], tiny: Path, long_wav: Path, tmp_path: Path
 ) -> None:
-    """Two files with segments: one decoder of FOLDER_BATCH rows for both, JSON Lines in input
-    order, each file's transcript that of the file alone (only the last file's tail is balanced)."""
+    """Two files with segments: one decoder with rows for both, JSON Lines in input order, each
+    file's transcript that of the file alone (only the last file's tail is balanced)."""
     from voxtral_desktop.audio.decode import iter_audio
-    from voxtral_desktop.cli import FOLDER_BATCH
+    from voxtral_desktop.cli import _folder_rows
     from voxtral_desktop.engine.engine import Engine
     from voxtral_desktop.engine.writers import format_json
 
     short = write_wav(tmp_path / "short.wav", speechlike(2.6, 11))
+    rows = _folder_rows([long_wav, short], 1.0)
+    assert rows == 16  # 7 + 3 one-second segments, as a power of two from 8
     engine = Engine.load(tiny, device="cpu")
-    decoder = engine.batch_decoder(StreamConfig(engine.default_delay_ms), batch=FOLDER_BATCH, max_seconds=1.0)
+    decoder = engine.batch_decoder(StreamConfig(engine.default_delay_ms), batch=rows, max_seconds=1.0)
     expected = [
         transcribe_segmented(
             decoder, iter_audio(path, chunk_seconds=30.0), max_seconds=1.0, balance_tail=last
@@ -556,8 +593,8 @@ def test_cli_segments_that_do_not_fit_the_gpu(
 def test_cli_several_files_take_fewer_rows_when_the_gpu_is_short(
     capsys: pytest.CaptureFixture[str], tiny: Path, long_wav: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Several files: FOLDER_BATCH rows, then half that, ... down to SEGMENT_BATCH; the first size
-    that fits decodes every file."""
+    """Several files: their rows (here 64), then half that, ... down to SEGMENT_BATCH; the first
+    size that fits decodes every file."""
     from voxtral_desktop import cli
     from voxtral_desktop.engine.engine import Engine
     from voxtral_desktop.errors import DeviceError
@@ -572,9 +609,23 @@ def test_cli_several_files_take_fewer_rows_when_the_gpu_is_short(
         return real(self, config, batch=batch, max_seconds=max_seconds)
 
     monkeypatch.setattr(Engine, "batch_decoder", short_of_memory)
-    monkeypatch.setattr(cli, "FOLDER_BATCH", 64)
+    monkeypatch.setattr(cli, "_folder_rows", lambda files, segment_s: 64)
     code, out, err = transcribe(capsys, tiny, long_wav, long_wav, "-f", "json", "--segment-seconds", "1")
     assert code == 0, err
     assert asked == [64, 32, 16]
     lines = [json.loads(line) for line in out.splitlines()]
     assert len(lines) == 2 and all(line["text"] for line in lines)
+
+
+def test_folder_rows_follow_the_files_durations(long_wav: Path, tmp_path: Path) -> None:
+    from voxtral_desktop.audio.decode import metadata_duration
+    from voxtral_desktop.cli import FOLDER_BATCH, SEGMENT_BATCH, _folder_rows
+
+    assert metadata_duration(long_wav) == pytest.approx(len(three_parts()[0]) / SR)  # 6.5 s
+    assert _folder_rows([long_wav, long_wav], 2.0) == SEGMENT_BATCH  # 4 + 4 segments
+    assert _folder_rows([long_wav] * 3, 1.0) == 32  # 21 segments
+    assert _folder_rows([long_wav] * 100, 1.0) == FOLDER_BATCH  # capped
+    junk = tmp_path / "junk.wav"
+    junk.write_bytes(b"not audio at all")
+    assert metadata_duration(junk) is None
+    assert _folder_rows([long_wav, junk], 2.0) == FOLDER_BATCH  # unknown: as many as allowed

@@ -203,8 +203,8 @@ def test_model_with_gated_gate_up_gives_the_same_tokens(tokenizer_small) -> None
 class _FakeNvrtc:
     """Stands in for libnvrtc's C API (ctypes calls): records the options, hands out a cubin."""
 
-    def __init__(self, compile_rc: int = 0) -> None:
-        self.compile_rc, self.options, self.destroyed = compile_rc, None, False
+    def __init__(self, compile_rc: int = 0, size_rc: int = 0) -> None:
+        self.compile_rc, self.size_rc, self.options, self.destroyed = compile_rc, size_rc, None, False
 
     def nvrtcCreateProgram(self, prog, source, name, n_headers, headers, include_names):
         assert n_headers == 0 and headers is None  # no header sources handed to NVRTC either
@@ -224,7 +224,7 @@ class _FakeNvrtc:
 
     def nvrtcGetCUBINSize(self, prog, size):
         size._obj.value = 4
-        return 0
+        return self.size_rc
 
     def nvrtcGetCUBIN(self, prog, buffer):
         buffer.raw = b"\x7fELF"
@@ -234,8 +234,13 @@ class _FakeNvrtc:
         self.destroyed = True
         return 0
 
-    def nvrtcGetErrorString(self, rc, text):
-        return 0
+    class _ErrorString:  # const char* nvrtcGetErrorString(nvrtcResult): restype is set by the caller
+        restype = None
+
+        def __call__(self, rc):
+            return b"NVRTC_ERROR_INVALID_INPUT"
+
+    nvrtcGetErrorString = _ErrorString()
 
 
 def test_nvrtc_gets_only_the_architecture() -> None:
@@ -256,4 +261,13 @@ def test_nvrtc_failure_says_why() -> None:
     lib = _FakeNvrtc(compile_rc=6)
     with pytest.raises(RuntimeError, match=r"could not compile q4_mma\.cu for sm_80:\n(.|\n)*oops!"):
         nvrtc_cubin(SOURCE.read_text(encoding="utf-8"), "sm_80", library=lib)
+    assert lib.destroyed
+
+
+def test_an_nvrtc_api_error_is_named() -> None:
+    from voxtral_desktop.kernels.mma_q4 import SOURCE, nvrtc_cubin
+
+    lib = _FakeNvrtc(size_rc=4)
+    with pytest.raises(RuntimeError, match="NVRTC cubin size: NVRTC_ERROR_INVALID_INPUT"):
+        nvrtc_cubin(SOURCE.read_text(encoding="utf-8"), "sm_90", library=lib)
     assert lib.destroyed

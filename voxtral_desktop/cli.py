@@ -363,18 +363,36 @@ def _check_segment_seconds(value: float | None) -> None:
         raise ConfigError(f"--segment-seconds must be 0 (one exact stream) or at least 0.08, got {value:g}")
 
 
+def _folder_rows(files: Sequence[Path], segment_s: float) -> int:
+    """Rows for several files' segments: about as many as they make (from the containers'
+    durations; a file without one counts as many), as a power of two from SEGMENT_BATCH up to
+    FOLDER_BATCH, so two short files do not pay for 256 rows."""
+    from voxtral_desktop.audio.decode import metadata_duration
+
+    pieces = 0
+    for path in files:
+        seconds = metadata_duration(path)
+        pieces += FOLDER_BATCH if seconds is None else max(1, math.ceil(seconds / segment_s))
+        if pieces >= FOLDER_BATCH:
+            return FOLDER_BATCH
+    rows = SEGMENT_BATCH
+    while rows < pieces:
+        rows *= 2
+    return min(rows, FOLDER_BATCH)
+
+
 def _segment_decoder(
-    engine: Engine, config: StreamConfig, segment_s: float, n_files: int, *, asked: bool
+    engine: Engine, config: StreamConfig, segment_s: float, files: Sequence[Path], *, asked: bool
 ) -> BatchDecoder | None:
     """The batch decoder for segments of `segment_s` (None: one exact stream per file): rows for
-    FOLDER_BATCH segments when there are several files, else SEGMENT_BATCH. Out of GPU memory,
+    one file's SEGMENT_BATCH segments, or for several files' (`_folder_rows`). Out of GPU memory,
     half the rows down to SEGMENT_BATCH, then (unless segments were asked for) one stream with a
     warning."""
     if segment_s <= 0:
         return None
-    sizes = [SEGMENT_BATCH]
-    while n_files > 1 and sizes[0] < FOLDER_BATCH:  # FOLDER_BATCH, half that, ..., SEGMENT_BATCH
-        sizes.insert(0, min(2 * sizes[0], FOLDER_BATCH))
+    sizes = [_folder_rows(files, segment_s) if len(files) > 1 else SEGMENT_BATCH]
+    while sizes[-1] > SEGMENT_BATCH:
+        sizes.append(max(sizes[-1] // 2, SEGMENT_BATCH))
     for batch, fewer in zip(sizes, [*sizes[1:], None], strict=True):
         try:
             decoder = engine.batch_decoder(config, batch=batch, max_seconds=segment_s)
@@ -429,7 +447,7 @@ def _cmd_transcribe(args: argparse.Namespace) -> int:
     segment_s = args.segment_seconds
     if segment_s is None:
         segment_s = default_segment_seconds(engine.device.device.type)
-    decoder = _segment_decoder(engine, config, segment_s, len(files), asked=args.segment_seconds is not None)
+    decoder = _segment_decoder(engine, config, segment_s, files, asked=args.segment_seconds is not None)
 
     def emit(path: Path, transcript: Transcript) -> None:
         log.info("%s: %.1f s of audio, %d tokens", path, transcript.duration_s, len(transcript.tokens))

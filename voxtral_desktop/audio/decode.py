@@ -26,7 +26,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_CHUNK_SECONDS = 30.0
 
-__all__ = ["DEFAULT_CHUNK_SECONDS", "audio_duration", "iter_audio", "load_audio"]
+__all__ = ["DEFAULT_CHUNK_SECONDS", "audio_duration", "iter_audio", "load_audio", "metadata_duration"]
 
 
 def _check_path(path: str | os.PathLike[str]) -> Path:
@@ -162,3 +162,20 @@ def audio_duration(path: str | os.PathLike[str]) -> float:
         if container.duration is not None:
             return container.duration / av.time_base
     return sum(len(c) for c in iter_audio(p)) / SAMPLE_RATE
+
+
+def metadata_duration(path: str | os.PathLike[str]) -> float | None:
+    """The first audio stream's duration in seconds from the container's metadata alone (never
+    decodes); None where there is none or the file cannot be opened (reading it says why)."""
+    try:
+        with _open(_check_path(path)) as container:
+            if not container.streams.audio:
+                return None
+            stream = container.streams.audio[0]
+            if stream.duration is not None and stream.time_base is not None:
+                return float(stream.duration * stream.time_base)
+            if container.duration is not None:
+                return container.duration / av.time_base
+    except AudioError:
+        return None
+    return None

@@ -16,6 +16,7 @@ so it is kept for `encoder_batch` streams only), storing one audio vector per po
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
@@ -48,19 +49,28 @@ DECODE_RUN = 64  # positions replayed between two reads of the tokens
 
 
 DENSE_MIN_ROWS = 32  # from here on a folder's rows run on dense weights when the GPU holds them
-DENSE_SPARE_BYTES = 6 << 30  # left free beside the dense copy for the decoder's state and work
+# Left free beside the dense copy, once the decoder's caches are allocated, for the work of a
+# call (encoder chunks of 64 streams, the graphs' activations, logits): well under 1 GiB at 256
+# rows on the H100 (bench/RESULTS.md, session 7); the rest is margin.
+DENSE_SPARE_BYTES = 2 << 30
+
+
+def _free_bytes(device: torch.device) -> int:
+    """Free GPU memory, counting what PyTorch's allocator holds but does not use."""
+    free, _ = torch.cuda.mem_get_info(device)
+    return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
 
 
 def choose_dense(model: VoxtralModel, batch: int) -> tuple[bool, str]:
-    """Whether a `batch`-row decoder should run on dense weights, and why: on CUDA from
-    DENSE_MIN_ROWS rows on, when the dense copy fits with DENSE_SPARE_BYTES to spare (the Q4
-    kernels are read-bound at a few rows; at many, cuBLAS on bf16 wins: bench/RESULTS.md)."""
+    """Whether a `batch`-row decoder whose caches are already allocated should also hold dense
+    weights, and why: on CUDA from DENSE_MIN_ROWS rows on, when the copy fits with
+    DENSE_SPARE_BYTES to spare (the Q4 kernels are read-bound at a few rows; at many, cuBLAS on
+    bf16 wins: bench/RESULTS.md)."""
     if model.device.type != "cuda":
         return False, "Q4 weights (dense copies pay off on CUDA only)"
     if batch < DENSE_MIN_ROWS:
         return False, f"Q4 weights ({batch} rows; dense from {DENSE_MIN_ROWS})"
-    need = dense_nbytes(model, model.dtype)
-    free, _ = torch.cuda.mem_get_info(model.device)
+    need, free = dense_nbytes(model, model.dtype), _free_bytes(model.device)
     if free < need + DENSE_SPARE_BYTES:
         return False, (
             f"Q4 weights (a dense copy needs {need / 2**30:.1f} GiB + {DENSE_SPARE_BYTES >> 30} GiB spare, "
@@ -92,7 +102,7 @@ class BatchDecoder:
         cuda_graphs: bool = False,
         encoder_batch: int | None = None,
         encoder_chunk: int | None = None,
-        dense: bool = False,
+        dense: bool | None = False,
     ) -> None:
         """Files up to `max_seconds` long; that bounds the decoder cache (B x positions x 106 KB,
         half that with int8 KV). The encoder phase runs `encoder_batch` streams at a time in
@@ -104,12 +114,26 @@ class BatchDecoder:
 
         `dense`: the decoder holds dense copies of the model's Q4 matrices (`DenseCopy`, 2 bytes
         a weight in bf16) and runs on them: with many rows cuBLAS beats the Q4 kernels (on the
-        H100, 64 rows of a folder's segments ran 2.7x faster: bench/RESULTS.md, session 7); the
-        model's other users keep the Q4 kernels. See `choose_dense`."""
+        H100, a folder's segments ran 2-3x faster from 32 rows on: bench/RESULTS.md, session 7);
+        the model's other users keep the Q4 kernels. None: `choose_dense` decides once the caches
+        are allocated, and out of memory for the copy the Q4 weights stay; `dense_reason` says
+        which and why."""
         self.model, self.tokenizer, self.config, self.batch = model, tokenizer, config, batch
-        self._dense = DenseCopy(model, model.dtype) if dense else None
-        with self._weights():
-            self._allocate(model, config, batch, max_seconds, cuda_graphs, encoder_batch, encoder_chunk)
+        self._dense: DenseCopy | None = None
+        self._allocate(model, config, batch, max_seconds, encoder_batch, encoder_chunk)
+        self.dense_reason = "dense weights (asked for)" if dense else "Q4 weights"
+        if dense is None:
+            dense, self.dense_reason = choose_dense(model, batch)
+        if dense:
+            try:
+                self._dense = DenseCopy(model, model.dtype)
+            except torch.OutOfMemoryError:
+                self.dense_reason = "Q4 weights (out of memory for a dense copy)"
+            if self._dense is None and model.device.type == "cuda":  # after the except block,
+                gc.collect()  # whose traceback held the partial copy
+                torch.cuda.empty_cache()
+        with self._weights():  # the graphs read the weights in use at capture
+            self.graph = GraphStep(model, None, self.decoder) if cuda_graphs else None
 
     def _weights(self) -> AbstractContextManager[None]:
         return self._dense.applied() if self._dense is not None else contextlib.nullcontext()
@@ -124,7 +148,6 @@ class BatchDecoder:
         config: StreamConfig,
         batch: int,
         max_seconds: float,
-        cuda_graphs: bool,
         encoder_batch: int | None,
         encoder_chunk: int | None,
     ) -> None:
@@ -159,7 +182,6 @@ class BatchDecoder:
             max_positions=self.max_positions,
             kv_int8=model.kv_int8,
         )
-        self.graph = GraphStep(model, None, self.decoder) if cuda_graphs else None
         self._prompt = torch.tensor([config.prompt_ids()] * batch, device=device)
 
     @torch.no_grad()

@@ -17,7 +17,7 @@ import torch
 
 from voxtral_desktop.config import DEFAULT_DELAY_MS, StreamConfig
 from voxtral_desktop.device import DeviceChoice, resolve_device
-from voxtral_desktop.engine.batch import BatchDecoder, choose_dense
+from voxtral_desktop.engine.batch import BatchDecoder
 from voxtral_desktop.engine.events import ModelInfo
 from voxtral_desktop.engine.session import StreamingSession
 from voxtral_desktop.engine.tokenizer import TekkenTokenizer
@@ -114,14 +114,11 @@ class Engine:
     ) -> BatchDecoder:
         """Preallocated state for `batch` streams of up to `max_seconds` (file batches, long files
         cut into segments); build it once and reuse it. On CUDA its steps replay captured graphs.
-        `dense` None: dense weight copies where `choose_dense` says they pay off and fit (logged);
-        out of memory for them, the Q4 weights."""
+        `dense` None: dense weight copies where `choose_dense` says they pay off and fit (logged).
+        Out of memory for the rows: DeviceError, with the memory of the attempt given back."""
         cuda = self.device.device.type == "cuda"
-        if dense is None:
-            dense, why = choose_dense(self.model, batch)
-            log.info("file batch of %d rows: %s", batch, why)
         try:
-            return BatchDecoder(
+            decoder = BatchDecoder(
                 self.model,
                 self.tokenizer,
                 config,
@@ -131,13 +128,14 @@ class Engine:
                 dense=dense,
             )
         except torch.OutOfMemoryError:
-            if dense:
-                gc.collect()
-                if cuda:
-                    torch.cuda.empty_cache()
-                log.info("no memory for dense weights beside %d rows; using the Q4 weights", batch)
-                return self.batch_decoder(config, batch=batch, max_seconds=max_seconds, dense=False)
+            decoder = None
+        if decoder is None:  # after the except block, whose traceback held the partial decoder
+            gc.collect()
+            if cuda:
+                torch.cuda.empty_cache()
             raise DeviceError(
                 f"not enough memory on {self.device.device} for {batch} streams of {max_seconds:g} s; "
                 "try shorter segments (--segment-seconds) or --device cpu"
-            ) from None
+            )
+        log.info("file batch of %d rows: %s", batch, decoder.dense_reason)
+        return decoder

@@ -109,7 +109,7 @@ class Q4Linear(nn.Module):
         # Only the backend's own layout lives on the device (not the GGUF blocks as well).
         self.prepared = backend.prepare(weight, device or weight.blocks.device)
         self.bias = None if bias is None else nn.Parameter(bias, requires_grad=False)
-        self.dense: torch.Tensor | None = None  # set only inside `dense_weights`
+        self.dense: torch.Tensor | None = None  # set inside `dense_weights` or `DenseCopy.applied`
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         bias = None if self.bias is None else self.bias.to(x.dtype)
@@ -179,7 +179,8 @@ class DenseCopy:
     and CUDA graphs captured inside keep reading these tensors for as long as the owner lives.
 
     Each output is what the backend's dense form of the weight gives (exactly the reference for
-    `reference`)."""
+    `reference`). While applied, every user of the module runs dense: one thread at a time
+    (the engine's worker owns the model), and no graph captured meanwhile may outlive the copy."""
 
     def __init__(self, module: nn.Module, dtype: torch.dtype) -> None:
         self.pairs = [(m, m.backend.dequantize(m.prepared, dtype)) for m in _dense_capable(module)]  # type: ignore[attr-defined]

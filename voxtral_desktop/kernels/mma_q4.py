@@ -193,9 +193,11 @@ def _nvrtc_library():
     if finder is not None:
         return finder()
     major = str(torch.version.cuda).split(".")[0]
-    names = (
-        [f"nvrtc64_{major}0_0.dll"] if sys.platform == "win32" else [f"libnvrtc.so.{major}", "libnvrtc.so"]
-    )
+    minor = "2" if major == "11" else "0"  # CUDA 11's NVRTC is named for 11.2
+    if sys.platform == "win32":
+        names = [f"nvrtc64_{major}{minor}_0.dll"]
+    else:
+        names = [f"libnvrtc.so.{major}" + (".2" if major == "11" else ""), "libnvrtc.so"]
     for name in names:
         try:
             return ctypes.CDLL(name)
@@ -215,11 +217,12 @@ def nvrtc_cubin(source: str, arch: str, library=None) -> bytes:
 
     lib = library if library is not None else _nvrtc_library()
 
+    lib.nvrtcGetErrorString.restype = ctypes.c_char_p  # const char* nvrtcGetErrorString(nvrtcResult)
+
     def check(rc: int, what: str) -> None:
         if rc != 0:
-            text = ctypes.c_char_p()
-            lib.nvrtcGetErrorString(rc, ctypes.byref(text))
-            raise RuntimeError(f"NVRTC {what}: {(text.value or b'error %d' % rc).decode()}")
+            text = lib.nvrtcGetErrorString(rc)
+            raise RuntimeError(f"NVRTC {what}: {(text or b'error %d' % rc).decode()}")
 
     prog = ctypes.c_void_p()
     check(lib.nvrtcCreateProgram(ctypes.byref(prog), source.encode(), b"q4_mma.cu", 0, None, None), "create")
