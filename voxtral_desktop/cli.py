@@ -42,11 +42,11 @@ KV_HELP = (
 OUTPUT_FORMATS = ("txt", "srt", "vtt", "json", "all")
 SEGMENT_SECONDS_CUDA = 30.0  # --segment-seconds on a CUDA device unless told otherwise
 SEGMENT_BATCH = 8  # segments of one file decoded side by side
-# Several files: their segments share the rows of one decoder, on dense weight copies where they
-# fit (engine/batch.choose_dense). On the H100, 256 x 60 s files in 30 s segments ran at 323x with
-# 32 rows, 515x with 64, 680x with 128 (bench/RESULTS.md, session 7): the dense step reads its
-# 8.9 GB of weights whatever the rows, so rows are nearly free up to where the matmuls turn
-# compute-bound (~256 on an H100). A GPU too small for them takes half the rows, and so on.
+# Several files: their segments share the rows of one decoder (as many as the files' durations
+# call for, up to this), on dense weight copies where they fit (engine/batch.choose_dense). On the
+# H100, 256 x 60 s files in 30 s segments ran at 323x with 32 rows, 515x with 64, 680x with 128
+# and 847x with 256 (bench/RESULTS.md, session 7): a dense step reads its 8.9 GB of weights
+# whatever the rows, so more rows cost little. A GPU too small for them takes half the rows, etc.
 FOLDER_BATCH = 256
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: `voxtral-desktop transcribe ... | head`
