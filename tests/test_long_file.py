@@ -388,6 +388,18 @@ def test_out_of_memory_for_the_dense_copy_keeps_the_q4_weights(
     assert decoder.transcribe([three_parts()[0][: 2 * SR]])[0].tokens
 
 
+def test_out_of_memory_while_decoding_is_one_line(capsys, tiny: Path, long_wav: Path, monkeypatch) -> None:
+    """A GPU that runs out of memory mid-run: the command says so in one line, no traceback."""
+
+    def no_memory(self, audios):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(BatchDecoder, "_transcribe", no_memory)
+    code, out, err = transcribe(capsys, tiny, long_wav, long_wav, "--segment-seconds", "1")
+    assert code != 0 and out == ""
+    assert err.count("\n") == 1 and "ran out of memory on cpu decoding" in err and "Traceback" not in err
+
+
 def test_out_of_memory_for_the_rows_is_a_device_error(tiny: Path, monkeypatch) -> None:
     from voxtral_desktop.engine import engine as engine_module
     from voxtral_desktop.errors import DeviceError

@@ -36,6 +36,7 @@ from voxtral_desktop.config import (
 from voxtral_desktop.engine.events import TimedToken
 from voxtral_desktop.engine.tokenizer import StreamingDetokenizer, TekkenTokenizer
 from voxtral_desktop.engine.transcribe import Transcript
+from voxtral_desktop.errors import DeviceError
 from voxtral_desktop.kernels.linear import DenseCopy, dense_nbytes, dense_weights
 from voxtral_desktop.model.decoder import DecoderState
 from voxtral_desktop.model.encoder import EncoderState
@@ -186,9 +187,20 @@ class BatchDecoder:
 
     @torch.no_grad()
     def transcribe(self, audios: Sequence[np.ndarray]) -> list[Transcript]:
-        """Up to `batch` mono float32 16 kHz signals -> their transcripts, in the given order."""
-        with self._weights():
-            return self._transcribe(audios)
+        """Up to `batch` mono float32 16 kHz signals -> their transcripts, in the given order.
+        Out of GPU memory mid-way: DeviceError (one line for the user, not a traceback)."""
+        try:
+            with self._weights():
+                return self._transcribe(audios)
+        except torch.OutOfMemoryError:
+            pass  # handled below, outside the except block, so the failed call's tensors can go
+        gc.collect()
+        if self.model.device.type == "cuda":
+            torch.cuda.empty_cache()
+        raise DeviceError(
+            f"ran out of memory on {self.model.device} decoding {len(audios)} streams side by side; "
+            "try shorter segments (--segment-seconds), fewer files at once, or --device cpu"
+        )
 
     def _transcribe(self, audios: Sequence[np.ndarray]) -> list[Transcript]:
         if not 0 < len(audios) <= self.batch:
