@@ -152,16 +152,10 @@ def load_audio(path: str | os.PathLike[str]) -> np.ndarray:
 def audio_duration(path: str | os.PathLike[str]) -> float:
     """Duration in seconds of the first audio stream, from the container's metadata when it has
     any (instant), otherwise by decoding the stream."""
-    p = _check_path(path)
-    with _open(p) as container:
-        if not container.streams.audio:
-            raise AudioError(f"{p} has no audio stream")
-        stream = container.streams.audio[0]
-        if stream.duration is not None and stream.time_base is not None:
-            return float(stream.duration * stream.time_base)
-        if container.duration is not None:
-            return container.duration / av.time_base
-    return sum(len(c) for c in iter_audio(p)) / SAMPLE_RATE
+    seconds = metadata_duration(path)
+    if seconds is not None:
+        return seconds
+    return sum(len(c) for c in iter_audio(path)) / SAMPLE_RATE  # says why, if it cannot be read
 
 
 def metadata_duration(path: str | os.PathLike[str]) -> float | None:

@@ -62,6 +62,14 @@ def _free_bytes(device: torch.device) -> int:
     return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
 
 
+def release_memory(device: torch.device) -> None:
+    """After a failed allocation (outside its except block, whose traceback held the tensors):
+    collect them and hand the allocator's cached blocks back, so the next try sees the memory."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
 def choose_dense(model: VoxtralModel, batch: int) -> tuple[bool, str]:
     """Whether a `batch`-row decoder whose caches are already allocated should also hold dense
     weights, and why: on CUDA from DENSE_MIN_ROWS rows on, when the copy fits with
@@ -130,9 +138,8 @@ class BatchDecoder:
                 self._dense = DenseCopy(model, model.dtype)
             except torch.OutOfMemoryError:
                 self.dense_reason = "Q4 weights (out of memory for a dense copy)"
-            if self._dense is None and model.device.type == "cuda":  # after the except block,
-                gc.collect()  # whose traceback held the partial copy
-                torch.cuda.empty_cache()
+            if self._dense is None:
+                release_memory(model.device)
         with self._weights():  # the graphs read the weights in use at capture
             self.graph = GraphStep(model, None, self.decoder) if cuda_graphs else None
 
@@ -194,9 +201,7 @@ class BatchDecoder:
                 return self._transcribe(audios)
         except torch.OutOfMemoryError:
             pass  # handled below, outside the except block, so the failed call's tensors can go
-        gc.collect()
-        if self.model.device.type == "cuda":
-            torch.cuda.empty_cache()
+        release_memory(self.model.device)
         raise DeviceError(
             f"ran out of memory on {self.model.device} decoding {len(audios)} streams side by side; "
             "try shorter segments (--segment-seconds), fewer files at once, or --device cpu"

@@ -6,7 +6,6 @@ surfaces here as a one-line `VoxtralError`.
 
 from __future__ import annotations
 
-import gc
 import logging
 import math
 import time
@@ -17,7 +16,7 @@ import torch
 
 from voxtral_desktop.config import DEFAULT_DELAY_MS, StreamConfig
 from voxtral_desktop.device import DeviceChoice, resolve_device
-from voxtral_desktop.engine.batch import BatchDecoder
+from voxtral_desktop.engine.batch import BatchDecoder, release_memory
 from voxtral_desktop.engine.events import ModelInfo
 from voxtral_desktop.engine.session import StreamingSession
 from voxtral_desktop.engine.tokenizer import TekkenTokenizer
@@ -129,10 +128,8 @@ class Engine:
             )
         except torch.OutOfMemoryError:
             decoder = None
-        if decoder is None:  # after the except block, whose traceback held the partial decoder
-            gc.collect()
-            if cuda:
-                torch.cuda.empty_cache()
+        if decoder is None:
+            release_memory(self.device.device)
             raise DeviceError(
                 f"not enough memory on {self.device.device} for {batch} streams of {max_seconds:g} s; "
                 "try shorter segments (--segment-seconds) or --device cpu"
