@@ -17,7 +17,7 @@ rows of 30 s, about 1 GB of 16 kHz float32).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -201,15 +201,25 @@ class _Cutter:
         while len(bounds) < self.group:
             cut = _next_cut(audio, start, limits)
             if cut is None:
-                assert final, "a full batch was promised"
+                assert final, "a full group was promised"
                 bounds.append((start, len(audio)))
                 break
             bounds.append((start, cut))
             start = cut
         return bounds
 
+    def _cut(
+        self, audio: np.ndarray, start: int, offset: int, final: bool, limits: _Limits
+    ) -> Generator[tuple[int, np.ndarray], None, int]:
+        """One group of pieces from `audio[start:]` (each a copy, so no piece keeps the buffer
+        alive), at file position `offset + start`; returns where the next group starts."""
+        bounds = self._group(audio[start:], final, limits)
+        for a, b in bounds:
+            yield offset + start + a, audio[start + a : start + b].copy()
+        return start + bounds[-1][1]
+
     def __iter__(self) -> Iterator[tuple[int, np.ndarray]]:
-        # Past this many samples the first `batch` cuts, and every window they look at, lie inside
+        # Past this many samples the first `group` cuts, and every window they look at, lie inside
         # the buffer: they are then the cuts planned on the whole file.
         ready = self.group * self.limits.max_samples + _HALF_WINDOW
         offset = 0  # file position of the buffer's first sample
@@ -225,13 +235,10 @@ class _Cutter:
             if n_pending < ready:
                 continue
             # Every group that is ready, from one concatenation (a whole file in one chunk is cut
-            # in one pass); each piece is a copy, so no piece keeps the buffer alive.
+            # in one pass).
             audio, start = np.concatenate(pending), 0
             while len(audio) - start >= ready:
-                bounds = self._group(audio[start:], False, self.limits)
-                for a, b in bounds:
-                    yield offset + start + a, audio[start + a : start + b].copy()
-                start += bounds[-1][1]
+                start = yield from self._cut(audio, start, offset, False, self.limits)
             offset += start
             rest = audio[start:].copy()  # a copy, so the consumed audio can be freed
             pending, n_pending = [rest], len(rest)
@@ -241,10 +248,7 @@ class _Cutter:
         )
         start = 0
         while start < len(audio):
-            bounds = self._group(audio[start:], True, tail)
-            for a, b in bounds:
-                yield offset + start + a, audio[start + a : start + b].copy()
-            start += bounds[-1][1]
+            start = yield from self._cut(audio, start, offset, True, tail)
 
 
 @dataclass
