@@ -97,38 +97,39 @@ def _kernels() -> Any:
         s_qb, s_qt,
         s_kb, s_kh, s_ks,
         s_sb, s_sh,
-        HALF: tl.constexpr, HB: tl.constexpr, QUANT: tl.constexpr, HAS_BIAS: tl.constexpr,
+        HALF: tl.constexpr, HB: tl.constexpr, TB: tl.constexpr, QUANT: tl.constexpr,
+        HAS_BIAS: tl.constexpr,
     ):  # fmt: skip
-        # HB head vectors of one (stream, position) per program: q heads, then k, then v.
-        bt = tl.program_id(0)
-        head = tl.program_id(1) * HB + tl.arange(0, HB)
-        b = bt // T
-        t = bt % T
+        # TB positions x HB head vectors of one stream per program (q heads, then k, then v);
+        # row r is position t0 + r // HB, head h0 + r % HB.
+        b = tl.program_id(0)
+        r = tl.arange(0, TB * HB)
+        t = tl.program_id(1) * TB + r // HB
+        head = tl.program_id(2) * HB + r % HB
         j = tl.arange(0, 2 * HALF)
-        live = head < H + 2 * HKV
-        src = qkv_ptr + b * s_qb + t * s_qt + head[:, None] * (2 * HALF)
-        x = tl.load(src + j[None, :], mask=live[:, None], other=0.0).to(tl.float32)
-        # interleaved pairs: element j pairs with j ^ 1; cos/sin of pair j // 2
-        partner = tl.load(src + (j ^ 1)[None, :], mask=live[:, None], other=0.0).to(tl.float32)
+        live = (head < H + 2 * HKV) & (t < T)
+        src = qkv_ptr + b * s_qb + t[:, None] * s_qt + head[:, None] * (2 * HALF) + j[None, :]
+        x = tl.load(src, mask=live[:, None], other=0.0)
         if HAS_BIAS:  # the projection's bias, rounded in like a separate add
-            bias_row = bias_ptr + head[:, None] * (2 * HALF)
-            pb = tl.load(bias_row + j[None, :], mask=live[:, None], other=0.0).to(tl.float32)
-            x = (x + pb).to(qkv_ptr.dtype.element_ty).to(tl.float32)
-            pb = tl.load(bias_row + (j ^ 1)[None, :], mask=live[:, None], other=0.0).to(tl.float32)
-            partner = (partner + pb).to(qkv_ptr.dtype.element_ty).to(tl.float32)
-        cos = tl.load(rot_ptr + t * (2 * HALF) + (j // 2) * 2)[None, :]
-        sin = tl.load(rot_ptr + t * (2 * HALF) + (j // 2) * 2 + 1)[None, :]
-        # (a + ic)(cos + i sin): re = a cos - c sin (even j), im = a sin + c cos (odd j)
-        rotated = tl.where((j % 2 == 0)[None, :], x * cos - partner * sin, partner * sin + x * cos)
+            pb = tl.load(bias_ptr + head[:, None] * (2 * HALF) + j[None, :], mask=live[:, None], other=0.0)
+            x = (x.to(tl.float32) + pb.to(tl.float32)).to(qkv_ptr.dtype.element_ty)
+        # interleaved pairs (a, c) = (x[2i], x[2i+1]), split in registers (one load, not two)
+        a, c = tl.split(tl.reshape(x.to(tl.float32), [TB * HB, HALF, 2]))
+        i = tl.arange(0, HALF)
+        rot = rot_ptr + t[:, None] * (2 * HALF) + i[None, :] * 2
+        cos = tl.load(rot, mask=(t < T)[:, None], other=0.0)
+        sin = tl.load(rot + 1, mask=(t < T)[:, None], other=0.0)
+        # (a + ic)(cos + i sin) = (a cos - c sin) + i (a sin + c cos)
+        rotated = tl.reshape(tl.join(a * cos - c * sin, a * sin + c * cos), [TB * HB, 2 * HALF])
         is_k = head < H + HKV
-        y = tl.where(is_k[:, None], rotated, x)  # value heads are stored as they are
-        # q [B, H, T, D] contiguous
-        is_q = head < H
-        q_dst = q_ptr + ((b * H + head[:, None]) * T + t) * (2 * HALF) + j[None, :]
+        y = tl.where(is_k[:, None], rotated, x.to(tl.float32))  # value heads are stored as they are
+        # q [B, H, T, D] contiguous: the TB positions of a head are adjacent
+        is_q = live & (head < H)
+        q_dst = q_ptr + ((b * H + head[:, None]) * T + t[:, None]) * (2 * HALF) + j[None, :]
         tl.store(q_dst, y.to(q_ptr.dtype.element_ty), mask=is_q[:, None])
         # keys and values into their cache slot
         is_kv = live & (head >= H)
-        slot = tl.load(slot_ptr + t)
+        slot = tl.load(slot_ptr + t, mask=t < T, other=0)
         kv_head = tl.where(is_k, head - H, head - H - HKV)
         b64 = b.to(tl.int64)  # big batches near 2^31 elements of cache (256 streams x 600 s: 1.97e9)
         off = b64 * s_kb + kv_head * s_kh + slot * s_ks
@@ -208,7 +209,8 @@ def _kernels() -> Any:
             else:
                 distance = qpos[:, None] - held[None, :]
                 seen = (held >= 0)[None, :] & (distance >= 0) & (distance < WINDOW) & rmask[:, None]
-            k = tl.load(k_base + offs[:, None] * s_ks + d[None, :], mask=smask[:, None], other=0).to(q.dtype)
+            k = tl.load(k_base + offs[:, None] * s_ks + d[None, :], mask=smask[:, None], other=0)
+            k = k.to(q.dtype)
             if IEEE:
                 scores = tl.dot(q, tl.trans(k), input_precision="ieee")
             else:
@@ -225,7 +227,8 @@ def _kernels() -> Any:
                 alpha = tl.math.exp2((m - m_new) * 1.4426950408889634)
                 p = tl.math.exp2((scores - m_new[:, None]) * 1.4426950408889634)
             l = l * alpha + tl.sum(p, axis=1)
-            v = tl.load(v_base + offs[:, None] * s_ks + d[None, :], mask=smask[:, None], other=0).to(q.dtype)
+            v = tl.load(v_base + offs[:, None] * s_ks + d[None, :], mask=smask[:, None], other=0)
+            v = v.to(q.dtype)
             if QUANT:
                 pv = p * tl.load(vs_ptr + b64 * s_sb + h * s_sh + offs, mask=smask, other=0.0)[None, :]
             else:
@@ -317,6 +320,13 @@ def add_rms_norm(
     return out, y
 
 
+# Elements of qkv a RoPE/cache program handles (a power of 2) and its warps: on the H200, 1,024
+# (one position) with 2 warps was the fastest for encoder chunks and 256-stream steps alike
+# (bench/h200_session8/tune_folder_kernels.log)
+ROPE_ELEMENTS = 1024
+ROPE_WARPS = 2
+
+
 def rope_qkv_to_cache(
     qkv: torch.Tensor,
     rotations: torch.Tensor,
@@ -341,17 +351,21 @@ def rope_qkv_to_cache(
     if not rot.is_contiguous():
         rot = rot.contiguous()
     q = torch.empty(B, n_heads, T, head_dim, dtype=qkv.dtype, device=qkv.device)
-    # ~1,024 elements a program: one program per head vector made the encoder chunks of a file
-    # batch (32 streams x 256 frames x 96 heads) 20x slower than their memory traffic
-    heads_per_program = max(1, min(_next_pow2(n_heads + 2 * n_kv_heads), 1024 // head_dim))
+    # ROPE_ELEMENTS a program: one program per head vector made the encoder chunks of a file
+    # batch (32 streams x 256 frames x 96 heads) 20x slower than their memory traffic, and one
+    # position per program still 4x (bench/RESULTS.md, sessions 4 and 8)
+    n_vectors = n_heads + 2 * n_kv_heads
+    heads = max(1, min(_next_pow2(n_vectors), 1024 // head_dim))  # 96 or 48 heads: 6 programs
+    positions = max(1, min(_next_pow2(T), ROPE_ELEMENTS // (heads * head_dim)))
     assert bias is None or (bias.is_contiguous() and bias.numel() == qkv.shape[-1])
-    kern[(B * T, triton_cdiv(n_heads + 2 * n_kv_heads, heads_per_program))](
+    kern[(B, triton_cdiv(T, positions), triton_cdiv(n_vectors, heads))](
         qkv, qkv if bias is None else bias, rot, slots, q, kc, vc, ks, vs,
         T, n_heads, n_kv_heads,
         qkv.stride(0), qkv.stride(1),
         kc.stride(0), kc.stride(1), kc.stride(2),
         ks.stride(0), ks.stride(1),
-        HALF=head_dim // 2, HB=heads_per_program, QUANT=cache.quantized, HAS_BIAS=bias is not None,
+        HALF=head_dim // 2, HB=heads, TB=positions, QUANT=cache.quantized, HAS_BIAS=bias is not None,
+        num_warps=ROPE_WARPS,
     )  # fmt: skip
     return q
 
@@ -380,7 +394,11 @@ ATTN_SPLIT_ROWS = 8  # query rows per KV head up to which the keys are split amo
 # Tiles of the chunk kernel (query rows, keys per step, warps, pipeline stages; None: Triton's
 # default), by head size: bench/tune_attention.py measures the choices on the device.
 CHUNK_TILES: dict[int, tuple[int, int, int, int | None]] = {64: (64, 128, 4, None), 128: (64, 64, 8, None)}
-STEP_TILE = (64, 2)  # keys per step and warps of a step whose keys are not split (many streams)
+# Keys per step, warps and pipeline stages (None: Triton's default) of a step whose keys are not
+# split among programs (many streams). On the H200, one warp on 32 keys a step read a 256-stream
+# int8 cache 10-22 % faster than (64, 2), the H100's choice of session 4, at 200-780 slots
+# filled (bench/h200_session8/tune_folder_kernels.log).
+STEP_TILE: tuple[int, int, int | None] = (32, 1, None)
 
 
 @cache
@@ -448,10 +466,11 @@ def attention(
     # at least 2 blocks of keys); many streams fill it on their own and need no combine kernel.
     n_split = max(1, min(16, triton_cdiv(S, 2 * block), triton_cdiv(_programs_to_fill(q.device), B * Hkv)))
     if n_split == 1:
-        keys, warps = STEP_TILE
+        keys, warps, stages = STEP_TILE
+        tuning = {} if stages is None else {"num_stages": stages}
         split_kernel[(B * Hkv, 1, 1)](
             q, k, v, ks, vs, *args, out, out, out, out, *sizes, 1, *strides,
-            R_PAD=16, RB=16, BS=keys, DIRECT=True, num_warps=warps, **flags,
+            R_PAD=16, RB=16, BS=keys, DIRECT=True, num_warps=warps, **tuning, **flags,
         )  # fmt: skip
         return out.view(B, H, T, D)
     r_pad = max(2, _next_pow2(R))
