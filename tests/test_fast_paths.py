@@ -25,8 +25,15 @@ def q4_tensors(config, seed: int, std: float = 0.5) -> dict:
             for s in expected_tensors(config)}  # fmt: skip
 
 
-@pytest.mark.parametrize("max_seconds", [8.0, 600.0])
-def test_batch_decoder_equals_one_session_per_file(max_seconds: float, tokenizer_small) -> None:
+@pytest.mark.parametrize(
+    ("max_seconds", "encoder_batch", "encoder_chunk"),
+    # the default encoder phase; and groups of 3 rows in chunks of 4 positions, so that the
+    # silent prefix (31 positions, made once and copied into every row) takes 8 chunks
+    [(8.0, None, None), (600.0, None, None), (8.0, 3, 4)],
+)
+def test_batch_decoder_equals_one_session_per_file(
+    max_seconds: float, encoder_batch: int | None, encoder_chunk: int | None, tokenizer_small
+) -> None:
     config = tiny_config(decoder_vocab_size=VOCAB, decoder_sliding_window=40)
     tensors = q4_tensors(config, 21)
     model = build_model(config, tensors, device=CPU, dtype=torch.float32, fuse=True)
@@ -34,9 +41,13 @@ def test_batch_decoder_equals_one_session_per_file(max_seconds: float, tokenizer
     audios = [speechlike(s, 30 + i) for i, s in enumerate([2.0, 0.4, 6.0, 3.3])]
     session = StreamingSession(model, tokenizer_small, stream)
     expected = [our_tokens(session, a) for a in audios]
-    decoder = BatchDecoder(model, tokenizer_small, stream, batch=6, max_seconds=max_seconds)
+    decoder = BatchDecoder(
+        model, tokenizer_small, stream, batch=6, max_seconds=max_seconds,
+        encoder_batch=encoder_batch, encoder_chunk=encoder_chunk,
+    )  # fmt: skip
     got = decoder.transcribe(audios)
     assert [[t.id for t in r.tokens] for r in got] == expected
+    assert [[t.id for t in r.tokens] for r in decoder.transcribe(audios[::-1])] == expected[::-1]
     assert [r.text for r in got] == [tokenizer_small.decode(e) for e in expected]
     with pytest.raises(ValueError):
         decoder.transcribe([speechlike(max_seconds + 3, 0)] if max_seconds < 100 else [])

@@ -27,7 +27,9 @@ import torch
 from voxtral_desktop.audio.mel import log_mel, log_mel_on
 from voxtral_desktop.config import (
     EOS_ID,
+    HOP_LENGTH,
     MEL_FRAMES_PER_TOKEN,
+    N_FFT,
     N_LEFT_PAD_TOKENS,
     SAMPLE_RATE,
     SAMPLES_PER_TOKEN,
@@ -88,6 +90,14 @@ def choose_dense(model: VoxtralModel, batch: int) -> tuple[bool, str]:
     return True, f"dense {str(model.dtype).removeprefix('torch.')} weights ({need / 2**30:.1f} GiB copy)"
 
 
+# Leading positions whose mel frames see only the left pad (the centred frames 0..254 end before
+# its last sample): every stream computes the same encoder output, audio vectors and decoder keys
+# for them, so a batch computes them once, for one stream, and copies them into every row.
+SILENT_POSITIONS = (
+    (N_LEFT_PAD_TOKENS * SAMPLES_PER_TOKEN - N_FFT // 2) // HOP_LENGTH + 1
+) // MEL_FRAMES_PER_TOKEN
+
+
 def padded_audio(audio: np.ndarray, config: StreamConfig) -> np.ndarray:
     """The offline padding: 32 tokens of silence left; right to a token boundary plus the pad."""
     left = np.zeros(N_LEFT_PAD_TOKENS * SAMPLES_PER_TOKEN, np.float32)
@@ -129,6 +139,11 @@ class BatchDecoder:
         which and why."""
         self.model, self.tokenizer, self.config, self.batch = model, tokenizer, config, batch
         self._dense: DenseCopy | None = None
+        # the silent positions' audio vectors [1, P, dim], encoder state and decoder cache, made
+        # on first use under the weights this decoder runs (`_silent_encoder`, `_silent_decoder`)
+        self._silent_audio: torch.Tensor | None = None
+        self._silent_encoder_state: dict[str, object] | None = None
+        self._silent_cache: dict[str, object] | None = None
         self._allocate(model, config, batch, max_seconds, encoder_batch, encoder_chunk)
         self.dense_reason = "dense weights (asked for)" if dense else "Q4 weights"
         if dense is None:
@@ -220,12 +235,13 @@ class BatchDecoder:
         # Positions 0 .. n-2 are decoded (the reference never runs the last one).
         audio = self._encode(mels, n_positions - 1)  # [B, n - 1, dim]
         self.decoder.cache.reset()
+        self.decoder.cache.restore(self._silent_decoder())  # positions 0 .. P-1 of every row
 
-        n_prompt = cfg.n_prompt_tokens
+        n_prompt, P = cfg.n_prompt_tokens, SILENT_POSITIONS
         detoks = [StreamingDetokenizer(self.tokenizer) for _ in audios]
         tokens: list[list[TimedToken]] = [[] for _ in audios]
         open_rows = set(range(len(audios)))
-        logits = model.decode(self._prompt, audio[:, :n_prompt], self.decoder)
+        logits = model.decode(self._prompt[:, P:], audio[:, P:n_prompt], self.decoder)
         next_ids = logits.argmax(-1)
         self._collect(next_ids.tolist(), n_prompt - 1, lengths, tokens, detoks, open_rows)
         for position, column in self._columns(audio, next_ids, n_prompt) if open_rows else ():
@@ -297,24 +313,74 @@ class BatchDecoder:
             self._encode_groups(mels, n_positions, out)
         return out
 
+    def _silence(self, rows: int, frames: int) -> torch.Tensor:
+        """[rows, n_mels, frames] of the log-mel of digital silence (one constant)."""
+        column = log_mel(np.zeros(SAMPLES_PER_TOKEN, np.float32))[:, :1]
+        silence = torch.from_numpy(column).to(self.model.device, self.model.dtype)
+        return silence.expand(rows, column.shape[0], frames).contiguous()
+
+    def _embed(
+        self, mel: torch.Tensor, state: EncoderState, start: int, n_positions: int
+    ) -> Iterator[tuple[int, torch.Tensor]]:
+        """(first position, audio vectors [rows, count, dim]) of positions start .. n_positions-1
+        of `mel`, in chunks of `encoder_chunk` positions through `state`."""
+        for first in range(start, n_positions, self.encoder_chunk):
+            count = min(self.encoder_chunk, n_positions - first)
+            chunk = mel[:, :, first * MEL_FRAMES_PER_TOKEN : (first + count) * MEL_FRAMES_PER_TOKEN]
+            yield first, self.model.embed_audio(chunk, state)
+
+    def _silent_encoder(self) -> tuple[torch.Tensor, dict[str, object]]:
+        """The silent positions' audio vectors [1, P, dim] and the encoder state after them."""
+        if self._silent_audio is None or self._silent_encoder_state is None:
+            mcfg, model = self.model.config, self.model
+            state = EncoderState.allocate(
+                mcfg.encoder,
+                batch=1,
+                max_chunk_frames=self.encoder_chunk * mcfg.downsample_factor,
+                device=model.device,
+                dtype=model.dtype,
+                kv_int8=model.kv_int8,
+            )
+            mel = self._silence(1, SILENT_POSITIONS * MEL_FRAMES_PER_TOKEN)
+            self._silent_audio = torch.cat(
+                [v for _, v in self._embed(mel, state, 0, SILENT_POSITIONS)], dim=1
+            )
+            self._silent_encoder_state = state.snapshot()
+        return self._silent_audio, self._silent_encoder_state
+
+    def _silent_decoder(self) -> dict[str, object]:
+        """The decoder cache after the silent positions (run under the decoder's weights)."""
+        if self._silent_cache is None:
+            audio, _ = self._silent_encoder()
+            state = DecoderState.allocate(
+                self.model.config.decoder,
+                self.decoder.ada_scales,
+                batch=1,
+                max_chunk=SILENT_POSITIONS,
+                device=self.model.device,
+                dtype=self.model.dtype,
+                max_positions=SILENT_POSITIONS,
+                kv_int8=self.model.kv_int8,
+            )
+            self.model.decode(self._prompt[:1, :SILENT_POSITIONS], audio, state)
+            self._silent_cache = state.cache.snapshot()
+        return self._silent_cache
+
     def _encode_groups(self, mels: list[torch.Tensor], n_positions: int, out: torch.Tensor) -> None:
-        model, device, dtype = self.model, self.model.device, self.model.dtype
         rows_per_group = self.encoder_batch
-        n_mels = mels[0].shape[0]
-        # rows past a stream's end hear silence
-        silence = torch.from_numpy(log_mel(np.zeros(SAMPLES_PER_TOKEN, np.float32))[:, :1]).to(device, dtype)
+        silent_audio, silent_state = self._silent_encoder()
+        out[:, :SILENT_POSITIONS] = silent_audio
         for first in range(0, len(mels), rows_per_group):
             group = mels[first : first + rows_per_group]
-            mel = silence.expand(rows_per_group, n_mels, n_positions * MEL_FRAMES_PER_TOKEN).contiguous()
+            # rows past a stream's end hear silence
+            mel = self._silence(rows_per_group, n_positions * MEL_FRAMES_PER_TOKEN)
             for row, m in enumerate(group):
                 width = min(m.shape[1], mel.shape[2])
                 mel[row, :, :width] = m[:, :width]
             self.encoder.reset()
-            for start in range(0, n_positions, self.encoder_chunk):
-                count = min(self.encoder_chunk, n_positions - start)
-                chunk = mel[:, :, start * MEL_FRAMES_PER_TOKEN : (start + count) * MEL_FRAMES_PER_TOKEN]
-                vectors = model.embed_audio(chunk, self.encoder)  # [group, count, dim]
-                out[first : first + len(group), start : start + count] = vectors[: len(group)]
+            self.encoder.restore(silent_state)  # positions 0 .. P-1 in every row
+            for start, vectors in self._embed(mel, self.encoder, SILENT_POSITIONS, n_positions):
+                out[first : first + len(group), start : start + vectors.shape[1]] = vectors[: len(group)]
 
     def _collect(
         self,

@@ -183,6 +183,7 @@ class KVCache:
         return snap
 
     def restore(self, snap: dict[str, object]) -> None:
+        """Back to a `snapshot`, taken from this cache or another of the same layers and heads."""
         k, v, slot_pos, next_pos = snap["k"], snap["v"], snap["slot_pos"], snap["next_pos"]
         assert (
             isinstance(k, torch.Tensor) and isinstance(v, torch.Tensor) and isinstance(slot_pos, torch.Tensor)
@@ -196,7 +197,10 @@ class KVCache:
             assert isinstance(k_scale, torch.Tensor) and isinstance(v_scale, torch.Tensor)
             self.k_scale[..., :used].copy_(k_scale)
             self.v_scale[..., :used].copy_(v_scale)
-        self.slot_pos.copy_(slot_pos)
+        # Before the first wrap slot i holds position i: a snapshot fits any ring of at least
+        # `used` slots, and its rows broadcast (one stream's state into every row of a batch).
+        self.slot_pos.fill_(-1)
+        self.slot_pos[:used].copy_(slot_pos[:used])
         self.next_pos = next_pos
         self.pos_t.fill_(next_pos)
         self._used = used
