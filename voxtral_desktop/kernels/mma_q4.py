@@ -17,10 +17,6 @@ kernel itself is checked against `q4_linear_reference` on the GPU (tests/test_gp
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import logging
-import os
 import sys
 from dataclasses import dataclass
 from functools import cache
@@ -35,11 +31,6 @@ TILE_ROWS = 16  # output rows per tile: the M dimension of mma.m16n8k16
 STEP_COLS = 64  # input columns per lane load: 4 k-steps of 16 (two Q4_0 groups)
 ROWS_PER_LAUNCH = 64  # activation rows: 8 n-tiles of 8
 SOURCE = Path(__file__).with_name("q4_mma.cu")
-# Where compiled kernels are kept between runs: a folder, or "off"; by default the user's cache
-# folder (platformdirs), e.g. ~/.cache/voxtral-desktop/kernels on Linux.
-CACHE_ENV = "VOXTRAL_KERNEL_CACHE"
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -252,77 +243,13 @@ def nvrtc_cubin(source: str, arch: str, library=None) -> bytes:
         lib.nvrtcDestroyProgram(ctypes.byref(prog))
 
 
-def kernel_cache_dir() -> Path | None:
-    """The folder of compiled kernels (None: `VOXTRAL_KERNEL_CACHE=off`)."""
-    value = os.environ.get(CACHE_ENV, "")
-    if value == "off":
-        return None
-    if value:
-        return Path(value)
-    import platformdirs
-
-    return Path(platformdirs.user_cache_dir("voxtral-desktop", appauthor=False)) / "kernels"
-
-
-def _nvrtc_version(lib) -> str:
-    import ctypes
-
-    major, minor = ctypes.c_int(), ctypes.c_int()
-    if lib.nvrtcVersion(ctypes.byref(major), ctypes.byref(minor)) != 0:
-        return "unknown"
-    return f"{major.value}.{minor.value}"
-
-
-def cached_cubin(
-    source: str, arch: str, library=None, folder: Path | None = None
-) -> tuple[bytes, Path | None]:
-    """`nvrtc_cubin`, kept on disk between runs: (cubin, the file it came from or None).
-
-    Every process used to compile its variants again: 0.2-1 s each, several seconds before the
-    first words of every app start. The key is a hash of NVRTC's version, the architecture and
-    the source, so an upgrade compiles afresh. A cache that cannot be written (read-only, full
-    disk) only costs the compile."""
-    lib = library if library is not None else _nvrtc_library()
-    if folder is None:
-        return nvrtc_cubin(source, arch, lib), None
-    key = hashlib.sha256(f"{_nvrtc_version(lib)}\0{arch}\0{source}".encode()).hexdigest()[:32]
-    path = folder / f"q4_mma-{arch}-{key}.cubin"
-    try:
-        data = path.read_bytes()
-        if data.startswith(b"\x7fELF"):
-            return data, path
-    except OSError:
-        pass
-    cubin = nvrtc_cubin(source, arch, lib)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp.write_bytes(cubin)
-        os.replace(tmp, path)  # whole or not at all, also with several processes
-    except OSError as e:
-        log.debug("compiled kernel not cached in %s: %s", folder, e)
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
-    return cubin, None
-
-
 def _compile(variants, device_index: int) -> dict[tuple[int, int, int, bool], _Launcher]:
     from torch.cuda._utils import _cuda_load_module
 
     with torch.cuda.device(device_index):
         major, minor = torch.cuda.get_device_capability(device_index)
         names = [_variant_name(*v) for v in variants]
-        source, arch = _source(variants), f"sm_{major}{minor}"
-        cubin, cached = cached_cubin(source, arch, folder=kernel_cache_dir())
-        try:
-            module = _cuda_load_module(cubin, names)
-        except RuntimeError:
-            if cached is None:
-                raise
-            log.info("damaged compiled kernel %s: compiling it again", cached)
-            with contextlib.suppress(OSError):
-                cached.unlink(missing_ok=True)
-            module = _cuda_load_module(nvrtc_cubin(source, arch), names)
+        module = _cuda_load_module(nvrtc_cubin(_source(variants), f"sm_{major}{minor}"), names)
         kernels = module if isinstance(module, dict) else {name: getattr(module, name) for name in names}
         return {v: _Launcher(kernels[name]) for v, name in zip(variants, names, strict=True)}
 
@@ -331,7 +258,7 @@ def _compile(variants, device_index: int) -> dict[tuple[int, int, int, bool], _L
 def _kernel(warps: int, nt: int, unroll: int, gated: bool, device_index: int) -> _Launcher:
     """One variant, compiled on first use (0.2-1 s on the H100's host; all 22 at once took 12 s,
     so a process compiles only the few its shapes and row counts need, mostly while the
-    streaming session captures its CUDA graphs), or read from `kernel_cache_dir`."""
+    streaming session captures its CUDA graphs)."""
     v = (warps, nt, unroll, gated)
     return _compile((v,), device_index)[v]
 
