@@ -10,7 +10,9 @@ tests check the tokens are equal.
 Two phases: the encoder first runs over every file in large chunks, a few files at a time (it
 does not depend on the text, and its 750-frame KV cache is 122-263 MB per stream at full size,
 so it is kept for `encoder_batch` streams only), storing one audio vector per position
-(B x positions x 6 KB in bf16); then the decoder runs all B streams in lockstep.
+(B x positions x 6 KB in bf16); then the decoder runs all B streams in lockstep. The first
+`SILENT_POSITIONS` of every stream hear the same left pad: they are computed once, for one
+stream, and copied into every row.
 """
 
 from __future__ import annotations

@@ -209,8 +209,7 @@ def _kernels() -> Any:
             else:
                 distance = qpos[:, None] - held[None, :]
                 seen = (held >= 0)[None, :] & (distance >= 0) & (distance < WINDOW) & rmask[:, None]
-            k = tl.load(k_base + offs[:, None] * s_ks + d[None, :], mask=smask[:, None], other=0)
-            k = k.to(q.dtype)
+            k = tl.load(k_base + offs[:, None] * s_ks + d[None, :], mask=smask[:, None], other=0).to(q.dtype)
             if IEEE:
                 scores = tl.dot(q, tl.trans(k), input_precision="ieee")
             else:
@@ -227,8 +226,7 @@ def _kernels() -> Any:
                 alpha = tl.math.exp2((m - m_new) * 1.4426950408889634)
                 p = tl.math.exp2((scores - m_new[:, None]) * 1.4426950408889634)
             l = l * alpha + tl.sum(p, axis=1)
-            v = tl.load(v_base + offs[:, None] * s_ks + d[None, :], mask=smask[:, None], other=0)
-            v = v.to(q.dtype)
+            v = tl.load(v_base + offs[:, None] * s_ks + d[None, :], mask=smask[:, None], other=0).to(q.dtype)
             if QUANT:
                 pv = p * tl.load(vs_ptr + b64 * s_sb + h * s_sh + offs, mask=smask, other=0.0)[None, :]
             else:
@@ -351,9 +349,9 @@ def rope_qkv_to_cache(
     if not rot.is_contiguous():
         rot = rot.contiguous()
     q = torch.empty(B, n_heads, T, head_dim, dtype=qkv.dtype, device=qkv.device)
-    # ROPE_ELEMENTS a program: one program per head vector made the encoder chunks of a file
-    # batch (32 streams x 256 frames x 96 heads) 20x slower than their memory traffic, and one
-    # position per program still 4x (bench/RESULTS.md, sessions 4 and 8)
+    # Up to 1,024 / D head vectors of up to ROPE_ELEMENTS / 1,024 positions a program: one
+    # program per head vector made the encoder chunks of a file batch 20x slower than their
+    # memory traffic (session 4), and loading each pair's partner a second time 3x (session 8)
     n_vectors = n_heads + 2 * n_kv_heads
     heads = max(1, min(_next_pow2(n_vectors), 1024 // head_dim))  # 96 or 48 heads: 6 programs
     positions = max(1, min(_next_pow2(T), ROPE_ELEMENTS // (heads * head_dim)))
@@ -396,8 +394,8 @@ ATTN_SPLIT_ROWS = 8  # query rows per KV head up to which the keys are split amo
 CHUNK_TILES: dict[int, tuple[int, int, int, int | None]] = {64: (64, 128, 4, None), 128: (64, 64, 8, None)}
 # Keys per step, warps and pipeline stages (None: Triton's default) of a step whose keys are not
 # split among programs (many streams). On the H200, one warp on 32 keys a step read a 256-stream
-# int8 cache 10-22 % faster than (64, 2), the H100's choice of session 4, at 200-780 slots
-# filled (bench/h200_session8/tune_folder_kernels.log).
+# int8 cache 14 % and 10 % faster than (64, 2), the H100's choice of session 4, with 400 and 780
+# of 800 slots filled (bench/h200_session8/tune_folder_kernels.log).
 STEP_TILE: tuple[int, int, int | None] = (32, 1, None)
 
 

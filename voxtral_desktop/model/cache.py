@@ -183,7 +183,8 @@ class KVCache:
         return snap
 
     def restore(self, snap: dict[str, object]) -> None:
-        """Back to a `snapshot`, taken from this cache or another of the same layers and heads."""
+        """Back to a `snapshot` of this cache, or of another with the same layers and heads: one
+        that has not wrapped, or with the same capacity; a one-stream snapshot fills every row."""
         k, v, slot_pos, next_pos = snap["k"], snap["v"], snap["slot_pos"], snap["next_pos"]
         assert (
             isinstance(k, torch.Tensor) and isinstance(v, torch.Tensor) and isinstance(slot_pos, torch.Tensor)
