@@ -189,14 +189,10 @@ class BatchDecoder:
         mcfg = model.config
         with torch.no_grad():
             ada = model.decoder.ada_scales(config.n_delay_tokens, device, dtype)
-        self.encoder = EncoderState.allocate(
-            mcfg.encoder,
-            batch=self.encoder_batch,
-            max_chunk_frames=encoder_chunk * mcfg.downsample_factor,
-            device=device,
-            dtype=dtype,
-            kv_int8=model.kv_int8,
-        )
+        self.encoder = self._encoder_state(self.encoder_batch)
+        # the log-mel of digital silence: one constant column [n_mels, 1]
+        silence = log_mel(np.zeros(SAMPLES_PER_TOKEN, np.float32))[:, :1]
+        self._silent_column = torch.from_numpy(silence).to(device, dtype)
         self.decoder = DecoderState.allocate(
             mcfg.decoder,
             ada,
@@ -236,7 +232,6 @@ class BatchDecoder:
             raise ValueError(f"a signal is longer than this batch decoder's {self.max_positions} positions")
         # Positions 0 .. n-2 are decoded (the reference never runs the last one).
         audio = self._encode(mels, n_positions - 1)  # [B, n - 1, dim]
-        self.decoder.cache.reset()
         self.decoder.cache.restore(self._silent_decoder())  # positions 0 .. P-1 of every row
 
         n_prompt, P = cfg.n_prompt_tokens, SILENT_POSITIONS
@@ -316,10 +311,19 @@ class BatchDecoder:
         return out
 
     def _silence(self, rows: int, frames: int) -> torch.Tensor:
-        """[rows, n_mels, frames] of the log-mel of digital silence (one constant)."""
-        column = log_mel(np.zeros(SAMPLES_PER_TOKEN, np.float32))[:, :1]
-        silence = torch.from_numpy(column).to(self.model.device, self.model.dtype)
-        return silence.expand(rows, column.shape[0], frames).contiguous()
+        """[rows, n_mels, frames] of the log-mel of digital silence."""
+        return self._silent_column.expand(rows, -1, frames).contiguous()
+
+    def _encoder_state(self, rows: int) -> EncoderState:
+        mcfg = self.model.config
+        return EncoderState.allocate(
+            mcfg.encoder,
+            batch=rows,
+            max_chunk_frames=self.encoder_chunk * mcfg.downsample_factor,
+            device=self.model.device,
+            dtype=self.model.dtype,
+            kv_int8=self.model.kv_int8,
+        )
 
     def _embed(
         self, mel: torch.Tensor, state: EncoderState, start: int, n_positions: int
@@ -334,15 +338,7 @@ class BatchDecoder:
     def _silent_encoder(self) -> tuple[torch.Tensor, dict[str, object]]:
         """The silent positions' audio vectors [1, P, dim] and the encoder state after them."""
         if self._silent_audio is None or self._silent_encoder_state is None:
-            mcfg, model = self.model.config, self.model
-            state = EncoderState.allocate(
-                mcfg.encoder,
-                batch=1,
-                max_chunk_frames=self.encoder_chunk * mcfg.downsample_factor,
-                device=model.device,
-                dtype=model.dtype,
-                kv_int8=model.kv_int8,
-            )
+            state = self._encoder_state(1)
             mel = self._silence(1, SILENT_POSITIONS * MEL_FRAMES_PER_TOKEN)
             self._silent_audio = torch.cat(
                 [v for _, v in self._embed(mel, state, 0, SILENT_POSITIONS)], dim=1
@@ -379,7 +375,6 @@ class BatchDecoder:
             for row, m in enumerate(group):
                 width = min(m.shape[1], mel.shape[2])
                 mel[row, :, :width] = m[:, :width]
-            self.encoder.reset()
             self.encoder.restore(silent_state)  # positions 0 .. P-1 in every row
             for start, vectors in self._embed(mel, self.encoder, SILENT_POSITIONS, n_positions):
                 out[first : first + len(group), start : start + vectors.shape[1]] = vectors[: len(group)]
