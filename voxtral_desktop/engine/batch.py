@@ -141,10 +141,9 @@ class BatchDecoder:
         which and why."""
         self.model, self.tokenizer, self.config, self.batch = model, tokenizer, config, batch
         self._dense: DenseCopy | None = None
-        # the silent positions' audio vectors [1, P, dim], encoder state and decoder cache, made
+        # the silent positions' (audio vectors [1, P, dim], encoder state) and decoder cache, made
         # on first use under the weights this decoder runs (`_silent_encoder`, `_silent_decoder`)
-        self._silent_audio: torch.Tensor | None = None
-        self._silent_encoder_state: dict[str, object] | None = None
+        self._silent_encoding: tuple[torch.Tensor, dict[str, object]] | None = None
         self._silent_cache: dict[str, object] | None = None
         self._allocate(model, config, batch, max_seconds, encoder_batch, encoder_chunk)
         self.dense_reason = "dense weights (asked for)" if dense else "Q4 weights"
@@ -337,14 +336,12 @@ class BatchDecoder:
 
     def _silent_encoder(self) -> tuple[torch.Tensor, dict[str, object]]:
         """The silent positions' audio vectors [1, P, dim] and the encoder state after them."""
-        if self._silent_audio is None or self._silent_encoder_state is None:
+        if self._silent_encoding is None:
             state = self._encoder_state(1)
             mel = self._silence(1, SILENT_POSITIONS * MEL_FRAMES_PER_TOKEN)
-            self._silent_audio = torch.cat(
-                [v for _, v in self._embed(mel, state, 0, SILENT_POSITIONS)], dim=1
-            )
-            self._silent_encoder_state = state.snapshot()
-        return self._silent_audio, self._silent_encoder_state
+            audio = torch.cat([v for _, v in self._embed(mel, state, 0, SILENT_POSITIONS)], dim=1)
+            self._silent_encoding = audio, state.snapshot()
+        return self._silent_encoding
 
     def _silent_decoder(self) -> dict[str, object]:
         """The decoder cache after the silent positions (run under the decoder's weights)."""
