@@ -1,10 +1,11 @@
 """Where the time of one streaming step goes (device machine): graph replay timing + a profile.
 
-    python bench/profile_step.py [int4|triton|mma] [--unfused]
+    python bench/profile_step.py [int4|triton|mma] [--unfused] [--no-pdl]
 
 Captures the step (with the Triton fusions of kernels/fused.py; also without them given
---unfused) and prints the bare replay time and the kernels per step; then a profile of ten
-fed steps, by kernel.
+--unfused; also without programmatic dependent launch given --no-pdl, kernels/pdl.py) and
+prints the bare replay time and the kernels per step; then a profile of ten fed steps, by
+kernel.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from voxtral_desktop.benchmark import noise, random_q4_tensors
 from voxtral_desktop.config import SAMPLES_PER_TOKEN, ModelConfig, StreamConfig
 from voxtral_desktop.engine.session import StreamingSession
 from voxtral_desktop.engine.tokenizer import TekkenTokenizer
-from voxtral_desktop.kernels import fused
+from voxtral_desktop.kernels import fused, pdl
 from voxtral_desktop.kernels.int4pack import CudaInt4Backend
 from voxtral_desktop.kernels.mma_q4 import CudaMmaQ4Backend
 from voxtral_desktop.kernels.triton_q4 import TritonQ4Backend
@@ -39,8 +40,8 @@ tok = TekkenTokenizer.from_dict(build_tekken_json(2000))
 audio = noise(30.0)
 
 
-def measure(use_fused: bool) -> StreamingSession:
-    fused.ENABLED = use_fused
+def measure(use_fused: bool, use_pdl: bool = True) -> StreamingSession:
+    fused.ENABLED, pdl.ENABLED = use_fused, use_pdl
     session = StreamingSession(model, tok, StreamConfig(480), cuda_graphs=True)
     for i in range(0, 100 * SAMPLES_PER_TOKEN, SAMPLES_PER_TOKEN):
         session.feed(audio[i : i + SAMPLES_PER_TOKEN])
@@ -53,7 +54,7 @@ def measure(use_fused: bool) -> StreamingSession:
         g.replay()
     end.record()
     torch.cuda.synchronize()
-    label = "fused" if use_fused else "unfused"
+    label = ("fused" if use_fused else "unfused") + (", PDL" if use_pdl and pdl.enabled(dev) else "")
     print(f"[{label}] bare graph replay: {start.elapsed_time(end) / 100:.3f} ms (GPU time)")
     t0 = time.perf_counter()
     for _ in range(100):
@@ -71,6 +72,9 @@ def measure(use_fused: bool) -> StreamingSession:
 
 if "--unfused" in sys.argv:
     session = measure(False)
+    del session
+if "--no-pdl" in sys.argv:
+    session = measure(True, use_pdl=False)
     del session
 session = measure(True)
 with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:

@@ -5,7 +5,8 @@
 At the shapes of `BatchDecoder` on 256 files (bench/RESULTS.md, session 8 profile):
 - the decoder step's attention over 256 streams (4 query rows per KV head, 8 KV heads of 128,
   int8 cache of 800 slots with 200 / 400 / 780 filled): every (keys, warps, stages) tile of
-  `fused.STEP_TILE`, and the keys split 2 or 4 ways with the combine kernel;
+  `fused.STEP_TILE`, and the keys split 2 or 4 ways with the combine kernel (`fused.SPLIT_TILE`
+  choices);
 - the encoder chunk's attention (64 streams x 128 new frames, 32 heads of 64, a ring of 877
   int8 slots, window 750): the `fused.CHUNK_TILES` choices with pipeline stages;
 - the RoPE/cache kernel on an encoder chunk (64 x 128 positions, 96 head vectors of 64, int8,
@@ -91,13 +92,16 @@ for filled in (400, 200, 780):
         results.setdefault(tile, {})[filled] = us
     fused.STEP_TILE = default_tile
     saved = fused._programs_to_fill
-    for ways in (2, 4):
+    default_split = fused.SPLIT_TILE
+    for ways, split_tile in itertools.product((2, 4), (default_split, (32, 1, None), (64, 2, None))):
         fused._programs_to_fill = lambda device, w=ways: B * HKV * w  # type: ignore[assignment]
+        fused.SPLIT_TILE = split_tile
         try:
-            us = attempt(f"  split {ways} ways", step, lambda want=want: rel(step(), want))
-            results.setdefault(("split", ways), {})[filled] = us
+            us = attempt(f"  split {ways} ways, tile {split_tile}", step, lambda want=want: rel(step(), want))
+            results.setdefault(("split", (ways, split_tile)), {})[filled] = us
         finally:
             fused._programs_to_fill = saved
+            fused.SPLIT_TILE = default_split
 ranked = sorted(results, key=lambda t: sum(results[t].get(f, float("inf")) for f in (200, 400, 780)))
 print("step tiles by the sum over the three fills:")
 for t in ranked[:8]:

@@ -212,10 +212,18 @@ def test_mma_q4_launches_from_a_thread_with_no_current_context() -> None:
     assert torch.equal(result["out"], expected)
 
 
-def test_mma_q4_in_cuda_graphs_equals_eager(tokenizer_small) -> None:
+def test_mma_q4_in_cuda_graphs_equals_eager(tokenizer_small, monkeypatch) -> None:
     """The NVRTC kernel launched inside the streaming step's CUDA graphs gives the tokens of the
-    same model run eagerly (every matrix of the tiny model with K % 64 == 0 takes the kernel)."""
+    same model run eagerly (every matrix of the tiny model with K % 64 == 0 takes the kernel).
+
+    A graph's step attention reads the whole ring, an eager one the slots in use, so for one
+    stream they split the keys among different numbers of programs, and bf16 sums in another
+    order may flip a token of random weights (at token 35 of 60 here, on the H200). One
+    program per head makes both sum alike, which leaves the kernel and the graphs to compare."""
+    from voxtral_desktop.kernels import fused
     from voxtral_desktop.kernels.linear import Q4Linear
+
+    monkeypatch.setattr(fused, "_programs_to_fill", lambda device: 1)
 
     config = tiny_config(decoder_vocab_size=VOCAB)
     tensors = _q4_tiny(config, 7)
@@ -233,6 +241,40 @@ def test_mma_q4_in_cuda_graphs_equals_eager(tokenizer_small) -> None:
         assert (session.graph is not None) == graphs
         runs.append([t.id for t in transcribe_stream(session, [audio]).tokens])
     assert runs[0] == runs[1] and len(runs[0]) > 10
+
+
+def test_programmatic_dependent_launch_changes_no_bit(tokenizer_small, monkeypatch) -> None:
+    """On SM90+ the fused kernels and the mma kernel start while the kernel before them ends
+    (kernels/pdl.py); each waits for it before touching its data, so a bf16 model gives the same
+    logits bit for bit (eager) and the same tokens (CUDA graphs) with and without it."""
+    from voxtral_desktop.kernels import pdl
+
+    hopper = torch.cuda.get_device_capability(CUDA) >= (9, 0)
+    assert pdl.enabled(CUDA) == hopper, "PDL should be on exactly on SM90+ (Triton 3.4+ with launch_pdl)"
+    config = tiny_config(decoder_vocab_size=VOCAB)
+    model = build_model(
+        config,
+        _q4_tiny(config, 11),
+        device=CUDA,
+        dtype=torch.bfloat16,
+        q4_backend=CudaMmaQ4Backend(),
+        fuse=True,
+    )
+    stream = StreamConfig(480)
+    audio = speechlike(4.0, 11)
+    from voxtral_desktop.audio.mel import log_mel
+    from voxtral_desktop.engine.batch import padded_audio
+
+    features = torch.from_numpy(log_mel(padded_audio(audio, stream)))[None].to(CUDA)
+    tokens = [(7 * i) % VOCAB for i in range(20)]
+    logits, ids = {}, {}
+    for on in (True, False):
+        monkeypatch.setattr(pdl, "ENABLED", on)
+        logits[on] = _teacher_forced_logits(model, features, tokens, stream, kv_int8=True)
+        session = StreamingSession(model, tokenizer_small, stream, cuda_graphs=True)
+        ids[on] = [t.id for t in transcribe_stream(session, [audio]).tokens]
+    assert torch.equal(logits[True], logits[False])
+    assert ids[True] == ids[False] and len(ids[True]) > 10
 
 
 @pytest.mark.parametrize("backend", [CudaInt4Backend, TritonQ4Backend, CudaMmaQ4Backend])

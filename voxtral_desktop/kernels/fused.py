@@ -29,6 +29,7 @@ from typing import Any
 
 import torch
 
+from voxtral_desktop.kernels import pdl
 from voxtral_desktop.kernels.kv_int8 import LayerKV
 
 
@@ -63,12 +64,27 @@ def _kernels() -> Any:
         from triton.language.extra import libdevice as fmath
     except ImportError:
         fmath = tl
+    try:  # programmatic dependent launch: every kernel waits first when PDL (kernels/pdl.py)
+        from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
+    except ImportError:  # pdl.enabled is False then: no kernel is built with PDL
+
+        @triton.jit
+        def gdc_wait():  # type: ignore[misc]
+            pass
+
+        @triton.jit
+        def gdc_launch_dependents():  # type: ignore[misc]
+            pass
 
     @triton.jit
     def rms_norm_kernel(
         x_ptr, r_ptr, rb_ptr, w_ptr, s_ptr, y_ptr, xo_ptr, N, stride_x, stride_r, stride_y, stride_xo, eps,
         HAS_RES: tl.constexpr, HAS_RES_BIAS: tl.constexpr, HAS_SCALE: tl.constexpr, BLOCK: tl.constexpr,
+        PDL: tl.constexpr,
     ):  # fmt: skip
+        if PDL:  # wait for the previous kernel, then let the next one launch (kernels/pdl.py)
+            gdc_wait()
+            gdc_launch_dependents()
         row = tl.program_id(0)
         cols = tl.arange(0, BLOCK)
         m = cols < N
@@ -98,8 +114,11 @@ def _kernels() -> Any:
         s_kb, s_kh, s_ks,
         s_sb, s_sh,
         HALF: tl.constexpr, HB: tl.constexpr, TB: tl.constexpr, QUANT: tl.constexpr,
-        HAS_BIAS: tl.constexpr,
+        HAS_BIAS: tl.constexpr, PDL: tl.constexpr,
     ):  # fmt: skip
+        if PDL:  # wait for the previous kernel, then let the next one launch (kernels/pdl.py)
+            gdc_wait()
+            gdc_launch_dependents()
         # TB positions x HB head vectors of one stream per program (q heads, then k, then v);
         # row r is position t0 + r // HB, head h0 + r % HB.
         b = tl.program_id(0)
@@ -144,7 +163,12 @@ def _kernels() -> Any:
             tl.store(dst, y.to(kc_ptr.dtype.element_ty), mask=is_kv[:, None])
 
     @triton.jit
-    def silu_mul_kernel(gu_ptr, y_ptr, N, stride_gu, stride_y, BLOCK: tl.constexpr, GROUP: tl.constexpr):
+    def silu_mul_kernel(
+        gu_ptr, y_ptr, N, stride_gu, stride_y, BLOCK: tl.constexpr, GROUP: tl.constexpr, PDL: tl.constexpr
+    ):
+        if PDL:  # wait for the previous kernel, then let the next one launch (kernels/pdl.py)
+            gdc_wait()
+            gdc_launch_dependents()
         # GROUP 0: (gate | up) halves; else rows interleaved GROUP gate, GROUP up (linear.GATE_ROWS)
         row = tl.program_id(0)
         cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
@@ -166,7 +190,11 @@ def _kernels() -> Any:
         S, R, T, WINDOW, HKV, NS, s_kb, s_kh, s_ks, s_sb, s_sh, scale,
         R_PAD: tl.constexpr, D: tl.constexpr, BS: tl.constexpr, RB: tl.constexpr,
         IEEE: tl.constexpr, QUANT: tl.constexpr, DIRECT: tl.constexpr, ONE_POS: tl.constexpr,
+        PDL: tl.constexpr,
     ):  # fmt: skip
+        if PDL:  # wait for the previous kernel, then let the next one launch (kernels/pdl.py)
+            gdc_wait()
+            gdc_launch_dependents()
         # One slice of the keys for RB query rows of one (stream, KV head): tensor-core dots
         # (rows padded to 16; exact fp32 FMA dots for fp32 inputs), online softmax in fp32.
         # QUANT: int8 keys/values with one scale per slot; the codes are exact in bf16, the
@@ -238,10 +266,11 @@ def _kernels() -> Any:
             m = m_new
         if DIRECT:
             out = acc / l[:, None]
-            tl.store(
-                out_ptr + (bh * R + rows)[:, None] * D + d[None, :], out.to(out_ptr.dtype.element_ty),
-                mask=rmask[:, None],
-            )  # fmt: skip
+            # out [B, T, H, D]: row (group g, position t) of KV head h is query head h G + g
+            G = R // T
+            o_row = (b * T + rows % T) * (HKV * G) + h * G + rows // T
+            dst = out_ptr + o_row[:, None] * D + d[None, :]
+            tl.store(dst, out.to(out_ptr.dtype.element_ty), mask=rmask[:, None])
         else:
             part = (bh * NS + sp) * R_PAD + rows
             keep = rows < R_PAD
@@ -251,8 +280,12 @@ def _kernels() -> Any:
 
     @triton.jit
     def attn_combine_kernel(
-        m_ptr, l_ptr, acc_ptr, out_ptr, R, NS, R_PAD: tl.constexpr, D: tl.constexpr, NS_PAD: tl.constexpr
-    ):
+        m_ptr, l_ptr, acc_ptr, out_ptr, R, T, HKV, NS,
+        R_PAD: tl.constexpr, D: tl.constexpr, NS_PAD: tl.constexpr, PDL: tl.constexpr,
+    ):  # fmt: skip
+        if PDL:  # wait for the previous kernel, then let the next one launch (kernels/pdl.py)
+            gdc_wait()
+            gdc_launch_dependents()
         pid = tl.program_id(0)
         bh = pid // R
         r = pid % R
@@ -265,7 +298,9 @@ def _kernels() -> Any:
         w = fmath.exp(m - tl.max(m, axis=0))
         acc = tl.load(acc_ptr + part[:, None] * D + d[None, :], mask=smask[:, None], other=0.0)
         out = tl.sum(acc * w[:, None], axis=0) / tl.sum(l * w, axis=0)
-        tl.store(out_ptr + (bh * R + r) * D + d, out.to(out_ptr.dtype.element_ty))
+        G = R // T  # out [B, T, H, D], as the split kernel writes it
+        o_row = (bh // HKV * T + r % T) * (HKV * G) + bh % HKV * G + r // T
+        tl.store(out_ptr + o_row * D + d, out.to(out_ptr.dtype.element_ty))
 
     return rms_norm_kernel, rope_cache_kernel, silu_mul_kernel, attn_split_kernel, attn_combine_kernel
 
@@ -288,6 +323,7 @@ def rms_norm(
     kern[(x2.shape[0],)](
         x2, x2, weight, weight, s, y2, y2, n, x2.stride(0), 0, y2.stride(0), 0, eps,
         HAS_RES=False, HAS_RES_BIAS=False, HAS_SCALE=scale is not None, BLOCK=_next_pow2(n),
+        **pdl.triton_options(x.device),
     )  # fmt: skip
     return y
 
@@ -314,6 +350,7 @@ def add_rms_norm(
         x2, r2, weight if r_bias is None else r_bias, weight, s, y2, o2, n,
         x2.stride(0), r2.stride(0), y2.stride(0), o2.stride(0), eps,
         HAS_RES=True, HAS_RES_BIAS=r_bias is not None, HAS_SCALE=scale is not None, BLOCK=_next_pow2(n),
+        **pdl.triton_options(x.device),
     )  # fmt: skip
     return out, y
 
@@ -363,7 +400,7 @@ def rope_qkv_to_cache(
         kc.stride(0), kc.stride(1), kc.stride(2),
         ks.stride(0), ks.stride(1),
         HALF=head_dim // 2, HB=heads, TB=positions, QUANT=cache.quantized, HAS_BIAS=bias is not None,
-        num_warps=ROPE_WARPS,
+        num_warps=ROPE_WARPS, **pdl.triton_options(qkv.device),
     )  # fmt: skip
     return q
 
@@ -379,7 +416,7 @@ def silu_mul(gate_up: torch.Tensor, interleaved: int = 0) -> torch.Tensor:
     y2 = y.view(-1, n)
     block = min(2048, _next_pow2(n))
     kern[(g2.shape[0], triton_cdiv(n, block))](
-        g2, y2, n, g2.stride(0), y2.stride(0), BLOCK=block, GROUP=interleaved
+        g2, y2, n, g2.stride(0), y2.stride(0), BLOCK=block, GROUP=interleaved, **pdl.triton_options(g2.device)
     )  # fmt: skip
     return y
 
@@ -397,6 +434,8 @@ CHUNK_TILES: dict[int, tuple[int, int, int, int | None]] = {64: (64, 128, 4, Non
 # int8 cache 14 % and 10 % faster than (64, 2), the H100's choice of session 4, with 400 and 780
 # of 800 slots filled (bench/h200_session8/tune_folder_kernels.log).
 STEP_TILE: tuple[int, int, int | None] = (32, 1, None)
+# The same for a step whose keys are split among programs (one or a few streams).
+SPLIT_TILE: tuple[int, int, int | None] = (64, 4, None)
 
 
 @cache
@@ -421,8 +460,8 @@ def attention(
 ) -> torch.Tensor:
     """Like `layers.attend` (q [B, H, T, D], keys/values [B, Hkv, S, D] with the same strides,
     in q's dtype or int8 with scales; query t at `positions[t]` sees slot s, which holds
-    `held[s]`, iff 0 <= positions[t] - held[s] < window) -> [B, H, T, D], in fp32 with an online
-    softmax and tensor-core dots. Two shapes:
+    `held[s]`, iff 0 <= positions[t] - held[s] < window) -> [B, H, T, D] (a view of a
+    contiguous [B, T, H, D]), in fp32 with an online softmax and tensor-core dots. Two shapes:
     - a streaming step (<= 8 query rows per KV head): the keys are split among programs (flash
       decoding; ~5.6 us a call on the H100 against 24 us for a broadcast multiply-reduce) and a
       second kernel combines the slices, unless many streams fill the GPU on their own;
@@ -446,11 +485,14 @@ def attention(
     assert ks is not None and vs is not None and ks.stride() == vs.stride()
     if valid is None:
         valid = torch.full((), S, dtype=torch.long, device=q.device)
-    out = torch.empty(B * Hkv, R, D, dtype=q.dtype, device=q.device)
+    # Written as [B, T, H, D] and returned as a [B, H, T, D] view of it: the output projection
+    # reads [B, T, H D], which is then a view too (a copy kernel per layer for 4 encoder frames).
+    out = torch.empty(B, T, H, D, dtype=q.dtype, device=q.device)
     args = (positions, held, valid)
     sizes = (S, R, T, window, Hkv)
     strides = (k.stride(0), k.stride(1), k.stride(2), ks.stride(0), ks.stride(1), D**-0.5)
     flags: dict[str, Any] = dict(D=D, IEEE=q.dtype == torch.float32, QUANT=kv.quantized, ONE_POS=T == 1)
+    flags.update(pdl.triton_options(q.device))
     if R > ATTN_SPLIT_ROWS:
         rows, keys, warps, stages = CHUNK_TILES.get(D, (64, 64, 4 if D <= 64 else 8, None))
         tuning = {} if stages is None else {"num_stages": stages}
@@ -458,7 +500,7 @@ def attention(
             q, k, v, ks, vs, *args, out, out, out, out, *sizes, 1, *strides,
             R_PAD=rows, RB=rows, BS=keys, DIRECT=True, num_warps=warps, **tuning, **flags,
         )  # fmt: skip
-        return out.view(B, H, T, D)
+        return out.transpose(1, 2)
     block = 64
     # Split the keys among programs until the GPU is full (at batch 1: up to 16 slices, each of
     # at least 2 blocks of keys); many streams fill it on their own and need no combine kernel.
@@ -470,14 +512,19 @@ def attention(
             q, k, v, ks, vs, *args, out, out, out, out, *sizes, 1, *strides,
             R_PAD=16, RB=16, BS=keys, DIRECT=True, num_warps=warps, **tuning, **flags,
         )  # fmt: skip
-        return out.view(B, H, T, D)
+        return out.transpose(1, 2)
+    keys, warps, stages = SPLIT_TILE
+    tuning = {} if stages is None else {"num_stages": stages}
     r_pad = max(2, _next_pow2(R))
     m = torch.empty(B * Hkv * n_split * r_pad, dtype=torch.float32, device=q.device)
     l = torch.empty_like(m)
     acc = torch.empty(B * Hkv * n_split * r_pad, D, dtype=torch.float32, device=q.device)
     split_kernel[(B * Hkv, n_split, 1)](
         q, k, v, ks, vs, *args, m, l, acc, out, *sizes, n_split, *strides,
-        R_PAD=r_pad, RB=16, BS=block, DIRECT=False, **flags,
+        R_PAD=r_pad, RB=16, BS=keys, DIRECT=False, num_warps=warps, **tuning, **flags,
     )  # fmt: skip
-    combine_kernel[(B * Hkv * R,)](m, l, acc, out, R, n_split, R_PAD=r_pad, D=D, NS_PAD=_next_pow2(n_split))
-    return out.view(B, H, T, D)
+    combine_kernel[(B * Hkv * R,)](
+        m, l, acc, out, R, T, Hkv, n_split,
+        R_PAD=r_pad, D=D, NS_PAD=_next_pow2(n_split), **pdl.triton_options(q.device),
+    )  # fmt: skip
+    return out.transpose(1, 2)

@@ -17,6 +17,7 @@ kernel itself is checked against `q4_linear_reference` on the GPU (tests/test_gp
 
 from __future__ import annotations
 
+import ctypes
 import sys
 from dataclasses import dataclass
 from functools import cache
@@ -24,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from voxtral_desktop.kernels import pdl
 from voxtral_desktop.kernels.int4pack import q4_0_codes
 from voxtral_desktop.kernels.q4 import Q4Weight
 
@@ -141,7 +143,6 @@ def _make_primary_context_current(device_index: int) -> None:
     """The driver API launches in the thread's current context, which PyTorch's runtime calls
     set up lazily: a fresh thread whose tensors all come from the caching allocator may have
     none. Make the device's primary context (the one PyTorch uses) current."""
-    import ctypes
 
     driver = torch.cuda._utils._get_gpu_runtime_library()
     device, ctx = ctypes.c_int(), ctypes.c_void_p()
@@ -158,36 +159,47 @@ def _make_primary_context_current(device_index: int) -> None:
 class _Launcher:
     """cuLaunchKernel through ctypes with the argument slots allocated once (the driver copies
     the values at launch): a few microseconds a call, which eager paths (prompts, encoder
-    chunks of files) pay once per matmul."""
+    chunks of files) pay once per matmul. `pdl`: cuLaunchKernelEx with programmatic stream
+    serialisation (kernels/pdl.py), so the kernel's first weight loads overlap the previous
+    kernel's end."""
 
     def __init__(self, kernel) -> None:
-        import ctypes
         import threading
 
         self.kernel = kernel  # holds the loaded module
         self.func = kernel.func
-        self.launch = torch.cuda._utils._get_gpu_runtime_library().cuLaunchKernel
+        driver = torch.cuda._utils._get_gpu_runtime_library()
+        self.launch = driver.cuLaunchKernel
+        self.launch_ex = getattr(driver, "cuLaunchKernelEx", None)  # CUDA 12+
+        self.config, self.attribute = pdl.programmatic_config()
         self.slots = [ctypes.c_void_p() if kind == "p" else ctypes.c_int() for kind in SIGNATURE]
         self.argv = (ctypes.c_void_p * len(self.slots))(*[ctypes.addressof(a) for a in self.slots])
         self.stream = ctypes.c_void_p()
         self.lock = threading.Lock()
 
-    def __call__(self, grid: int, threads: int, args: tuple[int, ...], device_index: int) -> None:
+    def _launch(self, grid: int, threads: int, programmatic: bool) -> int:
+        if programmatic and self.launch_ex is not None:
+            self.config.grid[0], self.config.block[0], self.config.stream = grid, threads, self.stream.value
+            return self.launch_ex(ctypes.byref(self.config), self.func, self.argv, None)
+        return self.launch(self.func, grid, 1, 1, threads, 1, 1, 0, self.stream, self.argv, None)
+
+    def __call__(
+        self, grid: int, threads: int, args: tuple[int, ...], device_index: int, programmatic: bool = False
+    ) -> None:
         with self.lock:
             for slot, value in zip(self.slots, args, strict=True):
                 slot.value = value
             self.stream.value = _current_stream(device_index)
-            rc = self.launch(self.func, grid, 1, 1, threads, 1, 1, 0, self.stream, self.argv, None)
+            rc = self._launch(grid, threads, programmatic)
             if rc == CUDA_ERROR_INVALID_CONTEXT:  # a thread that has not made a CUDA context current
                 _make_primary_context_current(device_index)
-                rc = self.launch(self.func, grid, 1, 1, threads, 1, 1, 0, self.stream, self.argv, None)
+                rc = self._launch(grid, threads, programmatic)
         if rc != 0:
             raise RuntimeError(f"cuLaunchKernel failed for the Q4 mma kernel (CUDA error {rc})")
 
 
 def _nvrtc_library():
     """libnvrtc, which PyTorch's CUDA wheels ship and load (torch's own finder, else by name)."""
-    import ctypes
 
     finder = getattr(torch.cuda._utils, "_get_gpu_rtc_library", None)
     if finder is not None:
@@ -213,7 +225,6 @@ def nvrtc_cubin(source: str, arch: str, library=None) -> bytes:
     raises without CUDA_HOME, nvcc or /usr/local/cuda, which a pip-installed PyTorch does not
     need and most users do not have; q4_mma.cu includes nothing, so the architecture is the
     only option it needs."""
-    import ctypes
 
     lib = library if library is not None else _nvrtc_library()
 
@@ -313,6 +324,7 @@ def mma_linear(
     tiles, iters = n // TILE_ROWS, k // STEP_COLS
     device_index = x.device.index if x.device.index is not None else torch.cuda.current_device()
     codes, scales, xp, yp = prepared.codes.data_ptr(), prepared.scales.data_ptr(), x2.data_ptr(), y.data_ptr()
+    programmatic = pdl.enabled(x.device)
     for m0 in range(0, m_all, ROWS_PER_LAUNCH):
         m = min(ROWS_PER_LAUNCH, m_all - m0)
         nt = 1 << max(0, (m - 1) // 8).bit_length()  # 1, 2, 4 or 8 n-tiles of 8 rows
@@ -320,10 +332,10 @@ def mma_linear(
         launch = _kernel(w, nt, unroll, gated, device_index)
         args = (codes, scales, xp + 2 * m0 * k, bias_arg.data_ptr(), bias_kind, yp + 2 * m0 * n_out, m, n, k)
         if device_index == torch.cuda.current_device():
-            launch(tiles, 32 * w, args, device_index)
+            launch(tiles, 32 * w, args, device_index, programmatic)
         else:  # the driver launches in the current context: make it the tensors' device's
             with torch.cuda.device(device_index):
-                launch(tiles, 32 * w, args, device_index)
+                launch(tiles, 32 * w, args, device_index, programmatic)
     return y.reshape(*lead, n_out)
 
 

@@ -12,8 +12,10 @@
 // (g+8, g1). Products are summed in fp32 per 32-column group, then scaled by d in fp32, so the
 // weight is never rounded: the only roundings are bf16 activations and the bf16 output.
 //
-// No asm here is volatile (all are pure: loads of read-only data, arithmetic), so the compiler
-// may schedule the activation loads ahead of earlier tensor-core work.
+// The asm in the loop is not volatile (loads of data no kernel writes meanwhile, arithmetic),
+// so the compiler may schedule the activation loads ahead of earlier tensor-core work. Only the
+// first weight loads and the wait for the previous kernel (programmatic dependent launch) are
+// volatile, which keeps them in that order.
 //
 // Template parameters: WARPS warps split a tile's iterations; NT n-tiles of 8 activation rows
 // each (M <= 8 NT per launch); U iterations loaded before any is used; GATED: the matrix is
@@ -25,17 +27,44 @@
 typedef unsigned int u32;
 typedef unsigned short u16;
 
+// PINNED: volatile, so the load stays before `after_previous_kernel` (volatile asm keeps its
+// order); the loop's loads are free to move.
+template <bool PINNED>
 __device__ __forceinline__ uint4 load_stream(const uint4* p) {
     uint4 v;
-    asm("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
-                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p));
+    if (PINNED)
+        asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
+                     : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p));
+    else
+        asm("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
+            : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p));
     return v;
 }
 
+template <bool PINNED>
 __device__ __forceinline__ uint2 load_scales(const uint2* p) {
     uint2 v;
-    asm("ld.global.nc.v2.u32 {%0,%1}, [%2];" : "=r"(v.x), "=r"(v.y) : "l"(p));
+    if (PINNED)
+        asm volatile("ld.global.nc.v2.u32 {%0,%1}, [%2];" : "=r"(v.x), "=r"(v.y) : "l"(p));
+    else
+        asm("ld.global.nc.v2.u32 {%0,%1}, [%2];" : "=r"(v.x), "=r"(v.y) : "l"(p));
     return v;
+}
+
+// Programmatic dependent launch (sm_90+, where mma_q4.py launches with the attribute; see
+// kernels/pdl.py): returns `x` once the kernel before this one has finished and its writes are
+// visible, then lets the next kernel launch. The activations are read through the returned
+// pointer, so no load of them can be scheduled before the wait; the memory clobber keeps the
+// output stores after it. Without the attribute the wait returns at once.
+__device__ __forceinline__ const u32* after_previous_kernel(const u32* x) {
+    const u32* ready;
+#if __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;\n\tmov.b64 %0, %1;" : "=l"(ready) : "l"(x) : "memory");
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#else
+    asm volatile("mov.b64 %0, %1;" : "=l"(ready) : "l"(x) : "memory");
+#endif
+    return ready;
 }
 
 __device__ __forceinline__ u32 load_x(const u32* p) {
@@ -99,7 +128,7 @@ __device__ __forceinline__ float tile_sum(const float* part, int r, int m, int t
 
 template <int WARPS, int NT, int U, bool GATED>
 __device__ __forceinline__ void q4_mma(const uint4* __restrict__ codes, const uint2* __restrict__ scales,
-                                       const u32* __restrict__ x, const void* __restrict__ bias,
+                                       const u32* x, const void* __restrict__ bias,
                                        int bias_kind, u16* __restrict__ y, int M, int N, int K) {
     const int tile = blockIdx.x;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -107,6 +136,19 @@ __device__ __forceinline__ void q4_mma(const uint4* __restrict__ codes, const ui
     const int iters = K >> 6;
     const uint4* c_tile = codes + (size_t)tile * iters * 32 + lane;
     const uint2* s_tile = scales + (size_t)tile * iters * 8 + g;
+    // This warp's first U iterations of weights are loaded before waiting for the previous
+    // kernel (they need nothing from it); each pass of the loop uses U and loads the next U.
+    uint4 c[U];
+    uint2 s[U];
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+        const int i = warp + u * WARPS;
+        if (i < iters) {
+            c[u] = load_stream<true>(c_tile + (size_t)i * 32);
+            s[u] = load_scales<true>(s_tile + (size_t)i * 8);
+        }
+    }
+    x = after_previous_kernel(x);
     // B operand: activation row 8 nt + g, bf16 pairs at columns 2 t (+ 8) of each k-step.
     const u32* xrow[NT];
     bool xok[NT];
@@ -121,16 +163,6 @@ __device__ __forceinline__ void q4_mma(const uint4* __restrict__ codes, const ui
     const float zero[4] = {0.f, 0.f, 0.f, 0.f};
 
     for (int base = warp; base < iters; base += WARPS * U) {
-        uint4 c[U];
-        uint2 s[U];
-#pragma unroll
-        for (int u = 0; u < U; ++u) {
-            const int i = base + u * WARPS;
-            if (i < iters) {
-                c[u] = load_stream(c_tile + (size_t)i * 32);
-                s[u] = load_scales(s_tile + (size_t)i * 8);
-            }
-        }
 #pragma unroll
         for (int u = 0; u < U; ++u) {
             const int i = base + u * WARPS;
@@ -155,6 +187,14 @@ __device__ __forceinline__ void q4_mma(const uint4* __restrict__ codes, const ui
                     acc[nt][2] += d1 * p[2] + e1 * q[2];
                     acc[nt][3] += d1 * p[3] + e1 * q[3];
                 }
+            }
+        }
+#pragma unroll
+        for (int u = 0; u < U; ++u) {
+            const int i = base + (U + u) * WARPS;
+            if (i < iters) {
+                c[u] = load_stream<false>(c_tile + (size_t)i * 32);
+                s[u] = load_scales<false>(s_tile + (size_t)i * 8);
             }
         }
     }
