@@ -142,10 +142,10 @@ class Counted:
             self.peak = max(self.peak, self.read - self.sent)
             yield audio[i : i + size]
 
-    def transcribe(self, audios: list[np.ndarray]) -> list[Transcript]:
+    def transcribe(self, audios: list[np.ndarray], starts: list[int] | None = None) -> list[Transcript]:
         self.calls += 1
         self.sent += sum(len(a) for a in audios)
-        return self.decoder.transcribe(audios)
+        return self.decoder.transcribe(audios, starts)
 
 
 def test_segments_equal_one_stream_each_and_chunking_changes_nothing(tiny_model, tokenizer_small) -> None:
@@ -207,6 +207,21 @@ def test_segments_equal_one_stream_each_and_chunking_changes_nothing(tiny_model,
     assert transcribe_segmented(decoder, iter([audio[:1], audio[1:40000], audio[40000:]]), **kwargs) == merged
 
 
+def test_batch_decoder_places_tokens_by_their_start(tiny_model, tokenizer_small) -> None:
+    """`starts` puts each signal's tokens on its file's timeline as they are made."""
+    decoder = BatchDecoder(tiny_model, tokenizer_small, StreamConfig(480), batch=2, max_seconds=3.0)
+    audios = [speechlike(1.5, 1), speechlike(2.0, 2)]
+    starts = [0, 3 * SR + 7]
+    runs = zip(decoder.transcribe(audios), decoder.transcribe(audios, starts), starts, strict=True)
+    for plain, placed, start in runs:
+        assert placed.text == plain.text and placed.duration_s == plain.duration_s and plain.tokens
+        steps, seconds = start // SAMPLES_PER_TOKEN, start / SR
+        moved = [(t.id, t.step + steps, t.time_s + seconds, t.text) for t in plain.tokens]
+        assert [(t.id, t.step, t.time_s, t.text) for t in placed.tokens] == moved
+    with pytest.raises(ValueError, match="2 starts for 1 signals"):
+        decoder.transcribe(audios[:1], starts)
+
+
 def test_a_decoder_too_short_for_the_segments_is_refused(tiny_model, tokenizer_small) -> None:
     decoder = BatchDecoder(tiny_model, tokenizer_small, StreamConfig(480), batch=2, max_seconds=2.0)
     with pytest.raises(ValueError, match=r"max_seconds >= 3"):
@@ -216,18 +231,23 @@ def test_a_decoder_too_short_for_the_segments_is_refused(tiny_model, tokenizer_s
 
 # ---- the merge, with a scripted decoder -----------------------------------------------------
 class ScriptedDecoder:
-    """Stands in for BatchDecoder: segment i's transcript is texts[i] on one token at step 40."""
+    """Stands in for BatchDecoder: segment i's transcript is texts[i] on one token at step 40 of
+    the segment, placed on the file's timeline by its start as BatchDecoder places tokens."""
 
     def __init__(self, texts: list[str], batch: int = 3) -> None:
         self.texts, self.batch, self.config, self.max_positions = texts, batch, StreamConfig(480), 10**6
         self.lengths: list[int] = []
 
-    def transcribe(self, audios: list[np.ndarray]) -> list[Transcript]:
+    def transcribe(self, audios: list[np.ndarray], starts: list[int]) -> list[Transcript]:
         out = []
-        for audio in audios:
+        for audio, start in zip(audios, starts, strict=True):
             text = self.texts[len(self.lengths)]
             self.lengths.append(len(audio))
-            tokens = (TimedToken(32, 39, 0.4, ""), TimedToken(1500, 40, 0.48, text))
+            steps, seconds = start // SAMPLES_PER_TOKEN, start / SR
+            tokens = (
+                TimedToken(32, 39 + steps, 0.4 + seconds, ""),
+                TimedToken(1500, 40 + steps, 0.48 + seconds, text),
+            )
             out.append(Transcript(text, tokens, 480, len(audio) / SR))
         return out
 
@@ -391,7 +411,7 @@ def test_out_of_memory_for_the_dense_copy_keeps_the_q4_weights(
 def test_out_of_memory_while_decoding_is_one_line(capsys, tiny: Path, long_wav: Path, monkeypatch) -> None:
     """A GPU that runs out of memory mid-run: the command says so in one line, no traceback."""
 
-    def no_memory(self, audios):
+    def no_memory(self, audios, starts):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
     monkeypatch.setattr(BatchDecoder, "_transcribe", no_memory)
@@ -422,9 +442,9 @@ class LengthDecoder(ScriptedDecoder):
         super().__init__(["x"] * 1000, batch)
         self.batches: list[list[float]] = []
 
-    def transcribe(self, audios: list[np.ndarray]) -> list[Transcript]:
+    def transcribe(self, audios: list[np.ndarray], starts: list[int]) -> list[Transcript]:
         self.batches.append([round(len(a) / SR, 2) for a in audios])
-        return super().transcribe(audios)
+        return super().transcribe(audios, starts)
 
 
 def test_batches_group_segments_of_similar_length_and_finish_files_in_order() -> None:

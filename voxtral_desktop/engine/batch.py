@@ -22,6 +22,7 @@ import gc
 import logging
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -107,6 +108,16 @@ def padded_audio(audio: np.ndarray, config: StreamConfig) -> np.ndarray:
         -len(audio) % SAMPLES_PER_TOKEN + config.n_right_pad_tokens * SAMPLES_PER_TOKEN, np.float32
     )
     return np.concatenate([left, np.asarray(audio, np.float32), right])
+
+
+@dataclass
+class _Row:
+    """One signal's decoding in a `BatchDecoder` call."""
+
+    detok: StreamingDetokenizer
+    last: int  # the position of its last token (the reference never runs the one after)
+    steps: int  # its start in its file: 80 ms steps, added to its tokens' steps
+    seconds: float  # and seconds, added to their times
 
 
 class BatchDecoder:
@@ -205,12 +216,19 @@ class BatchDecoder:
         self._prompt = torch.tensor([config.prompt_ids()] * batch, device=device)
 
     @torch.no_grad()
-    def transcribe(self, audios: Sequence[np.ndarray]) -> list[Transcript]:
+    def transcribe(
+        self, audios: Sequence[np.ndarray], starts: Sequence[int] | None = None
+    ) -> list[Transcript]:
         """Up to `batch` mono float32 16 kHz signals -> their transcripts, in the given order.
+        `starts`: where each signal begins in its file (samples, whole 80 ms steps apart from the
+        file's start or not); its tokens' steps and times are then on the file's timeline, made
+        so once rather than made and then moved (`long_file`: a folder's 200,000 tokens).
         Out of GPU memory mid-way: DeviceError (one line for the user, not a traceback)."""
+        if starts is not None and len(starts) != len(audios):
+            raise ValueError(f"{len(starts)} starts for {len(audios)} signals")
         try:
             with self._weights():
-                return self._transcribe(audios)
+                return self._transcribe(audios, [0] * len(audios) if starts is None else starts)
         except torch.OutOfMemoryError:
             pass  # handled below, outside the except block, so the failed call's tensors can go
         release_memory(self.model.device)
@@ -219,7 +237,7 @@ class BatchDecoder:
             "try shorter segments (--segment-seconds), fewer files at once, or --device cpu"
         )
 
-    def _transcribe(self, audios: Sequence[np.ndarray]) -> list[Transcript]:
+    def _transcribe(self, audios: Sequence[np.ndarray], starts: Sequence[int]) -> list[Transcript]:
         if not 0 < len(audios) <= self.batch:
             raise ValueError(f"between 1 and {self.batch} signals per call, got {len(audios)}")
         cfg, model = self.config, self.model
@@ -234,20 +252,21 @@ class BatchDecoder:
         self.decoder.cache.restore(self._silent_decoder())  # positions 0 .. P-1 of every row
 
         n_prompt, P = cfg.n_prompt_tokens, SILENT_POSITIONS
-        detoks = [StreamingDetokenizer(self.tokenizer) for _ in audios]
+        rows = [_Row(StreamingDetokenizer(self.tokenizer), n - 2, s // SAMPLES_PER_TOKEN, s / SAMPLE_RATE)
+                for n, s in zip(lengths, starts, strict=True)]  # fmt: skip
         tokens: list[list[TimedToken]] = [[] for _ in audios]
         open_rows = set(range(len(audios)))
         logits = model.decode(self._prompt[:, P:], audio[:, P:n_prompt], self.decoder)
         next_ids = logits.argmax(-1)
-        self._collect(next_ids.tolist(), n_prompt - 1, lengths, tokens, detoks, open_rows)
+        self._collect(next_ids.tolist(), n_prompt - 1, rows, tokens, open_rows)
         for position, column in self._columns(audio, next_ids, n_prompt) if open_rows else ():
-            self._collect(column, position, lengths, tokens, detoks, open_rows)
+            self._collect(column, position, rows, tokens, open_rows)
             if not open_rows:
                 break  # stops the generator: no further run is queued
 
         out = []
         for row, audio_in in enumerate(audios):
-            tail = detoks[row].flush()
+            tail = rows[row].detok.flush()
             row_tokens = tokens[row]
             if tail and row_tokens:
                 last = row_tokens[-1]
@@ -380,18 +399,17 @@ class BatchDecoder:
         self,
         values: list[int],
         step: int,
-        lengths: list[int],
+        rows: list[_Row],
         tokens: list[list[TimedToken]],
-        detoks: list[StreamingDetokenizer],
         open_rows: set[int],
     ) -> None:
         time_s = max(0.0, (step + 1 - N_LEFT_PAD_TOKENS) * SAMPLES_PER_TOKEN / SAMPLE_RATE)
-        for row in sorted(open_rows):
-            token = values[row]
+        for index in sorted(open_rows):
+            token, row = values[index], rows[index]
             if token == EOS_ID and self.config.stop_at_eos:
-                open_rows.discard(row)
+                open_rows.discard(index)
                 continue
-            text = detoks[row].push(token) if token < self.tokenizer.vocab_size else ""
-            tokens[row].append(TimedToken(token, step, time_s, text))
-            if step >= lengths[row] - 2:  # the reference's last token for this stream
-                open_rows.discard(row)
+            text = row.detok.push(token) if token < self.tokenizer.vocab_size else ""
+            tokens[index].append(TimedToken(token, step + row.steps, time_s + row.seconds, text))
+            if step >= row.last:  # the reference's last token for this stream
+                open_rows.discard(index)

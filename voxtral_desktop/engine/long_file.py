@@ -136,9 +136,10 @@ def _check_decoder(decoder: BatchDecoder, limits: _Limits, max_seconds: float) -
 
 
 class _Merger:
-    """Joins per-segment transcripts into one timeline, in order.
+    """Joins per-segment transcripts, already on the file's timeline, in order.
 
-    Tokens move by their segment's start: `time_s` by its seconds, `step` by its 80 ms positions.
+    The decoder placed each segment's tokens by its start (`BatchDecoder.transcribe`'s
+    `starts`): `time_s` moved by its seconds, `step` by its 80 ms positions.
     Steps and times increase within a segment, and each segment starts later than the one before,
     but not strictly across a cut: a segment's last tokens were decoded over its right pad of
     silence, past the cut, so (unless it stopped at EOS) its last 10 positions share their steps
@@ -157,26 +158,23 @@ class _Merger:
         self.tokens: list[TimedToken] = []
         self._ends_open = False  # the text so far is non-empty and ends without whitespace
 
-    def add_batch(self, starts: Sequence[int], transcripts: Sequence[Transcript]) -> None:
-        batch_tokens: list[TimedToken] = []
-        for start, transcript in zip(starts, transcripts, strict=True):
-            batch_tokens.extend(self._shifted(start, transcript))
-        self.tokens.extend(batch_tokens)
+    def add_batch(self, transcripts: Sequence[Transcript]) -> None:
+        first = len(self.tokens)
+        for transcript in transcripts:
+            self._join(transcript)
         if self.on_update is not None:
-            self.on_update(SessionUpdate(tokens=tuple(batch_tokens), finished=False))
+            self.on_update(SessionUpdate(tokens=tuple(self.tokens[first:]), finished=False))
 
-    def _shifted(self, start: int, transcript: Transcript) -> list[TimedToken]:
-        steps, seconds = start // SAMPLES_PER_TOKEN, start / SAMPLE_RATE
-        space = self._ends_open and bool(transcript.text) and not transcript.text[0].isspace()
-        out = []
-        for token in transcript.tokens:
-            text = token.text
-            if space and text:
-                text, space = " " + text, False
-            out.append(TimedToken(token.id, token.step + steps, token.time_s + seconds, text))
+    def _join(self, transcript: Transcript) -> None:
+        start = len(self.tokens)
+        self.tokens.extend(transcript.tokens)
+        if self._ends_open and transcript.text and not transcript.text[0].isspace():
+            # the space goes into the first token with text (only that token is remade)
+            at = next(i for i in range(start, len(self.tokens)) if self.tokens[i].text)
+            token = self.tokens[at]
+            self.tokens[at] = TimedToken(token.id, token.step, token.time_s, " " + token.text)
         if transcript.text:
             self._ends_open = not transcript.text[-1].isspace()
-        return out
 
 
 class _Cutter:
@@ -264,20 +262,18 @@ class _FileState:
 
     def __init__(self, on_update: Callable[[SessionUpdate], None] | None) -> None:
         self.merger = _Merger(on_update)
-        self.done: dict[int, tuple[int, Transcript]] = {}
+        self.done: dict[int, Transcript] = {}
         self.merged = 0  # pieces merged so far
         self.n_pieces: int | None = None  # known once the input is cut to its end
         self.n_samples = 0
 
     def flush(self) -> None:
-        starts, transcripts = [], []
+        transcripts = []
         while self.merged in self.done:
-            start, transcript = self.done.pop(self.merged)
-            starts.append(start)
-            transcripts.append(transcript)
+            transcripts.append(self.done.pop(self.merged))
             self.merged += 1
         if transcripts:
-            self.merger.add_batch(starts, transcripts)
+            self.merger.add_batch(transcripts)
 
     @property
     def complete(self) -> bool:
@@ -329,9 +325,9 @@ def transcribe_segmented_files(
 
     def decode() -> None:
         pieces = _take(pool, decoder.batch)
-        transcripts = decoder.transcribe([p.audio for p in pieces])
+        transcripts = decoder.transcribe([p.audio for p in pieces], [p.start for p in pieces])
         for piece, transcript in zip(pieces, transcripts, strict=True):
-            files[piece.file].done[piece.index] = (piece.start, transcript)
+            files[piece.file].done[piece.index] = transcript
         for index in sorted({p.file for p in pieces}):
             files[index].flush()
 
