@@ -29,6 +29,7 @@ from voxtral_desktop.engine.batch import BatchDecoder
 from voxtral_desktop.engine.session import StreamingSession
 from voxtral_desktop.engine.tokenizer import TekkenTokenizer
 from voxtral_desktop.engine.transcribe import transcribe_stream
+from voxtral_desktop.kernels import pdl
 from voxtral_desktop.kernels.q4 import Q4_0_BLOCK, Q4_0_BLOCK_BYTES, Q4Weight
 from voxtral_desktop.kernels.select import choose_kv_int8, choose_q4_backend, kv_cache_name
 from voxtral_desktop.model.build import build_model
@@ -45,6 +46,7 @@ class BenchResult:
     kernel: str
     config: str
     kv_cache: str = ""
+    pdl: bool = False  # kernels launched with programmatic dependent launch (kernels/pdl.py)
     load_s: float = 0.0
     graph_capture_s: float = 0.0
     step_ms: dict[str, float] = field(default_factory=dict)  # p50/p95/p99/mean of a streaming step
@@ -175,6 +177,7 @@ def run_bench(
         device=f"{dev.type} {str(dtype).removeprefix('torch.')}",
         kernel="dense" if backend is None else backend.name,
         kv_cache=kv_cache_name(kv_int8, dtype),
+        pdl=pdl.enabled(dev),
         config="full-size (random Q4_0 weights)" if config == ModelConfig() else str(config),
     )
     tokenizer = TekkenTokenizer.from_dict(
@@ -353,7 +356,10 @@ def write_json(result: BenchResult, path: str | Path) -> Path:
 def format_table(result: BenchResult) -> str:
     rows = [
         ("machine", result.machine),
-        ("device / kernel / KV cache", f"{result.device} / {result.kernel} / {result.kv_cache}"),
+        (
+            "device / kernel / KV cache",
+            f"{result.device} / {result.kernel} / {result.kv_cache}" + (" / PDL" if result.pdl else ""),
+        ),
         ("load (pack, fuse)", f"{result.load_s} s"),
         ("session start (silent prefix, CUDA graphs)", f"{result.graph_capture_s} s"),
         (f"streaming step ({result.steps} steps)",

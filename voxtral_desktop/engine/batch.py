@@ -220,9 +220,9 @@ class BatchDecoder:
         self, audios: Sequence[np.ndarray], starts: Sequence[int] | None = None
     ) -> list[Transcript]:
         """Up to `batch` mono float32 16 kHz signals -> their transcripts, in the given order.
-        `starts`: where each signal begins in its file (samples, whole 80 ms steps apart from the
-        file's start or not); its tokens' steps and times are then on the file's timeline, made
-        so once rather than made and then moved (`long_file`: a folder's 200,000 tokens).
+        `starts`: where each signal begins in its file, in samples. Its tokens' steps and times
+        are then on the file's timeline: made so once, not made and then moved (a folder of 256
+        one-minute files makes 200,000 tokens).
         Out of GPU memory mid-way: DeviceError (one line for the user, not a traceback)."""
         if starts is not None and len(starts) != len(audios):
             raise ValueError(f"{len(starts)} starts for {len(audios)} signals")

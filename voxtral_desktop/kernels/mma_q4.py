@@ -143,7 +143,6 @@ def _make_primary_context_current(device_index: int) -> None:
     """The driver API launches in the thread's current context, which PyTorch's runtime calls
     set up lazily: a fresh thread whose tensors all come from the caching allocator may have
     none. Make the device's primary context (the one PyTorch uses) current."""
-
     driver = torch.cuda._utils._get_gpu_runtime_library()
     device, ctx = ctypes.c_int(), ctypes.c_void_p()
     for rc in (
@@ -159,9 +158,9 @@ def _make_primary_context_current(device_index: int) -> None:
 class _Launcher:
     """cuLaunchKernel through ctypes with the argument slots allocated once (the driver copies
     the values at launch): a few microseconds a call, which eager paths (prompts, encoder
-    chunks of files) pay once per matmul. `pdl`: cuLaunchKernelEx with programmatic stream
-    serialisation (kernels/pdl.py), so the kernel's first weight loads overlap the previous
-    kernel's end."""
+    chunks of files) pay once per matmul. `programmatic`: cuLaunchKernelEx with programmatic
+    stream serialisation (kernels/pdl.py), so the kernel's first weight loads overlap the
+    previous kernel's end."""
 
     def __init__(self, kernel) -> None:
         import threading
@@ -171,7 +170,7 @@ class _Launcher:
         driver = torch.cuda._utils._get_gpu_runtime_library()
         self.launch = driver.cuLaunchKernel
         self.launch_ex = getattr(driver, "cuLaunchKernelEx", None)  # CUDA 12+
-        self.config, self.attribute = pdl.programmatic_config()
+        self.config, self.attribute = pdl.programmatic_config()  # the config points at the attribute
         self.slots = [ctypes.c_void_p() if kind == "p" else ctypes.c_int() for kind in SIGNATURE]
         self.argv = (ctypes.c_void_p * len(self.slots))(*[ctypes.addressof(a) for a in self.slots])
         self.stream = ctypes.c_void_p()
@@ -200,7 +199,6 @@ class _Launcher:
 
 def _nvrtc_library():
     """libnvrtc, which PyTorch's CUDA wheels ship and load (torch's own finder, else by name)."""
-
     finder = getattr(torch.cuda._utils, "_get_gpu_rtc_library", None)
     if finder is not None:
         return finder()
@@ -225,7 +223,6 @@ def nvrtc_cubin(source: str, arch: str, library=None) -> bytes:
     raises without CUDA_HOME, nvcc or /usr/local/cuda, which a pip-installed PyTorch does not
     need and most users do not have; q4_mma.cu includes nothing, so the architecture is the
     only option it needs."""
-
     lib = library if library is not None else _nvrtc_library()
 
     lib.nvrtcGetErrorString.restype = ctypes.c_char_p  # const char* nvrtcGetErrorString(nvrtcResult)
