@@ -1,3 +1,7 @@
+import multiprocessing
+
 from voxtral_desktop.cli import main
 
-raise SystemExit(main())
+if __name__ == "__main__":
+    multiprocessing.freeze_support()  # worker processes (audio/prefetch.py) of a frozen app
+    raise SystemExit(main())
