@@ -83,6 +83,24 @@ def test_a_bad_file_raises_its_error_when_read_and_the_next_files_still_come(
         next(sources)
 
 
+def test_a_file_that_states_its_duration_but_will_not_decode(tmp_path: Path) -> None:
+    """Decoded ahead (its header says 2 s), the file's AudioError comes back from the worker
+    process when its chunks are read, with iter_audio's message; the files around it still come."""
+    good = folder(tmp_path)
+    header = write_media(tmp_path / "g.flac", [("flac", SR, np.stack([sine(SR, 2.0)]))]).read_bytes()[:300]
+    bad = tmp_path / "bad.flac"
+    bad.write_bytes(header + np.random.default_rng(0).bytes(20_000))  # STREAMINFO, then noise
+    with pytest.raises(AudioError) as direct:
+        list(iter_audio(bad))
+    sources = prefetch.decoded_ahead([good[2], bad, good[3]], workers=2)
+    first, chunks = list(next(sources)), next(sources)
+    assert chunks.gi_code.co_name == "_read"  # type: ignore[attr-defined]
+    with pytest.raises(AudioError) as ahead:
+        list(chunks)
+    assert str(ahead.value) == str(direct.value) and str(bad) in str(ahead.value)
+    assert same([first, list(next(sources))], [list(iter_audio(good[2])), list(iter_audio(good[3]))])
+
+
 def test_a_workers_error_or_death_when_its_file_is_read(tmp_path: Path) -> None:
     """What a worker raises comes back through its future (AudioError survives the trip between
     processes); a pool that lost its worker leaves the file to `iter_audio` in this process."""
@@ -99,3 +117,25 @@ def test_a_workers_error_or_death_when_its_file_is_read(tmp_path: Path) -> None:
     broken: Future[np.ndarray] = Future()
     broken.set_exception(BrokenProcessPool("a worker was killed"))
     assert same([list(prefetch._read(broken, path, 0.5))], [list(iter_audio(path, 0.5))])
+
+
+def test_closed_early_the_files_handed_out_can_still_be_read(tmp_path: Path) -> None:
+    """Closing the generator stops the pool and cancels the decodes not started; a file already
+    handed out whose decode was cancelled is read in this process instead."""
+    paths = folder(tmp_path)
+    sources = prefetch.decoded_ahead(paths, chunk_seconds=0.5, workers=1)
+    first, second = next(sources), next(sources)
+    sources.close()
+    assert same([list(first), list(second)], [list(iter_audio(p, chunk_seconds=0.5)) for p in paths[:2]])
+
+
+def test_workers_leave_ctrl_c_to_the_main_process() -> None:
+    """Ctrl-C reaches the whole process group; a worker ignores it (no traceback per worker)."""
+    import signal
+
+    before = signal.getsignal(signal.SIGINT)
+    try:
+        prefetch._quiet_worker()
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, before)

@@ -18,6 +18,7 @@ kernel itself is checked against `q4_linear_reference` on the GPU (tests/test_gp
 from __future__ import annotations
 
 import ctypes
+import logging
 import sys
 from dataclasses import dataclass
 from functools import cache
@@ -28,6 +29,8 @@ import torch
 from voxtral_desktop.kernels import pdl
 from voxtral_desktop.kernels.int4pack import q4_0_codes
 from voxtral_desktop.kernels.q4 import Q4Weight
+
+log = logging.getLogger(__name__)
 
 TILE_ROWS = 16  # output rows per tile: the M dimension of mma.m16n8k16
 STEP_COLS = 64  # input columns per lane load: 4 k-steps of 16 (two Q4_0 groups)
@@ -179,7 +182,12 @@ class _Launcher:
     def _launch(self, grid: int, threads: int, programmatic: bool) -> int:
         if programmatic and self.launch_ex is not None:
             self.config.grid[0], self.config.block[0], self.config.stream = grid, threads, self.stream.value
-            return self.launch_ex(ctypes.byref(self.config), self.func, self.argv, None)
+            rc = self.launch_ex(ctypes.byref(self.config), self.func, self.argv, None)
+            if rc in (0, CUDA_ERROR_INVALID_CONTEXT):
+                return rc
+            # A driver that refuses the attribute: launch as before, and from now on.
+            log.warning("cuLaunchKernelEx failed (CUDA error %d); launching without PDL", rc)
+            self.launch_ex = None
         return self.launch(self.func, grid, 1, 1, threads, 1, 1, 0, self.stream, self.argv, None)
 
     def __call__(

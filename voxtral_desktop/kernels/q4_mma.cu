@@ -55,7 +55,9 @@ __device__ __forceinline__ uint2 load_scales(const uint2* p) {
 // kernels/pdl.py): returns `x` once the kernel before this one has finished and its writes are
 // visible, then lets the next kernel launch. The activations are read through the returned
 // pointer, so no load of them can be scheduled before the wait; the memory clobber keeps the
-// output stores after it. Without the attribute the wait returns at once.
+// output stores and the bias loads after it (neither pointer is __restrict__, which would let
+// the compiler assume the asm leaves their memory alone; a bias may be a temporary the kernel
+// before just wrote). Without the attribute the wait returns at once.
 __device__ __forceinline__ const u32* after_previous_kernel(const u32* x) {
     const u32* ready;
 #if __CUDA_ARCH__ >= 900
@@ -128,7 +130,7 @@ __device__ __forceinline__ float tile_sum(const float* part, int r, int m, int t
 
 template <int WARPS, int NT, int U, bool GATED>
 __device__ __forceinline__ void q4_mma(const uint4* __restrict__ codes, const uint2* __restrict__ scales,
-                                       const u32* x, const void* __restrict__ bias,
+                                       const u32* x, const void* bias,
                                        int bias_kind, u16* __restrict__ y, int M, int N, int K) {
     const int tile = blockIdx.x;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
