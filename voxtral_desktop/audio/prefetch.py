@@ -1,7 +1,7 @@
 """A folder's files decoded ahead in worker processes while the model transcribes.
 
 On a fast GPU a folder of compressed files is bound by decoding, not by the model. One core
-decodes about 750 s of MP3 a second to 16 kHz mono (this project's 2-core CI machine), so 256
+decodes about 800 s of MP3 a second to 16 kHz mono (this project's 2-core CI machine), so 256
 one-minute files take ~20 s, against ~10 s for an H200 to transcribe them. PyAV holds the GIL
 while it decodes (two threads decoding took twice as long as one here), so the files go to
 processes. Each decodes whole files; the main process reads them in order.
