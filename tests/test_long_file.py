@@ -584,6 +584,23 @@ def test_cli_several_files_share_the_segment_rows(
         assert json.loads(line) == json.loads(json.dumps(format_json(transcript)))
 
 
+def test_cli_several_files_with_one_that_will_not_decode(
+    capsys: pytest.CaptureFixture[str], tiny: Path, long_wav: Path, tmp_path: Path
+) -> None:
+    """The files are decoded ahead in worker processes where a core is spare (audio/prefetch.py);
+    one whose header states 2 s but holds noise fails there. The file before it is written, then
+    one error line."""
+    from test_decode import sine, write_media
+
+    header = write_media(tmp_path / "g.flac", [("flac", SR, np.stack([sine(SR, 2.0)]))]).read_bytes()[:300]
+    bad = tmp_path / "bad.flac"
+    bad.write_bytes(header + np.random.default_rng(0).bytes(20_000))
+    short = write_wav(tmp_path / "short.wav", speechlike(2.6, 11))
+    code, out, err = transcribe(capsys, tiny, long_wav, bad, short, "-f", "txt", "--segment-seconds", "1")
+    assert code != 0 and len(out.splitlines()) == 1
+    assert err.count("\n") == 1 and "bad.flac" in err and "Traceback" not in err
+
+
 @pytest.mark.parametrize("value", ["-1", "0.01", "nan", "inf"])
 def test_cli_rejects_a_bad_segment_length(
     capsys: pytest.CaptureFixture[str],
