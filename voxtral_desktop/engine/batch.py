@@ -22,7 +22,7 @@ import gc
 import logging
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -118,6 +118,7 @@ class _Row:
     last: int  # the position of its last token (the reference never runs the one after)
     steps: int  # its start in its file: 80 ms steps, added to its tokens' steps
     seconds: float  # and seconds, added to their times
+    tokens: list[TimedToken] = field(default_factory=list)
 
 
 class BatchDecoder:
@@ -254,20 +255,19 @@ class BatchDecoder:
         n_prompt, P = cfg.n_prompt_tokens, SILENT_POSITIONS
         rows = [_Row(StreamingDetokenizer(self.tokenizer), n - 2, s // SAMPLES_PER_TOKEN, s / SAMPLE_RATE)
                 for n, s in zip(lengths, starts, strict=True)]  # fmt: skip
-        tokens: list[list[TimedToken]] = [[] for _ in audios]
         open_rows = set(range(len(audios)))
         logits = model.decode(self._prompt[:, P:], audio[:, P:n_prompt], self.decoder)
         next_ids = logits.argmax(-1)
-        self._collect(next_ids.tolist(), n_prompt - 1, rows, tokens, open_rows)
+        self._collect(next_ids.tolist(), n_prompt - 1, rows, open_rows)
         for position, column in self._columns(audio, next_ids, n_prompt) if open_rows else ():
-            self._collect(column, position, rows, tokens, open_rows)
+            self._collect(column, position, rows, open_rows)
             if not open_rows:
                 break  # stops the generator: no further run is queued
 
         out = []
-        for row, audio_in in enumerate(audios):
-            tail = rows[row].detok.flush()
-            row_tokens = tokens[row]
+        for row, audio_in in zip(rows, audios, strict=True):
+            tail = row.detok.flush()
+            row_tokens = row.tokens
             if tail and row_tokens:
                 last = row_tokens[-1]
                 row_tokens[-1] = TimedToken(last.id, last.step, last.time_s, last.text + tail)
@@ -400,7 +400,6 @@ class BatchDecoder:
         values: list[int],
         step: int,
         rows: list[_Row],
-        tokens: list[list[TimedToken]],
         open_rows: set[int],
     ) -> None:
         time_s = max(0.0, (step + 1 - N_LEFT_PAD_TOKENS) * SAMPLES_PER_TOKEN / SAMPLE_RATE)
@@ -410,6 +409,6 @@ class BatchDecoder:
                 open_rows.discard(index)
                 continue
             text = row.detok.push(token) if token < self.tokenizer.vocab_size else ""
-            tokens[index].append(TimedToken(token, step + row.steps, time_s + row.seconds, text))
+            row.tokens.append(TimedToken(token, step + row.steps, time_s + row.seconds, text))
             if step >= row.last:  # the reference's last token for this stream
                 open_rows.discard(index)
