@@ -438,6 +438,11 @@ STEP_TILE: tuple[int, int, int | None] = (32, 1, None)
 SPLIT_TILE: tuple[int, int, int | None] = (64, 4, None)
 
 
+def _tiling(warps: int, stages: int | None) -> dict[str, int]:
+    """A tile's launch options: its warps, and its pipeline stages unless Triton's default."""
+    return {"num_warps": warps} if stages is None else {"num_warps": warps, "num_stages": stages}
+
+
 @cache
 def _programs_to_fill(device: torch.device) -> int:
     """About 4 resident programs per SM: the split kernel needs no more to fill the GPU."""
@@ -492,13 +497,13 @@ def attention(
     sizes = (S, R, T, window, Hkv)
     strides = (k.stride(0), k.stride(1), k.stride(2), ks.stride(0), ks.stride(1), D**-0.5)
     flags: dict[str, Any] = dict(D=D, IEEE=q.dtype == torch.float32, QUANT=kv.quantized, ONE_POS=T == 1)
-    flags.update(pdl.triton_options(q.device))
+    launch = pdl.triton_options(q.device)
+    flags.update(launch)
     if R > ATTN_SPLIT_ROWS:
         rows, keys, warps, stages = CHUNK_TILES.get(D, (64, 64, 4 if D <= 64 else 8, None))
-        tuning = {} if stages is None else {"num_stages": stages}
         split_kernel[(B * Hkv, 1, triton_cdiv(R, rows))](
             q, k, v, ks, vs, *args, out, out, out, out, *sizes, 1, *strides,
-            R_PAD=rows, RB=rows, BS=keys, DIRECT=True, num_warps=warps, **tuning, **flags,
+            R_PAD=rows, RB=rows, BS=keys, DIRECT=True, **_tiling(warps, stages), **flags,
         )  # fmt: skip
         return out.transpose(1, 2)
     block = 64
@@ -507,24 +512,22 @@ def attention(
     n_split = max(1, min(16, triton_cdiv(S, 2 * block), triton_cdiv(_programs_to_fill(q.device), B * Hkv)))
     if n_split == 1:
         keys, warps, stages = STEP_TILE
-        tuning = {} if stages is None else {"num_stages": stages}
         split_kernel[(B * Hkv, 1, 1)](
             q, k, v, ks, vs, *args, out, out, out, out, *sizes, 1, *strides,
-            R_PAD=16, RB=16, BS=keys, DIRECT=True, num_warps=warps, **tuning, **flags,
+            R_PAD=16, RB=16, BS=keys, DIRECT=True, **_tiling(warps, stages), **flags,
         )  # fmt: skip
         return out.transpose(1, 2)
     keys, warps, stages = SPLIT_TILE
-    tuning = {} if stages is None else {"num_stages": stages}
     r_pad = max(2, _next_pow2(R))
     m = torch.empty(B * Hkv * n_split * r_pad, dtype=torch.float32, device=q.device)
     l = torch.empty_like(m)
     acc = torch.empty(B * Hkv * n_split * r_pad, D, dtype=torch.float32, device=q.device)
     split_kernel[(B * Hkv, n_split, 1)](
         q, k, v, ks, vs, *args, m, l, acc, out, *sizes, n_split, *strides,
-        R_PAD=r_pad, RB=16, BS=keys, DIRECT=False, num_warps=warps, **tuning, **flags,
+        R_PAD=r_pad, RB=16, BS=keys, DIRECT=False, **_tiling(warps, stages), **flags,
     )  # fmt: skip
     combine_kernel[(B * Hkv * R,)](
         m, l, acc, out, R, T, Hkv, n_split,
-        R_PAD=r_pad, D=D, NS_PAD=_next_pow2(n_split), **pdl.triton_options(q.device),
+        R_PAD=r_pad, D=D, NS_PAD=_next_pow2(n_split), **launch,
     )  # fmt: skip
     return out.transpose(1, 2)
