@@ -47,6 +47,7 @@ class BenchResult:
     config: str
     kv_cache: str = ""
     pdl: bool = False  # kernels launched with programmatic dependent launch (kernels/pdl.py)
+    host_threads: int = 0  # PyTorch's CPU threads while measuring (device.host_threads_for)
     load_s: float = 0.0
     graph_capture_s: float = 0.0
     step_ms: dict[str, float] = field(default_factory=dict)  # p50/p95/p99/mean of a streaming step
@@ -178,6 +179,7 @@ def run_bench(
         kernel="dense" if backend is None else backend.name,
         kv_cache=kv_cache_name(kv_int8, dtype),
         pdl=pdl.enabled(dev),
+        host_threads=torch.get_num_threads(),
         config="full-size (random Q4_0 weights)" if config == ModelConfig() else str(config),
     )
     tokenizer = TekkenTokenizer.from_dict(
@@ -360,6 +362,7 @@ def format_table(result: BenchResult) -> str:
             "device / kernel / KV cache",
             f"{result.device} / {result.kernel} / {result.kv_cache}" + (" / PDL" if result.pdl else ""),
         ),
+        ("PyTorch CPU threads", str(result.host_threads)),
         ("load (pack, fuse)", f"{result.load_s} s"),
         ("session start (silent prefix, CUDA graphs)", f"{result.graph_capture_s} s"),
         (f"streaming step ({result.steps} steps)",

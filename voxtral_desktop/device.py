@@ -1,7 +1,8 @@
 """The one place that decides the compute device and dtype.
 
 `auto` picks CUDA, then Apple MPS, then the CPU, and says why. The dtype follows the device:
-fp32 on the CPU (the exact reference path), bf16 on CUDA, fp16 on MPS (M1/M2 lack bf16).
+fp32 on the CPU (the exact reference path), bf16 on CUDA, fp16 on MPS (M1/M2 lack bf16). So do
+PyTorch's CPU threads (`host_threads_for`): one beside a CUDA GPU, all of them for a CPU model.
 """
 
 from __future__ import annotations
@@ -16,6 +17,23 @@ from voxtral_desktop.errors import DeviceError
 log = logging.getLogger(__name__)
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
+
+# PyTorch's own number of CPU threads (the machine's cores, or OMP_NUM_THREADS), taken at import
+# so that a later choice of the CPU can give them back.
+DEFAULT_HOST_THREADS = torch.get_num_threads()
+
+
+def host_threads_for(device: torch.device) -> int:
+    """PyTorch's CPU threads while a model runs on `device`.
+
+    With the model on a CUDA GPU, the CPU runs only small ops each 80 ms step: the incremental
+    log-mel of 8 frames (an STFT and a 128 x 201 x 8 matmul) and a few copies. Waking a pool of
+    threads for those costs more than it saves, and it is the jitter of a live step: on the
+    H200's 16-core host the log-mel of 80 ms took 0.43-0.62 ms (p50) with 16 threads and
+    0.08-0.16 ms with one, and fed steps' p95 went from 3.6-14.8 ms to 3.2-3.3 ms
+    (bench/RESULTS.md, tenth session). On the CPU the model itself needs them all. MPS keeps
+    PyTorch's default: not measured, and ops without an MPS kernel fall back to the CPU."""
+    return 1 if device.type == "cuda" else DEFAULT_HOST_THREADS
 
 
 @dataclass(frozen=True)
@@ -63,5 +81,8 @@ def resolve_device(name: str = "auto", dtype: torch.dtype | None = None) -> Devi
         # fp32 is asked for to be exact: keep cuDNN's convolutions and cuBLAS off TF32.
         torch.backends.cudnn.allow_tf32 = False
         torch.backends.cuda.matmul.allow_tf32 = False
-    log.info("compute device: %s", choice.describe())
+    threads = host_threads_for(choice.device)
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+    log.info("compute device: %s; %d CPU thread(s) for PyTorch", choice.describe(), threads)
     return choice

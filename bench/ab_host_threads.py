@@ -1,0 +1,90 @@
+"""The host's share of a live step against PyTorch's CPU thread count (device machine).
+
+    python bench/ab_host_threads.py [--rounds 2] [--steps 300]
+
+On a CUDA session the CPU runs only small ops per 80 ms step: the incremental log-mel (an STFT
+of 8 frames, a 128 x 201 x 8 matmul) and a few copies. PyTorch gives CPU ops as many threads as
+the machine has cores, and waking a pool of threads can cost more than such an op. For each
+thread count, alternating: `LogMelStream.push` of 80 ms (p50 / p95), then fed steps of a
+streaming session on the mma kernel (p50 / p95) next to one graph replay + sync.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+
+from voxtral_desktop.audio.mel import LogMelStream
+from voxtral_desktop.benchmark import noise, random_q4_tensors
+from voxtral_desktop.config import SAMPLES_PER_TOKEN, ModelConfig, StreamConfig
+from voxtral_desktop.engine.session import StreamingSession
+from voxtral_desktop.engine.tokenizer import TekkenTokenizer
+from voxtral_desktop.kernels.mma_q4 import CudaMmaQ4Backend
+from voxtral_desktop.model.build import build_model
+from voxtral_desktop.synthetic.tekken import build_tekken_json
+
+parser = argparse.ArgumentParser()
+parser.add_argument("--rounds", type=int, default=2)
+parser.add_argument("--steps", type=int, default=300)
+parser.add_argument("--threads", default=f"{torch.get_num_threads()},1")
+args = parser.parse_args()
+
+dev = torch.device("cuda")
+config = ModelConfig()
+model = build_model(
+    config,
+    random_q4_tensors(config),
+    device=dev,
+    dtype=torch.bfloat16,
+    q4_backend=CudaMmaQ4Backend(),
+    fuse=True,
+)
+tok = TekkenTokenizer.from_dict(build_tekken_json(2000))
+audio = noise(60.0)
+chunks = [audio[i : i + SAMPLES_PER_TOKEN] for i in range(0, len(audio), SAMPLES_PER_TOKEN)]
+
+
+def pct(seconds: list[float]) -> str:
+    ms = np.array(seconds) * 1e3
+    return f"p50 {np.percentile(ms, 50):.3f} p95 {np.percentile(ms, 95):.3f} ms"
+
+
+def mel_only() -> str:
+    stream = LogMelStream()
+    times = []
+    for i, c in enumerate(chunks):
+        t0 = time.perf_counter()
+        stream.push(c)
+        if i >= 50:
+            times.append(time.perf_counter() - t0)
+    return pct(times)
+
+
+def live() -> str:
+    session = StreamingSession(model, tok, StreamConfig(480), cuda_graphs=True)
+    for c in chunks[:100]:
+        session.feed(c)
+    torch.cuda.synchronize()
+    times = []
+    for c in chunks[100 : 100 + args.steps]:
+        t0 = time.perf_counter()
+        session.feed(c)
+        times.append(time.perf_counter() - t0)
+    assert session.graph is not None
+    g = session.graph.graphs[session.graph.bucket_for(session.state.decoder.cache.next_pos)]
+    t0 = time.perf_counter()
+    for _ in range(200):
+        g.replay()
+        torch.cuda.synchronize()
+    alone = (time.perf_counter() - t0) / 200 * 1e3
+    return f"fed step {pct(times)}; one replay + sync {alone:.3f} ms"
+
+
+print(f"cores: {torch.get_num_threads()} torch threads by default", flush=True)
+for r in range(args.rounds):
+    for n in [int(t) for t in args.threads.split(",")]:
+        torch.set_num_threads(n)
+        print(f"round {r + 1}, {n} threads: log-mel push {mel_only()}; {live()}", flush=True)
