@@ -28,11 +28,14 @@ def host_threads_for(device: torch.device) -> int:
 
     With the model on a CUDA GPU, the CPU runs only small ops each 80 ms step: the incremental
     log-mel of 8 frames (an STFT and a 128 x 201 x 8 matmul) and a few copies. Waking a pool of
-    threads for those costs more than it saves, and it is the jitter of a live step: on the
-    H200's 16-core host the log-mel of 80 ms took 0.43-0.62 ms (p50) with 16 threads and
-    0.08-0.16 ms with one, and fed steps' p95 went from 3.6-14.8 ms to 3.2-3.3 ms
-    (bench/RESULTS.md, tenth session). On the CPU the model itself needs them all. MPS keeps
-    PyTorch's default: not measured, and ops without an MPS kernel fall back to the CPU."""
+    threads for those costs more than it saves, and it is the jitter of a live step
+    (bench/RESULTS.md, tenth session): on the H200's 16-core host, back to back, the log-mel of
+    80 ms took 0.43-0.65 ms (p50) with 16 threads and 0.08-0.16 ms with one, and fed steps'
+    p95 went from 3.6-14.8 ms to 3.0-3.3 ms; at a microphone's pace on a 2-core machine, where
+    the pool sleeps between pushes, 2 threads took 1.5-12 ms (p95 1.7-16 ms) and one 0.6-0.7 ms.
+    The file paths were as fast or faster with one. On the CPU the model itself needs them all.
+    MPS keeps PyTorch's default: not measured, and ops without an MPS kernel fall back to the
+    CPU."""
     return 1 if device.type == "cuda" else DEFAULT_HOST_THREADS
 
 
