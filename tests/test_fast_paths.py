@@ -6,8 +6,9 @@ import pytest
 import torch
 from test_parity import CPU, VOCAB, our_tokens, speechlike
 
+from voxtral_desktop.audio.mel import log_mel_on
 from voxtral_desktop.config import StreamConfig
-from voxtral_desktop.engine.batch import BatchDecoder
+from voxtral_desktop.engine.batch import BatchDecoder, padded_audio
 from voxtral_desktop.engine.session import StreamingSession
 from voxtral_desktop.kernels.int4pack import CpuInt4Backend
 from voxtral_desktop.kernels.linear import REFERENCE, Q4Linear
@@ -51,6 +52,57 @@ def test_batch_decoder_equals_one_session_per_file(
     assert [r.text for r in got] == [tokenizer_small.decode(e) for e in expected]
     with pytest.raises(ValueError):
         decoder.transcribe([speechlike(max_seconds + 3, 0)] if max_seconds < 100 else [])
+
+
+def test_the_encoder_cache_of_a_batch_follows_encoder_int8(tokenizer_small) -> None:
+    """`encoder_int8` sets the encoder phase's cache apart from the model's caches: with the compute
+    dtype the audio vectors are exactly those of a model whose caches are all in that dtype, and
+    with int8 they differ (by the codes' rounding) while the decoder cache stays int8 either way."""
+    config = tiny_config(decoder_vocab_size=VOCAB)
+    tensors = q4_tensors(config, 23)
+    model = build_model(config, tensors, device=CPU, dtype=torch.float32, fuse=True)
+    stream = StreamConfig(480)
+    audios = [speechlike(s, 40 + i) for i, s in enumerate([2.0, 3.1])]
+    vectors = {}
+    for kv_int8, encoder_int8 in ((False, None), (True, False), (True, True)):
+        model.kv_int8 = kv_int8
+        decoder = BatchDecoder(
+            model, tokenizer_small, stream, batch=2, max_seconds=4.0, encoder_int8=encoder_int8
+        )
+        assert decoder.encoder.cache.quantized is (encoder_int8 is True)
+        assert decoder.decoder.cache.quantized is kv_int8
+        assert decoder.encoder_reason == (
+            "float32 (as the model's caches)" if encoder_int8 is None
+            else f"{'int8' if encoder_int8 else 'float32'} (asked for)"
+        )  # fmt: skip
+        mels = [log_mel_on(padded_audio(a, stream), CPU) for a in audios]
+        with torch.no_grad():
+            vectors[kv_int8, encoder_int8] = decoder._encode(mels, min(m.shape[1] for m in mels) // 8 - 1)
+    plain = vectors[False, None]
+    assert torch.equal(vectors[True, False], plain)
+    error = ((vectors[True, True] - plain).norm() / plain.norm()).item()
+    assert 0 < error < 0.05, error
+
+
+def test_choose_encoder_int8_prefers_the_compute_dtype_where_it_fits(monkeypatch) -> None:
+    from types import SimpleNamespace
+
+    from voxtral_desktop.engine import batch
+
+    gib = 2**30
+    cuda = SimpleNamespace(kv_int8=True, device=torch.device("cuda"), dtype=torch.bfloat16)
+    monkeypatch.setattr(batch, "_free_bytes", lambda device: 20 * gib)
+    assert batch.choose_encoder_int8(cuda, 64, 14 * gib) == (
+        False, "bfloat16 (14.0 GiB; faster than int8 at chunk shapes)"
+    )  # fmt: skip
+    assert batch.choose_encoder_int8(cuda, 64, 19 * gib) == (
+        True, "int8 (a bfloat16 cache needs 19.0 GiB + 2 GiB spare, 20.0 GiB free)"
+    )  # fmt: skip
+    assert batch.choose_encoder_int8(cuda, 8, gib) == (True, "int8 (8 streams at a time; bfloat16 from 32)")
+    cpu = SimpleNamespace(kv_int8=True, device=CPU, dtype=torch.float32)
+    assert batch.choose_encoder_int8(cpu, 64, gib) == (True, "int8 (as the model's caches)")
+    full = SimpleNamespace(kv_int8=False, device=torch.device("cuda"), dtype=torch.bfloat16)
+    assert batch.choose_encoder_int8(full, 64, gib) == (False, "bfloat16 (as the model's caches)")
 
 
 def test_fused_projections_change_nothing(tokenizer_small) -> None:

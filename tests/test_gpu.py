@@ -584,6 +584,47 @@ def test_batched_file_decoder_with_graphs_equals_sessions(tokenizer_small) -> No
     assert [t.id for t in transcribe_stream(live, [audios[2]]).tokens] == single[2]
 
 
+def test_a_bf16_batch_keeps_its_encoder_cache_in_bf16_where_it_fits(tokenizer_small) -> None:
+    """On CUDA a bf16 model with int8 caches gives the encoder phase of a file batch of 32 or more
+    streams a bf16 cache (faster at chunk shapes; bench/RESULTS.md, eleventh session) while the
+    decoder's stays int8, and its audio vectors are closer to an fp32 model's than those made on
+    an int8 cache."""
+    from voxtral_desktop.audio.mel import log_mel_on
+    from voxtral_desktop.engine.batch import padded_audio
+
+    config = tiny_config(decoder_vocab_size=VOCAB)
+    tensors = _q4_tiny(config, 6)
+    stream = StreamConfig(480)
+    audios = [speechlike(s, 50 + i) for i, s in enumerate([4.0, 2.5, 3.2])]
+    vectors = {}
+    arms = {
+        "fp32": (torch.float32, False, None),
+        "bf16": (torch.bfloat16, True, None),
+        "int8": (torch.bfloat16, True, True),
+    }
+    for name, (dtype, kv_int8, encoder_int8) in arms.items():
+        model = build_model(
+            config, tensors, device=CUDA, dtype=dtype, q4_backend=TritonQ4Backend(), fuse=True
+        )
+        model.kv_int8 = kv_int8
+        decoder = BatchDecoder(  # 32 rows: the encoder phase's groups are then large enough for bf16
+            model, tokenizer_small, stream, batch=32, max_seconds=5.0, encoder_int8=encoder_int8
+        )
+        assert decoder.decoder.cache.quantized is kv_int8
+        assert decoder.encoder.cache.quantized is (name == "int8")
+        mels = [log_mel_on(padded_audio(a, stream), CUDA).to(dtype) for a in audios]
+        with torch.no_grad():
+            n = min(m.shape[1] for m in mels) // 8 - 1
+            vectors[name] = decoder._encode(mels, n)[: len(audios)].float()  # rows past them: unset
+        got = decoder.transcribe(audios)
+        assert [len(t.tokens) > 0 for t in got] == [True] * len(audios)
+        if name == "bf16":
+            assert "faster than int8" in decoder.encoder_reason
+    exact = vectors["fp32"]
+    errors = {name: ((vectors[name] - exact).norm() / exact.norm()).item() for name in ("bf16", "int8")}
+    assert errors["bf16"] < errors["int8"] < 0.05, errors
+
+
 def _teacher_forced_logits(
     model, features: torch.Tensor, tokens: list[int], stream: StreamConfig, kv_int8: bool = False
 ) -> torch.Tensor:

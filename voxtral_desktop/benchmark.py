@@ -259,7 +259,7 @@ def run_bench(
             model, tokenizer, StreamConfig(480), batch=folder_batch, max_seconds=segment_seconds,
             cuda_graphs=is_cuda, dense=None,
         )  # fmt: skip
-        why = rows.dense_reason
+        why = f"{rows.dense_reason}, encoder cache {rows.encoder_reason}"
         folder = [noise(batch_seconds, seed=10 + i) for i in range(batch_files)]
         # Every row and encoder group once, so the kernels are compiled before the clock starts.
         warm_up = [[a[: 2 * SAMPLE_RATE]] for a in folder[:folder_batch]]
@@ -315,6 +315,7 @@ def run_bench(
         result.batch_files, result.batch_seconds_each = batch_files, batch_seconds
         result.batch_rtfx = _rate(batch_files * batch_seconds / (time.perf_counter() - t0))
         report(f"folder batch of {batch_files} x {batch_seconds:.0f} s: {result.batch_rtfx}x real time")
+        result.notes.append(f"folder batch: encoder cache {decoder.encoder_reason}")
         del decoder, dense
 
     if compare_transformers:

@@ -33,8 +33,10 @@ def host_threads_for(device: torch.device) -> int:
     80 ms took 0.43-0.65 ms (p50) with 16 threads and 0.08-0.16 ms with one, and fed steps'
     p95 went from 3.6-14.8 ms to 3.0-3.3 ms; at a microphone's pace on a 2-core machine, where
     the pool sleeps between pushes, 2 threads took 1.5-12 ms (p95 1.7-16 ms) and one 0.6-0.7 ms.
-    On the file paths one thread was faster for one stream and for 64 files, and within 6 %
-    for segments of one file. On the CPU the model itself needs them all.
+    Whole steps fed every 80 ms on the H200 took 3.9 ms (p95 4.2) with one thread and 10.8 ms
+    (p95 20.1) with 16 (eleventh session). On the file paths one thread was faster for one
+    stream and for 64 files, and within 6 % for segments of one file. On the CPU the model
+    itself needs them all.
     MPS keeps PyTorch's default: not measured, and ops without an MPS kernel fall back to the
     CPU."""
     return 1 if device.type == "cuda" else DEFAULT_HOST_THREADS

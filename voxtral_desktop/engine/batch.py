@@ -4,8 +4,9 @@ At batch 1 the decoder is bound by reading its weights; reading them once for B 
 folder of files B times cheaper per second of audio. Every stream runs the same positions at the
 same time (they share the prompt and the left pad), so the batch needs no per-row positions: a
 stream that ends earlier just idles in its row until the longest one ends. Sorting files by
-length keeps that waste small. Each row computes exactly what a single `StreamingSession` would;
-tests check the tokens are equal.
+length keeps that waste small. Each row computes exactly what a single `StreamingSession` would
+with the same cache formats; tests check the tokens are equal. (On CUDA the encoder phase of many
+streams keeps its cache in bf16 where it fits, where a session's is int8: `choose_encoder_int8`.)
 
 Two phases: the encoder first runs over every file in large chunks, a few files at a time (it
 does not depend on the text, and its 750-frame KV cache is 122-263 MB per stream at full size,
@@ -75,22 +76,53 @@ def release_memory(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
-def choose_dense(model: VoxtralModel, batch: int) -> tuple[bool, str]:
+def choose_dense(model: VoxtralModel, batch: int, reserve: int = 0) -> tuple[bool, str]:
     """Whether a `batch`-row decoder whose caches are already allocated should also hold dense
     weights, and why: on CUDA from DENSE_MIN_ROWS rows on, when the copy fits with
-    DENSE_SPARE_BYTES to spare (the Q4 kernels are read-bound at a few rows; at many, cuBLAS on
-    bf16 wins: bench/RESULTS.md)."""
+    DENSE_SPARE_BYTES to spare, besides `reserve` bytes still to be allocated (the Q4 kernels are
+    read-bound at a few rows; at many, cuBLAS on bf16 wins: bench/RESULTS.md)."""
     if model.device.type != "cuda":
         return False, "Q4 weights (dense copies pay off on CUDA only)"
     if batch < DENSE_MIN_ROWS:
         return False, f"Q4 weights ({batch} rows; dense from {DENSE_MIN_ROWS})"
-    need, free = dense_nbytes(model, model.dtype), _free_bytes(model.device)
+    need, free = dense_nbytes(model, model.dtype), _free_bytes(model.device) - reserve
     if free < need + DENSE_SPARE_BYTES:
         return False, (
             f"Q4 weights (a dense copy needs {need / 2**30:.1f} GiB + {DENSE_SPARE_BYTES >> 30} GiB spare, "
             f"{free / 2**30:.1f} GiB free)"
         )
     return True, f"dense {str(model.dtype).removeprefix('torch.')} weights ({need / 2**30:.1f} GiB copy)"
+
+
+# From this many streams per encoder group on, the encoder phase's cache is in the compute dtype
+# where it fits (`choose_encoder_int8`); fewer keep the model's int8.
+ENCODER_FULL_MIN_STREAMS = 32
+
+
+def choose_encoder_int8(model: VoxtralModel, streams: int, full_bytes: int) -> tuple[bool, str]:
+    """Whether a file batch's encoder phase, `streams` at a time, keeps its KV cache in int8 like
+    the model's caches or in the compute dtype (`full_bytes`, about twice the int8 size), and why.
+    A chunk's 128 frames read every key 128 times, so int8 saves little traffic there and costs a
+    conversion. On the H200, at a folder's 64 streams x 128 frames, the chunk attention took 320 us
+    a call on a bf16 cache against 420 us on int8, and the folder's encoder phase 3.58 s against
+    3.74 s (bench/RESULTS.md, eleventh session). At 8 streams (a long file's segments) the gain
+    was within the noise, and the int8 kernels are the ones a live session has already compiled.
+    So: the compute dtype on CUDA from ENCODER_FULL_MIN_STREAMS streams on, when it fits beside
+    the rest of the batch with DENSE_SPARE_BYTES to spare."""
+    name = str(model.dtype).removeprefix("torch.")
+    if not model.kv_int8:
+        return False, f"{name} (as the model's caches)"
+    if model.device.type != "cuda":
+        return True, "int8 (as the model's caches)"
+    if streams < ENCODER_FULL_MIN_STREAMS:
+        return True, f"int8 ({streams} streams at a time; {name} from {ENCODER_FULL_MIN_STREAMS})"
+    free = _free_bytes(model.device)
+    if free < full_bytes + DENSE_SPARE_BYTES:
+        return True, (
+            f"int8 (a {name} cache needs {full_bytes / 2**30:.1f} GiB + {DENSE_SPARE_BYTES >> 30} GiB spare, "
+            f"{free / 2**30:.1f} GiB free)"
+        )
+    return False, f"{name} ({full_bytes / 2**30:.1f} GiB; faster than int8 at chunk shapes)"
 
 
 # Leading positions whose mel frames see only the left pad (the centred frames 0..254 end before
@@ -136,6 +168,7 @@ class BatchDecoder:
         encoder_batch: int | None = None,
         encoder_chunk: int | None = None,
         dense: bool | None = False,
+        encoder_int8: bool | None = None,
     ) -> None:
         """Files up to `max_seconds` long; that bounds the decoder cache (B x positions x 106 KB,
         half that with int8 KV). The encoder phase runs `encoder_batch` streams at a time in
@@ -150,7 +183,12 @@ class BatchDecoder:
         H100, a folder's segments ran 2-3x faster from 32 rows on: bench/RESULTS.md, session 7);
         the model's other users keep the Q4 kernels. None: `choose_dense` decides once the caches
         are allocated, and out of memory for the copy the Q4 weights stay; `dense_reason` says
-        which and why."""
+        which and why.
+
+        `encoder_int8`: the encoder phase's KV cache in int8 (True) or in the compute dtype
+        (False); None: `choose_encoder_int8` decides once the decoder (and its dense copy) has
+        its memory; `encoder_reason` says which and why. Each row computes exactly what a
+        `StreamingSession` would when the two caches agree (a session's are the model's)."""
         self.model, self.tokenizer, self.config, self.batch = model, tokenizer, config, batch
         self._dense: DenseCopy | None = None
         # the silent positions' (audio vectors [1, P, dim], encoder state) and decoder cache, made
@@ -160,7 +198,7 @@ class BatchDecoder:
         self._allocate(model, config, batch, max_seconds, encoder_batch, encoder_chunk)
         self.dense_reason = "dense weights (asked for)" if dense else "Q4 weights"
         if dense is None:
-            dense, self.dense_reason = choose_dense(model, batch)
+            dense, self.dense_reason = choose_dense(model, batch, reserve=self._encoder_bytes(model.kv_int8))
         if dense:
             try:
                 self._dense = DenseCopy(model, model.dtype)
@@ -168,6 +206,15 @@ class BatchDecoder:
                 self.dense_reason = "Q4 weights (out of memory for a dense copy)"
             if self._dense is None:
                 release_memory(model.device)
+        # the encoder phase's cache last: the dense copy pays more than a faster chunk attention
+        if encoder_int8 is None:
+            self.encoder_int8, self.encoder_reason = choose_encoder_int8(
+                model, self.encoder_batch, self._encoder_bytes(False)
+            )
+        else:
+            asked = "int8" if encoder_int8 else str(model.dtype).removeprefix("torch.")
+            self.encoder_int8, self.encoder_reason = encoder_int8, f"{asked} (asked for)"
+        self.encoder = self._encoder_state(self.encoder_batch)
         with self._weights():  # the graphs read the weights in use at capture
             self.graph = GraphStep(model, None, self.decoder) if cuda_graphs else None
 
@@ -200,7 +247,6 @@ class BatchDecoder:
         mcfg = model.config
         with torch.no_grad():
             ada = model.decoder.ada_scales(config.n_delay_tokens, device, dtype)
-        self.encoder = self._encoder_state(self.encoder_batch)
         # the log-mel of digital silence: one constant column [n_mels, 1]
         silence = log_mel(np.zeros(SAMPLES_PER_TOKEN, np.float32))[:, :1]
         self._silent_column = torch.from_numpy(silence).to(device, dtype)
@@ -340,7 +386,18 @@ class BatchDecoder:
             max_chunk_frames=self.encoder_chunk * mcfg.downsample_factor,
             device=self.model.device,
             dtype=self.model.dtype,
-            kv_int8=self.model.kv_int8,
+            kv_int8=self.encoder_int8,
+        )
+
+    def _encoder_bytes(self, kv_int8: bool) -> int:
+        """Bytes of the encoder phase's cache (`encoder_batch` streams) in int8 or the compute dtype."""
+        mcfg = self.model.config
+        return EncoderState.cache_bytes(
+            mcfg.encoder,
+            batch=self.encoder_batch,
+            max_chunk_frames=self.encoder_chunk * mcfg.downsample_factor,
+            dtype=self.model.dtype,
+            kv_int8=kv_int8,
         )
 
     def _embed(

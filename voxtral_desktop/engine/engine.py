@@ -134,5 +134,7 @@ class Engine:
                 f"not enough memory on {self.device.device} for {batch} streams of {max_seconds:g} s; "
                 "try shorter segments (--segment-seconds) or --device cpu"
             )
-        log.info("file batch of %d rows: %s", batch, decoder.dense_reason)
+        log.info(
+            "file batch of %d rows: %s; encoder cache %s", batch, decoder.dense_reason, decoder.encoder_reason
+        )
         return decoder

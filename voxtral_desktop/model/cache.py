@@ -90,6 +90,22 @@ class KVCache:
         self._slots = self._arange[:0]
         self._used = 0
 
+    @staticmethod
+    def nbytes(
+        *,
+        n_layers: int,
+        batch: int,
+        n_kv_heads: int,
+        head_dim: int,
+        capacity: int,
+        dtype: torch.dtype,
+        quantized: bool,
+    ) -> int:
+        """Bytes a cache of these dimensions allocates: keys and values, and their fp32 scales when
+        quantized (the slot positions are negligible)."""
+        vectors = 2 * n_layers * batch * n_kv_heads * capacity
+        return vectors * (head_dim + 4 if quantized else head_dim * dtype.itemsize)
+
     def reset(self) -> None:
         self.slot_pos.fill_(-1)
         self.pos_t.zero_()

@@ -20,6 +20,17 @@ from voxtral_desktop.model.cache import KeyMask, KVCache
 from voxtral_desktop.model.layers import Attention, FeedForward, RMSNorm, rope_tables
 
 
+def _cache_dims(config: EncoderConfig, batch: int, max_chunk_frames: int) -> dict[str, int]:
+    """The encoder cache's dimensions: the window plus a chunk, so no key a chunk sees is overwritten."""
+    return dict(
+        n_layers=config.n_layers,
+        batch=batch,
+        n_kv_heads=config.n_heads,
+        head_dim=config.head_dim,
+        capacity=config.sliding_window + max_chunk_frames - 1,
+    )
+
+
 @dataclass
 class EncoderState:
     """Conv tails (the causal left context of each conv) and the encoder KV cache."""
@@ -40,12 +51,8 @@ class EncoderState:
         kv_int8: bool = False,
     ) -> EncoderState:
         cache = KVCache(
-            n_layers=config.n_layers,
-            batch=batch,
-            n_kv_heads=config.n_heads,
-            head_dim=config.head_dim,
+            **_cache_dims(config, batch, max_chunk_frames),
             window=config.sliding_window,
-            capacity=config.sliding_window + max_chunk_frames - 1,
             device=device,
             dtype=dtype,
             quantized=kv_int8,
@@ -55,6 +62,13 @@ class EncoderState:
             conv2_tail=torch.zeros(batch, config.dim, 1, device=device, dtype=dtype),
             cache=cache,
         )
+
+    @staticmethod
+    def cache_bytes(
+        config: EncoderConfig, *, batch: int, max_chunk_frames: int, dtype: torch.dtype, kv_int8: bool
+    ) -> int:
+        """Bytes the KV cache of `allocate` with these arguments takes (the conv tails are small)."""
+        return KVCache.nbytes(**_cache_dims(config, batch, max_chunk_frames), dtype=dtype, quantized=kv_int8)
 
     def reset(self) -> None:
         self.conv1_tail.zero_()
