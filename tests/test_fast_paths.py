@@ -84,6 +84,19 @@ def test_the_encoder_cache_of_a_batch_follows_encoder_int8(tokenizer_small) -> N
     assert 0 < error < 0.05, error
 
 
+@pytest.mark.parametrize("kv_int8", [False, True])
+def test_encoder_cache_bytes_are_what_allocate_takes(kv_int8: bool) -> None:
+    config = tiny_config(decoder_vocab_size=VOCAB)
+    state = EncoderState.allocate(
+        config.encoder, batch=3, max_chunk_frames=12, device=CPU, dtype=torch.bfloat16, kv_int8=kv_int8
+    )
+    cache = state.cache
+    held = [cache.k, cache.v] + ([cache.k_scale, cache.v_scale] if kv_int8 else [])
+    assert sum(t.nbytes for t in held if t is not None) == EncoderState.cache_bytes(
+        config.encoder, batch=3, max_chunk_frames=12, dtype=torch.bfloat16, kv_int8=kv_int8
+    )
+
+
 def test_choose_encoder_int8_prefers_the_compute_dtype_where_it_fits(monkeypatch) -> None:
     from types import SimpleNamespace
 
