@@ -28,18 +28,16 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
+from full_model import full_size_model
 from tune_q4 import graph_time_us as timed  # a CUDA graph of 20 calls: host launches do not count
 
-from voxtral_desktop.benchmark import noise, random_q4_tensors
-from voxtral_desktop.config import SAMPLE_RATE, ModelConfig, StreamConfig
+from voxtral_desktop.benchmark import noise
+from voxtral_desktop.config import SAMPLE_RATE, StreamConfig
 from voxtral_desktop.engine.batch import BatchDecoder
 from voxtral_desktop.engine.long_file import transcribe_segmented
-from voxtral_desktop.engine.tokenizer import TekkenTokenizer
 from voxtral_desktop.kernels import fused
 from voxtral_desktop.kernels.kv_int8 import LayerKV, quantize_kv
-from voxtral_desktop.model.build import build_model
 from voxtral_desktop.model.layers import rope_tables
-from voxtral_desktop.synthetic.tekken import build_tekken_json
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--rounds", type=int, default=2)
@@ -105,12 +103,8 @@ ARMS = {  # name: (encoder_batch, encoder_int8)
 
 
 def folder() -> None:
-    config = ModelConfig()
-    model = build_model(
-        config, random_q4_tensors(config), device=dev, dtype=torch.bfloat16, q4_backend=None, fuse=True
-    )
+    model, tok = full_size_model(dense=True)
     model.kv_int8 = True
-    tok = TekkenTokenizer.from_dict(build_tekken_json(2000))
     stream = StreamConfig(480)
     audios = [noise(args.seconds, seed=10 + i) for i in range(args.files)]
     long = noise(300.0, seed=2)

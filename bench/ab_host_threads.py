@@ -14,22 +14,23 @@ streaming session on the mma kernel (p50 / p95) next to one graph replay + sync.
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 import time
 
 import numpy as np
 import torch
 
+sys.path.insert(0, os.path.dirname(__file__))
+from full_model import full_size_model
+
 from voxtral_desktop.audio.mel import LogMelStream
-from voxtral_desktop.benchmark import noise, random_q4_tensors
-from voxtral_desktop.config import SAMPLE_RATE, SAMPLES_PER_TOKEN, ModelConfig, StreamConfig
+from voxtral_desktop.benchmark import noise
+from voxtral_desktop.config import SAMPLE_RATE, SAMPLES_PER_TOKEN, StreamConfig
 from voxtral_desktop.engine.batch import BatchDecoder
 from voxtral_desktop.engine.long_file import transcribe_segmented, transcribe_segmented_files
 from voxtral_desktop.engine.session import StreamingSession
-from voxtral_desktop.engine.tokenizer import TekkenTokenizer
 from voxtral_desktop.engine.transcribe import transcribe_stream
-from voxtral_desktop.kernels.mma_q4 import CudaMmaQ4Backend
-from voxtral_desktop.model.build import build_model
-from voxtral_desktop.synthetic.tekken import build_tekken_json
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--rounds", type=int, default=2)
@@ -38,17 +39,7 @@ parser.add_argument("--threads", default=f"{torch.get_num_threads()},1")
 parser.add_argument("--files", action="store_true")
 args = parser.parse_args()
 
-dev = torch.device("cuda")
-config = ModelConfig()
-model = build_model(
-    config,
-    random_q4_tensors(config),
-    device=dev,
-    dtype=torch.bfloat16,
-    q4_backend=CudaMmaQ4Backend(),
-    fuse=True,
-)
-tok = TekkenTokenizer.from_dict(build_tekken_json(2000))
+model, tok = full_size_model()
 audio = noise(60.0)
 chunks = [audio[i : i + SAMPLES_PER_TOKEN] for i in range(0, len(audio), SAMPLES_PER_TOKEN)]
 

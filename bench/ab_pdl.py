@@ -13,20 +13,21 @@ For each setting, in alternating rounds on one full-size random model (mma kerne
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 import time
 
 import numpy as np
 import torch
 
-from voxtral_desktop.benchmark import noise, random_q4_tensors
-from voxtral_desktop.config import SAMPLES_PER_TOKEN, ModelConfig, StreamConfig
+sys.path.insert(0, os.path.dirname(__file__))
+from full_model import full_size_model
+
+from voxtral_desktop.benchmark import noise
+from voxtral_desktop.config import SAMPLES_PER_TOKEN, StreamConfig
 from voxtral_desktop.engine.batch import BatchDecoder
 from voxtral_desktop.engine.session import StreamingSession
-from voxtral_desktop.engine.tokenizer import TekkenTokenizer
 from voxtral_desktop.kernels import pdl
-from voxtral_desktop.kernels.mma_q4 import CudaMmaQ4Backend
-from voxtral_desktop.model.build import build_model
-from voxtral_desktop.synthetic.tekken import build_tekken_json
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--rounds", type=int, default=2)
@@ -34,16 +35,7 @@ parser.add_argument("--steps", type=int, default=300)
 args = parser.parse_args()
 
 dev = torch.device("cuda")
-config = ModelConfig()
-model = build_model(
-    config,
-    random_q4_tensors(config),
-    device=dev,
-    dtype=torch.bfloat16,
-    q4_backend=CudaMmaQ4Backend(),
-    fuse=True,
-)
-tok = TekkenTokenizer.from_dict(build_tekken_json(2000))
+model, tok = full_size_model()
 audio = noise(60.0)
 segments = [noise(30.0, seed=i) for i in range(8)]
 print(f"PDL available: {pdl.enabled(dev)}")

@@ -13,6 +13,8 @@ decoder-only graph (the session's catch-up graph), so the encoder's share shows,
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -21,31 +23,20 @@ import numpy as np
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from voxtral_desktop.benchmark import noise, random_q4_tensors
-from voxtral_desktop.config import SAMPLES_PER_TOKEN, ModelConfig, StreamConfig
+sys.path.insert(0, os.path.dirname(__file__))
+from full_model import full_size_model
+
+from voxtral_desktop.benchmark import noise
+from voxtral_desktop.config import SAMPLES_PER_TOKEN, StreamConfig
 from voxtral_desktop.engine.session import StreamingSession
-from voxtral_desktop.engine.tokenizer import TekkenTokenizer
 from voxtral_desktop.kernels import fused
-from voxtral_desktop.kernels.mma_q4 import CudaMmaQ4Backend
 from voxtral_desktop.model import layers
-from voxtral_desktop.model.build import build_model
-from voxtral_desktop.synthetic.tekken import build_tekken_json
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--replays", type=int, default=200)
 args = parser.parse_args()
 
-dev = torch.device("cuda")
-config = ModelConfig()
-model = build_model(
-    config,
-    random_q4_tensors(config),
-    device=dev,
-    dtype=torch.bfloat16,
-    q4_backend=CudaMmaQ4Backend(),
-    fuse=True,
-)
-tok = TekkenTokenizer.from_dict(build_tekken_json(2000))
+model, tok = full_size_model()
 audio = noise(30.0)
 chunks = [audio[i : i + SAMPLES_PER_TOKEN] for i in range(0, len(audio), SAMPLES_PER_TOKEN)]
 

@@ -12,36 +12,27 @@ and prints the feed times' p50 / p95 / p99 / max next to the same session fed ba
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 import time
 
 import numpy as np
 import torch
 
-from voxtral_desktop.benchmark import noise, random_q4_tensors
-from voxtral_desktop.config import SAMPLES_PER_TOKEN, ModelConfig, StreamConfig
+sys.path.insert(0, os.path.dirname(__file__))
+from full_model import full_size_model
+
+from voxtral_desktop.benchmark import noise
+from voxtral_desktop.config import SAMPLES_PER_TOKEN, StreamConfig
 from voxtral_desktop.engine.session import StreamingSession
-from voxtral_desktop.engine.tokenizer import TekkenTokenizer
-from voxtral_desktop.kernels.mma_q4 import CudaMmaQ4Backend
-from voxtral_desktop.model.build import build_model
-from voxtral_desktop.synthetic.tekken import build_tekken_json
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--steps", type=int, default=250)
 parser.add_argument("--threads", default=f"1,{torch.get_num_threads()}")
 args = parser.parse_args()
 
-dev = torch.device("cuda")
-config = ModelConfig()
-model = build_model(
-    config,
-    random_q4_tensors(config),
-    device=dev,
-    dtype=torch.bfloat16,
-    q4_backend=CudaMmaQ4Backend(),
-    fuse=True,
-)
-model.kv_int8 = True
-tok = TekkenTokenizer.from_dict(build_tekken_json(2000))
+model, tok = full_size_model()
+model.kv_int8 = True  # as the bench and the app have it on CUDA
 audio = noise(100 * 0.08 + 2 * args.steps * 0.08 + 1.0)
 chunks = [audio[i : i + SAMPLES_PER_TOKEN] for i in range(0, len(audio), SAMPLES_PER_TOKEN)]
 
