@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
-from full_model import full_size_model
+from full_model import fed_steps, full_size_model
 
 from voxtral_desktop.audio.mel import LogMelStream
 from voxtral_desktop.benchmark import noise
@@ -61,15 +61,7 @@ def mel_only() -> str:
 
 
 def live() -> str:
-    session = StreamingSession(model, tok, StreamConfig(480), cuda_graphs=True)
-    for c in chunks[:100]:
-        session.feed(c)
-    torch.cuda.synchronize()
-    times = []
-    for c in chunks[100 : 100 + args.steps]:
-        t0 = time.perf_counter()
-        session.feed(c)
-        times.append(time.perf_counter() - t0)
+    session, times = fed_steps(model, tok, chunks, args.steps)
     assert session.graph is not None
     g = session.graph.graphs[session.graph.bucket_for(session.state.decoder.cache.next_pos)]
     t0 = time.perf_counter()

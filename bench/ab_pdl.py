@@ -21,12 +21,11 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
-from full_model import full_size_model
+from full_model import fed_steps, full_size_model
 
 from voxtral_desktop.benchmark import noise
 from voxtral_desktop.config import SAMPLES_PER_TOKEN, StreamConfig
 from voxtral_desktop.engine.batch import BatchDecoder
-from voxtral_desktop.engine.session import StreamingSession
 from voxtral_desktop.kernels import pdl
 
 parser = argparse.ArgumentParser()
@@ -42,16 +41,8 @@ print(f"PDL available: {pdl.enabled(dev)}")
 
 
 def live(label: str) -> None:
-    session = StreamingSession(model, tok, StreamConfig(480), cuda_graphs=True)
     chunks = [audio[i : i + SAMPLES_PER_TOKEN] for i in range(0, len(audio), SAMPLES_PER_TOKEN)]
-    for c in chunks[:100]:
-        session.feed(c)
-    torch.cuda.synchronize()
-    times = []
-    for c in chunks[100 : 100 + args.steps]:
-        t0 = time.perf_counter()
-        session.feed(c)
-        times.append(time.perf_counter() - t0)
+    session, times = fed_steps(model, tok, chunks, args.steps)
     assert session.graph is not None
     g = session.graph.graphs[session.graph.bucket_for(session.state.decoder.cache.next_pos)]
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
