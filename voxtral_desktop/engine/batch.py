@@ -44,6 +44,7 @@ from voxtral_desktop.engine.tokenizer import StreamingDetokenizer, TekkenTokeniz
 from voxtral_desktop.engine.transcribe import Transcript
 from voxtral_desktop.errors import DeviceError
 from voxtral_desktop.kernels.linear import DenseCopy, dense_nbytes, dense_weights
+from voxtral_desktop.kernels.select import kv_cache_name
 from voxtral_desktop.model.decoder import DecoderState
 from voxtral_desktop.model.encoder import EncoderState
 from voxtral_desktop.model.graph_step import GraphStep
@@ -109,7 +110,7 @@ def choose_encoder_int8(model: VoxtralModel, streams: int, full_bytes: int) -> t
     was within the noise, and the int8 kernels are the ones a live session has already compiled.
     So: the compute dtype on CUDA from ENCODER_FULL_MIN_STREAMS streams on, when it fits beside
     the rest of the batch with DENSE_SPARE_BYTES to spare."""
-    name = str(model.dtype).removeprefix("torch.")
+    name = kv_cache_name(False, model.dtype)
     if not model.kv_int8:
         return False, f"{name} (as the model's caches)"
     if model.device.type != "cuda":
@@ -212,8 +213,8 @@ class BatchDecoder:
                 model, self.encoder_batch, self._encoder_bytes(False)
             )
         else:
-            asked = "int8" if encoder_int8 else str(model.dtype).removeprefix("torch.")
-            self.encoder_int8, self.encoder_reason = encoder_int8, f"{asked} (asked for)"
+            self.encoder_int8 = encoder_int8
+            self.encoder_reason = f"{kv_cache_name(encoder_int8, model.dtype)} (asked for)"
         self.encoder = self._encoder_state(self.encoder_batch)
         with self._weights():  # the graphs read the weights in use at capture
             self.graph = GraphStep(model, None, self.decoder) if cuda_graphs else None
