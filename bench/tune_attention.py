@@ -82,13 +82,13 @@ for B in (1, 64, 256):
         fused._programs_to_fill = saved
     print(f"step B={B}: {us:7.1f} us ({read / us / 1e6:.2f} TB/s); split 16 ways: {us16:7.1f} us", flush=True)
     if B == 256:
-        default = fused.STEP_TILE
+        default = fused.KEYS_TILE
         tiles = ((64, 8), (128, 4), (128, 8), (32, 4), (64, 2), (32, 2), (128, 2), (256, 8), (32, 1))
         for keys, warps in tiles:
-            fused.STEP_TILE = (keys, warps, None)
+            fused.KEYS_TILE = (keys, warps, None)
             us = timed(step)
             print(f"  step tile {(keys, warps)}: {us:7.1f} us ({read / us / 1e6:.2f} TB/s)", flush=True)
-        fused.STEP_TILE = default  # bench/tune_folder_kernels.py sweeps stages too
+        fused.KEYS_TILE = default  # bench/tune_folder_kernels.py sweeps stages too
 
 # RoPE + int8 cache write of an encoder chunk
 B, T, H, D, C = 32, 256, 32, 64, 1005

@@ -5,8 +5,8 @@
 At the shapes of `BatchDecoder` on 256 files (bench/RESULTS.md, session 8 profile):
 - the decoder step's attention over 256 streams (4 query rows per KV head, 8 KV heads of 128,
   int8 cache of 800 slots with 200 / 400 / 780 filled): every (keys, warps, stages) tile of
-  `fused.STEP_TILE`, and the keys split 2 or 4 ways with the combine kernel (`fused.SPLIT_TILE`
-  choices);
+  `fused.KEYS_TILE` (`attn_keys_kernel` since the twelfth session), and the keys split 2 or 4
+  ways with the combine kernel (`fused.SPLIT_TILE` choices);
 - the encoder chunk's attention (64 streams x 128 new frames, 32 heads of 64, a ring of 877
   int8 slots, window 750): the `fused.CHUNK_TILES` choices with pipeline stages;
 - the RoPE/cache kernel on an encoder chunk (64 x 128 positions, 96 head vectors of 64, int8,
@@ -61,7 +61,7 @@ def attempt(label: str, fn, check) -> float:  # type: ignore[no-untyped-def]
 B, H, HKV, D, S = 256, 32, 8, 128, 800
 q = torch.randn(B, H, 1, D, device=dev, dtype=torch.bfloat16)
 kv = int8_ring(B, HKV, S, D)
-default_tile = fused.STEP_TILE
+default_tile = fused.KEYS_TILE
 results: dict[tuple[object, ...], dict[int, float]] = {}
 for filled in (400, 200, 780):
     valid = torch.tensor(filled, device=dev)
@@ -69,7 +69,7 @@ for filled in (400, 200, 780):
     held[filled:] = -1
     at = torch.tensor([filled], device=dev)
     read = B * HKV * filled * 2 * (D + 4)
-    fused.STEP_TILE = default_tile
+    fused.KEYS_TILE = default_tile
     want = fused.attention(q, kv, at, held, 8192, valid)
 
     def step(held=held, valid=valid, at=at) -> torch.Tensor:  # type: ignore[no-untyped-def]
@@ -87,10 +87,10 @@ for filled in (400, 200, 780):
         best = sorted(results, key=lambda t: results[t][400])[:6]
         tiles = [t for t in best if len(t) == 3]  # type: ignore[misc]
     for tile in tiles:
-        fused.STEP_TILE = tile
+        fused.KEYS_TILE = tile
         us = attempt(f"  tile {tile}", step, lambda want=want: rel(step(), want))
         results.setdefault(tile, {})[filled] = us
-    fused.STEP_TILE = default_tile
+    fused.KEYS_TILE = default_tile
     saved = fused._programs_to_fill
     default_split = fused.SPLIT_TILE
     for ways, split_tile in itertools.product((2, 4), (default_split, (32, 1, None), (64, 2, None))):
@@ -106,7 +106,7 @@ ranked = sorted(results, key=lambda t: sum(results[t].get(f, float("inf")) for f
 print("step tiles by the sum over the three fills:")
 for t in ranked[:8]:
     print(f"  {t}: {results[t]}")
-fused.STEP_TILE = default_tile
+fused.KEYS_TILE = default_tile
 
 # ---- encoder chunk of a folder batch ---------------------------------------------------------
 B, H, T, D, S, W = 64, 32, 128, 64, 877, 750

@@ -55,15 +55,25 @@ def _next_pow2(n: int) -> int:
     return 1 << max(0, (n - 1).bit_length())
 
 
+# libdevice (or tl), bound by `_kernels`: a module global rather than a closure variable, so that
+# Triton's interpreter, which runs the kernels' source with their module's globals, finds it too
+# (tests/test_fused_attention_cpu.py).
+fmath: Any = None
+
+
 @cache
 def _kernels() -> Any:
+    global fmath
     import triton
     import triton.language as tl
 
-    try:  # accurate exp/rsqrt (the tl builtins are approximate)
-        from triton.language.extra import libdevice as fmath
-    except ImportError:
-        fmath = tl
+    if os.environ.get("TRITON_INTERPRET", "") not in ("", "0"):
+        fmath = tl  # the interpreter's tl.exp is numpy's; it has no libdevice
+    else:
+        try:  # accurate exp/rsqrt (the tl builtins are approximate)
+            from triton.language.extra import libdevice as fmath
+        except ImportError:
+            fmath = tl
     try:  # programmatic dependent launch: every kernel waits first when PDL (kernels/pdl.py)
         from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
     except ImportError:  # pdl.enabled is False then: no kernel is built with PDL
@@ -279,6 +289,81 @@ def _kernels() -> Any:
             tl.store(acc_ptr + part[:, None] * D + d[None, :], acc, mask=keep[:, None])
 
     @triton.jit
+    def attn_keys_kernel(
+        q_ptr, k_ptr, v_ptr, ks_ptr, vs_ptr, pos_ptr, held_ptr, valid_ptr, out_ptr,
+        S, R, T, WINDOW, HKV, s_kb, s_kh, s_ks, s_sb, s_sh, scale,
+        RP: tl.constexpr, D: tl.constexpr, BS: tl.constexpr,
+        IEEE: tl.constexpr, QUANT: tl.constexpr, ONE_POS: tl.constexpr, PDL: tl.constexpr,
+    ):  # fmt: skip
+        if PDL:  # wait for the previous kernel, then let the next one launch (kernels/pdl.py)
+            gdc_wait()
+            gdc_launch_dependents()
+        # A step of many streams (few query rows per KV head, all keys in one program): the
+        # products turned round, scores^T = k [BS, D] q^T [D, RP] and acc^T = v^T [D, BS] p
+        # [BS, RP], so the keys fill the mma's 16 rows and the R <= 8 query rows pad only to
+        # its 8 columns. The arithmetic is attn_split_kernel's (DIRECT, one slice); v is read
+        # as v^T, so its load pipelines like k's.
+        bh = tl.program_id(0)
+        b = bh // HKV
+        h = bh % HKV
+        cols = tl.arange(0, RP)
+        d = tl.arange(0, D)
+        cmask = cols < R
+        q_t = tl.load(q_ptr + (bh * R + cols)[None, :] * D + d[:, None], mask=cmask[None, :], other=0.0)
+        m = tl.full([RP], -1e30, tl.float32)
+        l = tl.zeros([RP], tl.float32)
+        acc_t = tl.zeros([D, RP], tl.float32)
+        b64 = b.to(tl.int64)
+        k_base = k_ptr + b64 * s_kb + h * s_kh
+        v_base = v_ptr + b64 * s_kb + h * s_kh
+        n_valid = tl.minimum(tl.load(valid_ptr).to(tl.int32), S)
+        if ONE_POS:
+            qpos = tl.load(pos_ptr).to(tl.int32)
+        else:
+            qpos = tl.load(pos_ptr + cols % T, mask=cmask, other=0).to(tl.int32)
+        for s0 in range(0, n_valid, BS):
+            offs = s0 + tl.arange(0, BS)
+            smask = offs < n_valid
+            held = tl.load(held_ptr + offs, mask=smask, other=-1).to(tl.int32)
+            if ONE_POS:
+                seen = ((held >= 0) & (qpos - held < WINDOW) & (qpos >= held))[:, None] & cmask[None, :]
+            else:
+                distance = qpos[None, :] - held[:, None]
+                seen = (held >= 0)[:, None] & (distance >= 0) & (distance < WINDOW) & cmask[None, :]
+            k = tl.load(k_base + offs[:, None] * s_ks + d[None, :], mask=smask[:, None], other=0)
+            k = k.to(q_t.dtype)
+            if IEEE:
+                scores = tl.dot(k, q_t, input_precision="ieee")
+            else:
+                scores = tl.dot(k, q_t)
+            if QUANT:
+                k_scale = tl.load(ks_ptr + b64 * s_sb + h * s_sh + offs, mask=smask, other=0.0)
+                scores = scores * k_scale[:, None]
+            scores = tl.where(seen, scores * scale, float("-inf"))
+            m_new = tl.maximum(m, tl.max(scores, axis=0))
+            if IEEE:
+                alpha = fmath.exp(m - m_new)
+                p = fmath.exp(scores - m_new[None, :])
+            else:
+                alpha = tl.math.exp2((m - m_new) * 1.4426950408889634)
+                p = tl.math.exp2((scores - m_new[None, :]) * 1.4426950408889634)
+            l = l * alpha + tl.sum(p, axis=0)
+            v_t = tl.load(v_base + offs[None, :] * s_ks + d[:, None], mask=smask[None, :], other=0)
+            v_t = v_t.to(q_t.dtype)
+            if QUANT:
+                p = p * tl.load(vs_ptr + b64 * s_sb + h * s_sh + offs, mask=smask, other=0.0)[:, None]
+            if IEEE:
+                acc_t = acc_t * alpha[None, :] + tl.dot(v_t, p, input_precision="ieee")
+            else:
+                acc_t = acc_t * alpha[None, :] + tl.dot(v_t, p.to(q_t.dtype))
+            m = m_new
+        out = acc_t / l[None, :]
+        G = R // T  # out [B, T, H, D]: column (group g, position t) of KV head h is head h G + g
+        o_row = (b * T + cols % T) * (HKV * G) + h * G + cols // T
+        dst = out_ptr + o_row[None, :] * D + d[:, None]
+        tl.store(dst, out.to(out_ptr.dtype.element_ty), mask=cmask[None, :])
+
+    @triton.jit
     def attn_combine_kernel(
         m_ptr, l_ptr, acc_ptr, out_ptr, R, T, HKV, NS,
         R_PAD: tl.constexpr, D: tl.constexpr, NS_PAD: tl.constexpr, PDL: tl.constexpr,
@@ -302,7 +387,10 @@ def _kernels() -> Any:
         o_row = (bh // HKV * T + r % T) * (HKV * G) + bh % HKV * G + r // T
         tl.store(out_ptr + o_row * D + d, out.to(out_ptr.dtype.element_ty))
 
-    return rms_norm_kernel, rope_cache_kernel, silu_mul_kernel, attn_split_kernel, attn_combine_kernel
+    return (
+        rms_norm_kernel, rope_cache_kernel, silu_mul_kernel, attn_split_kernel, attn_combine_kernel,
+        attn_keys_kernel,
+    )  # fmt: skip
 
 
 def _rows(x: torch.Tensor) -> torch.Tensor:
@@ -430,9 +518,13 @@ ATTN_SPLIT_ROWS = 8  # query rows per KV head up to which the keys are split amo
 # default), by head size: bench/tune_attention.py measures the choices on the device.
 CHUNK_TILES: dict[int, tuple[int, int, int, int | None]] = {64: (64, 128, 4, None), 128: (64, 64, 8, None)}
 # Keys per step, warps and pipeline stages (None: Triton's default) of a step whose keys are not
-# split among programs (many streams). On the H200, one warp on 32 keys a step read a 256-stream
-# int8 cache 14 % and 10 % faster than (64, 2), the H100's choice of session 4, with 400 and 780
-# of 800 slots filled (bench/h200_session8/tune_folder_kernels.log).
+# split among programs (many streams), on `attn_keys_kernel` (the keys as the mma's rows). On the
+# H200 at 256 streams, (32, 1) read an int8 cache in 39 / 67 / 120 us at 200 / 400 / 780 of 800
+# slots, against 51 / 86 / 158 us for `attn_split_kernel` with STEP_TILE, with the same outputs
+# bit for bit; the best of 40 tiles (bench/h200_session12/ab_step_sweep.log). None: the latter.
+KEYS_TILE: tuple[int, int, int | None] | None = (32, 1, None)
+# `attn_split_kernel`'s tile for that step when KEYS_TILE is None (the eighth session's best of
+# 36 tiles, bench/h200_session8/tune_folder_kernels.log), kept for A/B runs.
 STEP_TILE: tuple[int, int, int | None] = (32, 1, None)
 # The same for a step whose keys are split among programs (one or a few streams).
 SPLIT_TILE: tuple[int, int, int | None] = (64, 4, None)
@@ -469,7 +561,8 @@ def attention(
     contiguous [B, T, H, D]), in fp32 with an online softmax and tensor-core dots. Two shapes:
     - a streaming step (<= 8 query rows per KV head): the keys are split among programs (flash
       decoding; ~5.6 us a call on the H100 against 24 us for a broadcast multiply-reduce) and a
-      second kernel combines the slices, unless many streams fill the GPU on their own;
+      second kernel combines the slices, unless many streams fill the GPU on their own (then
+      one program a stream and KV head runs over all keys, `attn_keys_kernel`);
     - a chunk (prompt, encoder chunks of files): blocks of query rows each run over the keys
       they can see (flash attention), without materialising the [G*T, S] scores.
 
@@ -510,6 +603,13 @@ def attention(
     # Split the keys among programs until the GPU is full (at batch 1: up to 16 slices, each of
     # at least 2 blocks of keys); many streams fill it on their own and need no combine kernel.
     n_split = max(1, min(16, triton_cdiv(S, 2 * block), triton_cdiv(_programs_to_fill(q.device), B * Hkv)))
+    if n_split == 1 and KEYS_TILE is not None:
+        keys, warps, stages = KEYS_TILE
+        _kernels()[5][(B * Hkv,)](
+            q, k, v, ks, vs, *args, out, *sizes, *strides,
+            RP=max(2, _next_pow2(R)), BS=keys, **_tiling(warps, stages), **flags,
+        )  # fmt: skip
+        return out.transpose(1, 2)
     if n_split == 1:
         keys, warps, stages = STEP_TILE
         split_kernel[(B * Hkv, 1, 1)](

@@ -1,0 +1,81 @@
+"""The fused attention kernels' source and launch code in Triton's interpreter, on any machine.
+
+tests/test_gpu.py checks `fused.attention` on CUDA at the model's shapes; this runs the same
+kernels and the same launcher through Triton's interpreter (TRITON_INTERPRET=1, set before the
+kernels are first built) at tiny shapes, so CI catches a broken launch or mask on every path: a
+chunk, a step split among programs and combined, and a step of many streams on either step
+kernel (`attn_split_kernel` with STEP_TILE, or `attn_keys_kernel` with KEYS_TILE).
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+if not torch.cuda.is_available():
+    os.environ["TRITON_INTERPRET"] = "1"
+
+import triton  # noqa: F401  (a missing Triton must fail, not skip)
+
+from voxtral_desktop.kernels import fused
+from voxtral_desktop.kernels.kv_int8 import LayerKV, quantize_kv
+from voxtral_desktop.model import layers
+from voxtral_desktop.model.cache import KeyMask
+
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _reference(q: torch.Tensor, kv: LayerKV, mask: KeyMask) -> torch.Tensor:
+    enabled = fused.ENABLED
+    fused.ENABLED = False
+    try:
+        return layers.attend(q.float(), LayerKV(*kv.dense(torch.float32)), mask)
+    finally:
+        fused.ENABLED = enabled
+
+
+@pytest.mark.parametrize("int8", [False, True])
+@pytest.mark.parametrize(
+    ("B", "T", "H", "HKV", "path"),
+    [
+        (1, 1, 8, 2, "split"),  # one stream's step: keys split, then combined
+        (6, 1, 8, 2, "rows"),  # many streams' step on attn_split_kernel
+        (6, 1, 8, 2, "keys"),  # ... and on attn_keys_kernel
+        (6, 2, 8, 2, "keys"),  # two positions a stream (8 rows per KV head)
+        (5, 3, 4, 4, "keys"),  # one head per KV head, 3 positions (an encoder's last frames)
+        (2, 12, 8, 2, "chunk"),  # 48 rows per KV head: blocks of query rows
+    ],
+)
+def test_fused_attention_paths_match_torch(
+    monkeypatch: pytest.MonkeyPatch, B: int, T: int, H: int, HKV: int, path: str, int8: bool
+) -> None:
+    """Each launch path against the torch attention (fp32), over a ring with empty slots, a
+    sliding window that hides the oldest keys, and slots past the filled count holding NaN."""
+    D, S, filled = 16, 300, 290  # 300 slots: one stream's keys split in 2 (blocks of 64, 2 each)
+    # Many streams fill the GPU on their own when 4 programs do (no split); one stream splits.
+    monkeypatch.setattr(fused, "_programs_to_fill", lambda device: 4 if path in ("rows", "keys") else 64)
+    monkeypatch.setattr(fused, "KEYS_TILE", (16, 1, None) if path == "keys" else None)
+    g = torch.Generator().manual_seed(7)
+    q = torch.randn(B, H, T, D, generator=g).to(DEVICE)
+    k = torch.randn(B, HKV, S, D, generator=g).to(DEVICE)
+    v = torch.randn(B, HKV, S, D, generator=g).to(DEVICE)
+    k[:, :, filled:] = float("nan")
+    v[:, :, filled:] = float("nan")
+    if int8:
+        (kq, ks), (vq, vs) = quantize_kv(k), quantize_kv(v)
+        kv = LayerKV(kq, vq, ks, vs)
+    else:
+        kv = LayerKV(k, v)
+    held = torch.arange(S, device=DEVICE)
+    held[3:5] = -1
+    window = 250
+    positions = torch.arange(filled - T, filled, device=DEVICE)
+    got = fused.attention(q, kv, positions, held, window, torch.tensor(filled, device=DEVICE))
+    ring = LayerKV(*(t[:, :, :filled] for t in (kv.k, kv.v)), *(
+        (None, None) if kv.k_scale is None else (kv.k_scale[:, :, :filled], kv.v_scale[:, :, :filled])
+    ))  # fmt: skip
+    want = _reference(q, ring, KeyMask(positions, held[:filled], window, H // HKV))
+    assert got.shape == (B, H, T, D)
+    torch.testing.assert_close(got.float(), want, rtol=1e-4, atol=1e-4)
