@@ -200,7 +200,7 @@ def _kernels() -> Any:
         S, R, T, WINDOW, HKV, NS, s_kb, s_kh, s_ks, s_sb, s_sh, scale,
         R_PAD: tl.constexpr, D: tl.constexpr, BS: tl.constexpr, RB: tl.constexpr,
         IEEE: tl.constexpr, QUANT: tl.constexpr, DIRECT: tl.constexpr, ONE_POS: tl.constexpr,
-        PDL: tl.constexpr,
+        PDL: tl.constexpr, BOUNDS: tl.constexpr,
     ):  # fmt: skip
         if PDL:  # wait for the previous kernel, then let the next one launch (kernels/pdl.py)
             gdc_wait()
@@ -242,7 +242,13 @@ def _kernels() -> Any:
             offs = s0 + tl.arange(0, BS)
             smask = offs < end
             held = tl.load(held_ptr + offs, mask=smask, other=-1).to(tl.int32)
-            if ONE_POS:
+            if BOUNDS:  # slot s is seen from held[s] to held[s] + WINDOW - 1 (empty: never)
+                until = tl.where(held >= 0, held + WINDOW, -1)
+                if ONE_POS:
+                    seen = ((qpos >= held) & (qpos < until))[None, :]
+                else:  # rows past R see keys too: their output is never stored
+                    seen = (qpos[:, None] >= held[None, :]) & (qpos[:, None] < until[None, :])
+            elif ONE_POS:
                 seen = ((held >= 0) & (qpos - held < WINDOW) & (qpos >= held))[None, :] & rmask[:, None]
             else:
                 distance = qpos[:, None] - held[None, :]
@@ -325,6 +331,8 @@ def _kernels() -> Any:
             offs = s0 + tl.arange(0, BS)
             smask = offs < n_valid
             held = tl.load(held_ptr + offs, mask=smask, other=-1).to(tl.int32)
+            # (attn_split_kernel's per-key bounds made this kernel 17-19 % slower on the H200:
+            # bench/h200_session12/ab_attention_mask.log)
             if ONE_POS:
                 seen = ((held >= 0) & (qpos - held < WINDOW) & (qpos >= held))[:, None] & cmask[None, :]
             else:
@@ -526,6 +534,11 @@ KEYS_TILE: tuple[int, int, int | None] | None = (32, 1, None)
 # `attn_split_kernel`'s tile for that step when KEYS_TILE is None (the eighth session's best of
 # 36 tiles, bench/h200_session8/tune_folder_kernels.log), kept for A/B runs.
 STEP_TILE: tuple[int, int, int | None] = (32, 1, None)
+# attn_split_kernel's visibility: two compares a score against per-key bounds (True), or the
+# distance rule with the rows' mask (False, up to the eleventh session). On the H200 the bounds
+# made a live step's split attention 13 % faster (7.9 -> 6.9 us for the decoder's 4 rows over
+# 800 keys) and an int8 encoder chunk 4 % (bench/h200_session12/ab_attention_mask.log).
+BOUND_MASK = True
 # The same for a step whose keys are split among programs (one or a few streams).
 SPLIT_TILE: tuple[int, int, int | None] = (64, 4, None)
 
@@ -596,7 +609,7 @@ def attention(
         rows, keys, warps, stages = CHUNK_TILES.get(D, (64, 64, 4 if D <= 64 else 8, None))
         split_kernel[(B * Hkv, 1, triton_cdiv(R, rows))](
             q, k, v, ks, vs, *args, out, out, out, out, *sizes, 1, *strides,
-            R_PAD=rows, RB=rows, BS=keys, DIRECT=True, **_tiling(warps, stages), **flags,
+            R_PAD=rows, RB=rows, BS=keys, DIRECT=True, BOUNDS=BOUND_MASK, **_tiling(warps, stages), **flags,
         )  # fmt: skip
         return out.transpose(1, 2)
     block = 64
@@ -614,7 +627,7 @@ def attention(
         keys, warps, stages = STEP_TILE
         split_kernel[(B * Hkv, 1, 1)](
             q, k, v, ks, vs, *args, out, out, out, out, *sizes, 1, *strides,
-            R_PAD=16, RB=16, BS=keys, DIRECT=True, **_tiling(warps, stages), **flags,
+            R_PAD=16, RB=16, BS=keys, DIRECT=True, BOUNDS=BOUND_MASK, **_tiling(warps, stages), **flags,
         )  # fmt: skip
         return out.transpose(1, 2)
     keys, warps, stages = SPLIT_TILE
@@ -624,7 +637,7 @@ def attention(
     acc = torch.empty(B * Hkv * n_split * r_pad, D, dtype=torch.float32, device=q.device)
     split_kernel[(B * Hkv, n_split, 1)](
         q, k, v, ks, vs, *args, m, l, acc, out, *sizes, n_split, *strides,
-        R_PAD=r_pad, RB=16, BS=keys, DIRECT=False, **_tiling(warps, stages), **flags,
+        R_PAD=r_pad, RB=16, BS=keys, DIRECT=False, BOUNDS=BOUND_MASK, **_tiling(warps, stages), **flags,
     )  # fmt: skip
     combine_kernel[(B * Hkv * R,)](
         m, l, acc, out, R, T, Hkv, n_split,
