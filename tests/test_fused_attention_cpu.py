@@ -36,6 +36,9 @@ def _reference(q: torch.Tensor, kv: LayerKV, mask: KeyMask) -> torch.Tensor:
         fused.ENABLED = enabled
 
 
+# Padding rows (past the query rows, up to the tile) see no key in some paths and divide 0 by 0;
+# their output is never stored. The interpreter's numpy says so; the GPU does not.
+@pytest.mark.filterwarnings("ignore:invalid value encountered in divide:RuntimeWarning")
 @pytest.mark.parametrize("int8", [False, True])
 @pytest.mark.parametrize(
     ("B", "T", "H", "HKV", "path"),
