@@ -11,9 +11,10 @@ is mostly the number of kernels, not their arithmetic. These kernels each replac
 - `silu_mul`: SwiGLU's silu(gate) * up from the fused gate/up projection;
 - `attention`: scores, mask, softmax and the weighted values with an online softmax, instead of
   baddbmm + softmax + bmm (cuBLAS picked a 34 us GEMV for the encoder's 1,005 keys): for a
-  streaming step (<= 8 query rows per KV head, any number of streams) split among programs
-  (flash decoding) and combined by a second kernel; for prompts and chunks in blocks of 64 query
-  rows. It reads int8 caches (kernels/kv_int8.py) as they are.
+  streaming step (<= 8 query rows per KV head) split among programs (flash decoding) and
+  combined by a second kernel, or, for many streams, one program per stream and KV head with the
+  keys as the mma's rows; for prompts and chunks in blocks of 64 query rows. It reads int8
+  caches (kernels/kv_int8.py) as they are.
 
 All arithmetic is fp32 (accurate libdevice exp/rsqrt where available), rounded once to the
 output dtype, so the fp32 model stays exact. Triton is imported lazily; `enabled(x)` says whether
