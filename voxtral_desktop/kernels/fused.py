@@ -530,7 +530,7 @@ CHUNK_TILES: dict[int, tuple[int, int, int, int | None]] = {64: (64, 128, 4, Non
 # split among programs (many streams), on `attn_keys_kernel` (the keys as the mma's rows). On the
 # H200 at 256 streams, (32, 1) read an int8 cache in 39 / 67 / 120 us at 200 / 400 / 780 of 800
 # slots, against 51 / 86 / 158 us for `attn_split_kernel` with STEP_TILE, with the same outputs
-# bit for bit; the best of 40 tiles (bench/h200_session12/ab_step_sweep.log). None: the latter.
+# bit for bit; the best of 39 tiles (bench/h200_session12/ab_step_sweep.log). None: the latter.
 KEYS_TILE: tuple[int, int, int | None] | None = (32, 1, None)
 # `attn_split_kernel`'s tile for that step when KEYS_TILE is None (the eighth session's best of
 # 36 tiles, bench/h200_session8/tune_folder_kernels.log), kept for A/B runs.
