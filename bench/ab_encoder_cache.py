@@ -28,7 +28,7 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
-from full_model import full_size_model
+from full_model import full_size_model, timed_batch_calls
 from tune_q4 import graph_time_us as timed  # a CUDA graph of 20 calls: host launches do not count
 
 from voxtral_desktop.benchmark import noise
@@ -113,37 +113,31 @@ def folder() -> None:
     names = list(ARMS) + list(ARMS)[:2]  # the first two again: drift
     for name in names:
         group, int8 = ARMS[name]
-        rows = BatchDecoder(
-            model, tok, stream, batch=args.files, max_seconds=args.seconds, cuda_graphs=True,
+        spent = [0.0]
+
+        def time_encoder(rows: BatchDecoder, spent: list[float] = spent) -> None:
+            encode = rows._encode
+
+            def timed_encode(*inputs):  # type: ignore[no-untyped-def]
+                torch.cuda.synchronize()
+                t0 = time.perf_counter()
+                out = encode(*inputs)
+                torch.cuda.synchronize()
+                spent[0] += time.perf_counter() - t0
+                return out
+
+            rows._encode = timed_encode  # type: ignore[method-assign]
+
+        walls, ids = timed_batch_calls(
+            model, tok, audios, args.rounds, on_decoder=time_encoder,
             encoder_batch=group or args.files, encoder_int8=int8,
         )  # fmt: skip
-        rows.transcribe([a[: 2 * SAMPLE_RATE] for a in audios])  # compiles
-        encode, spent = rows._encode, [0.0]
-
-        def timed_encode(*a, encode=encode, spent=spent):  # type: ignore[no-untyped-def]
-            torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            out = encode(*a)
-            torch.cuda.synchronize()
-            spent[0] += time.perf_counter() - t0
-            return out
-
-        rows._encode = timed_encode  # type: ignore[method-assign]
-        walls = []
-        for _ in range(args.rounds):
-            torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            got = rows.transcribe(audios)
-            torch.cuda.synchronize()
-            walls.append(time.perf_counter() - t0)
-        ids = [[t.id for t in g.tokens] for g in got]
         same = sum(a == b for a, b in zip(tokens.setdefault("first", ids), ids, strict=True))
         peak = torch.cuda.max_memory_allocated() / 2**30
         rates = ", ".join(f"{w:.2f} s ({args.files * args.seconds / w:.1f}x)" for w in walls)
         print(f"{name}: folder {args.files} x {args.seconds:.0f} s {rates}, encoder phases "
               f"{spent[0] / args.rounds:.2f} s a call; same tokens as the first arm in "
               f"{same} of {args.files} files; peak GPU {peak:.1f} GiB", flush=True)  # fmt: skip
-        del rows, got
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
     for int8 in (True, False, True, False):

@@ -26,10 +26,12 @@ import argparse
 import functools
 import os
 import sys
-import time
 
 import torch
 import triton
+
+sys.path.insert(0, os.path.dirname(__file__))
+from tune_q4 import graph_time_us
 
 from voxtral_desktop.kernels import fused
 from voxtral_desktop.kernels.kv_int8 import LayerKV, quantize_kv
@@ -48,25 +50,9 @@ print = functools.partial(print, flush=True)  # the log is read as it runs
 LANDED_KEYS = fused.KEYS_TILE
 
 
-def timed_us(fn, calls: int = 50) -> float:
-    """Best of 3 CUDA-graph replays of `calls` calls (the batch decoder replays graphs)."""
-    fn()
-    torch.cuda.synchronize()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for _ in range(calls):
-            fn()
-    graph.replay()
-    torch.cuda.synchronize()
-    best = float("inf")
-    for _ in range(3):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        graph.replay()
-        end.record()
-        torch.cuda.synchronize()
-        best = min(best, start.elapsed_time(end) * 1e3 / calls)
-    return best
+def timed_us(fn) -> float:  # type: ignore[no-untyped-def]
+    """Best of 3 replays of a CUDA graph of 50 calls (the batch decoder replays graphs)."""
+    return graph_time_us(fn, calls=50, reps=3, pick=min)
 
 
 def reference(q, k, v, visible) -> torch.Tensor:
@@ -134,12 +120,9 @@ def kernels() -> tuple[int, int, int | None]:
 
 
 def folder(tile: tuple[int, int, int | None]) -> None:
-    sys.path.insert(0, os.path.dirname(__file__))
-    from full_model import full_size_model
+    from full_model import full_size_model, timed_batch_calls
 
     from voxtral_desktop.benchmark import noise
-    from voxtral_desktop.config import SAMPLE_RATE, StreamConfig
-    from voxtral_desktop.engine.batch import BatchDecoder
 
     model, tok = full_size_model(dense=True)
     model.kv_int8 = True
@@ -147,24 +130,12 @@ def folder(tile: tuple[int, int, int | None]) -> None:
     first = None
     for name, keys in (("rows", None), ("keys", tile), ("rows", None), ("keys", tile)):
         fused.KEYS_TILE = keys
-        rows = BatchDecoder(
-            model, tok, StreamConfig(480), batch=args.files, max_seconds=args.seconds, cuda_graphs=True
-        )
-        rows.transcribe([a[: 2 * SAMPLE_RATE] for a in audios])  # compiles
-        walls = []
-        for _ in range(args.rounds):
-            torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            got = rows.transcribe(audios)
-            torch.cuda.synchronize()
-            walls.append(time.perf_counter() - t0)
-        ids = [[t.id for t in g.tokens] for g in got]
+        walls, ids = timed_batch_calls(model, tok, audios, args.rounds)
         first = first or ids
         same = sum(a == b for a, b in zip(first, ids, strict=True))
         rates = ", ".join(f"{w:.2f} s ({args.files * args.seconds / w:.1f}x)" for w in walls)
         print(f"folder {args.files} x {args.seconds:.0f} s, step attention {name} {keys or fused.STEP_TILE}: "
               f"{rates}; same tokens as the first arm in {same} of {args.files} files")  # fmt: skip
-        del rows, got
         torch.cuda.empty_cache()
     fused.KEYS_TILE = LANDED_KEYS
 

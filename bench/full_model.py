@@ -7,14 +7,17 @@ downloaded), with a tekken tokenizer of 2,000 synthetic tokens for the session's
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
 
 from voxtral_desktop.benchmark import random_q4_tensors
-from voxtral_desktop.config import ModelConfig, StreamConfig
+from voxtral_desktop.config import SAMPLE_RATE, ModelConfig, StreamConfig
+from voxtral_desktop.engine.batch import BatchDecoder
 from voxtral_desktop.engine.session import StreamingSession
 from voxtral_desktop.engine.tokenizer import TekkenTokenizer
+from voxtral_desktop.engine.transcribe import Transcript
 from voxtral_desktop.kernels.mma_q4 import CudaMmaQ4Backend
 from voxtral_desktop.model.build import build_model
 from voxtral_desktop.model.voxtral import VoxtralModel
@@ -52,3 +55,34 @@ def fed_steps(
         session.feed(c)
         times.append(time.perf_counter() - t0)
     return session, times
+
+
+def timed_batch_calls(
+    model: VoxtralModel,
+    tok: TekkenTokenizer,
+    audios: Sequence[np.ndarray],
+    rounds: int,
+    *,
+    on_decoder: Callable[[BatchDecoder], None] | None = None,
+    **options: object,
+) -> tuple[list[float], list[list[int]]]:
+    """The bench's folder batch: a new `BatchDecoder` with a row for each of `audios` (CUDA graphs,
+    `options` passed on), its kernels compiled on the first 2 s of every file, then `rounds`
+    timed calls over the whole files. `on_decoder` sees the decoder before the timed calls.
+    Returns each call's seconds and the last call's token ids, file by file."""
+    rows = BatchDecoder(
+        model, tok, StreamConfig(480), batch=len(audios),
+        max_seconds=max(len(a) for a in audios) / SAMPLE_RATE, cuda_graphs=True, **options,  # type: ignore[arg-type]
+    )  # fmt: skip
+    rows.transcribe([a[: 2 * SAMPLE_RATE] for a in audios])  # compiles
+    if on_decoder is not None:
+        on_decoder(rows)
+    walls: list[float] = []
+    got: list[Transcript] = []
+    for _ in range(rounds):
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        got = rows.transcribe(audios)
+        torch.cuda.synchronize()
+        walls.append(time.perf_counter() - t0)
+    return walls, [[t.id for t in g.tokens] for g in got]
