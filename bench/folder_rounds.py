@@ -6,11 +6,11 @@
 (1,867.9x on the H200 in the twelfth session) and through `transcribe`'s path, segments of
 <= 30 s sharing 256 rows (1,516.0x). This replays the second one's planning exactly
 (`transcribe_segmented_files` with the bench's noise files and `balance_tail`), with a decoder
-that only records what it is asked to decode, and counts per call: the segments, the
-positions of the longest (what a lockstep call runs), and the positions its rows use. Every
-row of a call runs as many positions as the call's longest, so rows x longest against the sum
-of the used positions is the share of decoder work spent on rows that have finished (or never
-started), and the sum of the calls' longest is the number of decoder steps.
+that only records what it is asked to decode, and counts per call: the segments, the decoder
+steps of the longest (what a lockstep call runs; the silent prefix, run once a call, left out)
+and the steps its rows use. Every row of a call runs as many steps as the call's longest, so
+rows x longest against the sum of the used steps is the share of decoder work spent on rows
+that have something to decode, and the sum of the calls' longest is the decoder steps in all.
 """
 
 from __future__ import annotations
@@ -21,13 +21,19 @@ import numpy as np
 
 from voxtral_desktop.benchmark import noise
 from voxtral_desktop.config import SAMPLE_RATE, SAMPLES_PER_TOKEN, StreamConfig
-from voxtral_desktop.engine.batch import padded_audio
+from voxtral_desktop.engine.batch import SILENT_POSITIONS, padded_audio
 from voxtral_desktop.engine.long_file import transcribe_segmented_files
 from voxtral_desktop.engine.transcribe import Transcript
 
 
 def positions(n_samples: int, config: StreamConfig) -> int:
     return len(padded_audio(np.zeros(n_samples, np.float32), config)) // SAMPLES_PER_TOKEN
+
+
+def decoder_steps(n_samples: int, config: StreamConfig) -> int:
+    """Positions a call's decoder runs for a row: all but the last (the reference never runs it)
+    and the silent prefix, which a `BatchDecoder` runs once and copies into every row."""
+    return positions(n_samples, config) - 1 - SILENT_POSITIONS
 
 
 class Recorder:
@@ -65,16 +71,16 @@ def main() -> None:
     steps = used = 0
     print(f"{args.files} x {args.seconds:g} s, segments <= {args.segment_seconds:g} s, {args.rows} rows")
     for i, lengths in enumerate(recorder.calls):
-        p = [positions(n, config) for n in lengths]
+        p = [decoder_steps(n, config) for n in lengths]
         steps += max(p)
         used += sum(p)
         print(f"  call {i}: {len(p):3d} segments of {min(lengths) / SAMPLE_RATE:5.1f}-"
-              f"{max(lengths) / SAMPLE_RATE:5.1f} s; {max(p)} positions; rows busy "
-              f"{sum(p) / (args.rows * max(p)):.1%} of rows x positions")  # fmt: skip
-    whole = positions(int(args.seconds * SAMPLE_RATE), config)
-    print(f"segments: {len(recorder.calls)} calls, {steps} positions in lockstep, rows busy "
+              f"{max(lengths) / SAMPLE_RATE:5.1f} s; {max(p)} decoder steps; rows busy "
+              f"{sum(p) / (args.rows * max(p)):.1%} of rows x steps")  # fmt: skip
+    whole = decoder_steps(int(args.seconds * SAMPLE_RATE), config)
+    print(f"segments: {len(recorder.calls)} calls, {steps} decoder steps in lockstep, rows busy "
           f"{used / (args.rows * steps):.1%}")  # fmt: skip
-    print(f"whole files in one call: {whole} positions, rows busy {args.files / args.rows:.1%}")
+    print(f"whole files in one call: {whole} decoder steps, rows busy {args.files / args.rows:.1%}")
 
 
 if __name__ == "__main__":
