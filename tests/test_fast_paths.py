@@ -207,7 +207,9 @@ def test_bench_runs_end_to_end_on_a_tiny_model() -> None:
     assert result.file_segmented_rtfx > 0 and result.segment_batch == 3
     assert result.folder_segmented_rtfx > 0 and result.folder_batch == 2
     assert any("the folder through transcribe" in line for line in lines)
-    assert "streaming step (20 steps)" in format_table(result)
+    table = format_table(result)
+    assert "streaming step (20 steps)" in table and "folder batch 3 x 2 s" in table
+    assert "GPU" not in table  # no GPU memory rows off a GPU, rather than zeros
     assert any("streaming step" in line for line in lines)
 
 

@@ -361,6 +361,8 @@ def write_json(result: BenchResult, path: str | Path) -> Path:
 
 
 def format_table(result: BenchResult) -> str:
+    """The measurements as aligned rows; the parts that were skipped (a file length, batch or
+    rows of 0) and GPU memory off a GPU are left out, not shown as zeros."""
     rows = [
         ("machine", result.machine),
         (
@@ -373,19 +375,26 @@ def format_table(result: BenchResult) -> str:
         (f"streaming step ({result.steps} steps)",
          " ".join(f"{k} {v} ms" for k, v in result.step_ms.items() if k in ("p50", "p95", "p99"))),
         ("first token after the prompt's audio", f"{result.first_token_ms:.2f} ms"),
-        (f"one {result.file_seconds:.0f} s file, one stream", f"{result.file_rtfx}x real time"),
-        (f"the same file, segments <= {result.segment_seconds:.0f} s x {result.segment_batch}",
-         f"{result.file_segmented_rtfx}x real time"),
-        (f"folder batch {result.batch_files} x {result.batch_seconds_each:.0f} s",
-         f"{result.batch_rtfx}x real time"),
-        (f"the folder through transcribe, segments x {result.folder_batch} rows",
-         f"{result.folder_segmented_rtfx}x real time"),
-        ("GPU held: Q4 model / + live session",
-         f"{result.gpu_model_gb} GiB / {result.gpu_session_gb} GiB"),
-        ("peak GPU: live session / with file paths",
-         f"{result.peak_gpu_gb} GiB / {result.peak_gpu_file_gb} GiB"),
-        ("peak host memory", f"{result.peak_host_gb} GB"),
     ]  # fmt: skip
+    if result.file_seconds > 0:
+        rows.append((f"one {result.file_seconds:.0f} s file, one stream", f"{result.file_rtfx}x real time"))
+    if result.segment_batch > 0:
+        rows.append((f"the same file, segments <= {result.segment_seconds:.0f} s x {result.segment_batch}",
+                     f"{result.file_segmented_rtfx}x real time"))  # fmt: skip
+    if result.batch_files > 0:
+        rows.append((f"folder batch {result.batch_files} x {result.batch_seconds_each:.0f} s",
+                     f"{result.batch_rtfx}x real time"))  # fmt: skip
+    if result.folder_batch > 0:
+        rows.append((f"the folder through transcribe, segments x {result.folder_batch} rows",
+                     f"{result.folder_segmented_rtfx}x real time"))  # fmt: skip
+    if result.gpu_model_gb > 0:
+        rows += [
+            ("GPU held: Q4 model / + live session",
+             f"{result.gpu_model_gb} GiB / {result.gpu_session_gb} GiB"),
+            ("peak GPU: live session / with file paths",
+             f"{result.peak_gpu_gb} GiB / {result.peak_gpu_file_gb} GiB"),
+        ]  # fmt: skip
+    rows.append(("peak host memory", f"{result.peak_host_gb} GB"))
     for key, value in result.transformers.items():
         rows.append((f"transformers {key}", str(value)))
     width = max(len(r[0]) for r in rows)
