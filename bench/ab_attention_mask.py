@@ -106,23 +106,13 @@ def kernels() -> None:
 
 
 def folder() -> None:
-    from full_model import full_size_model, timed_batch_calls
+    from full_model import folder_arms
 
-    from voxtral_desktop.benchmark import noise
+    def use(on: bool):  # type: ignore[no-untyped-def]
+        return lambda: setattr(fused, "BOUND_MASK", on)
 
-    model, tok = full_size_model(dense=True)
-    model.kv_int8 = True
-    audios = [noise(args.seconds, seed=10 + i) for i in range(args.files)]
-    first = None
-    for way in [*WAYS, *WAYS]:
-        fused.BOUND_MASK = WAYS[way]
-        walls, ids = timed_batch_calls(model, tok, audios, args.rounds)
-        first = first or ids
-        same = sum(a == b for a, b in zip(first, ids, strict=True))
-        rates = ", ".join(f"{w:.2f} s ({args.files * args.seconds / w:.1f}x)" for w in walls)
-        print(f"folder {args.files} x {args.seconds:.0f} s, visibility by {way}: {rates}; "
-              f"same tokens as the first arm in {same} of {args.files} files")  # fmt: skip
-        torch.cuda.empty_cache()
+    arms = [(f"visibility by {way}", use(on)) for way, on in WAYS.items()]
+    folder_arms(arms + arms, args.files, args.seconds, args.rounds)
     fused.BOUND_MASK = True
 
 

@@ -120,23 +120,14 @@ def kernels() -> tuple[int, int, int | None]:
 
 
 def folder(tile: tuple[int, int, int | None]) -> None:
-    from full_model import full_size_model, timed_batch_calls
+    from full_model import folder_arms
 
-    from voxtral_desktop.benchmark import noise
+    def use(keys: tuple[int, int, int | None] | None):  # type: ignore[no-untyped-def]
+        return lambda: setattr(fused, "KEYS_TILE", keys)
 
-    model, tok = full_size_model(dense=True)
-    model.kv_int8 = True
-    audios = [noise(args.seconds, seed=10 + i) for i in range(args.files)]
-    first = None
-    for name, keys in (("rows", None), ("keys", tile), ("rows", None), ("keys", tile)):
-        fused.KEYS_TILE = keys
-        walls, ids = timed_batch_calls(model, tok, audios, args.rounds)
-        first = first or ids
-        same = sum(a == b for a, b in zip(first, ids, strict=True))
-        rates = ", ".join(f"{w:.2f} s ({args.files * args.seconds / w:.1f}x)" for w in walls)
-        print(f"folder {args.files} x {args.seconds:.0f} s, step attention {name} {keys or fused.STEP_TILE}: "
-              f"{rates}; same tokens as the first arm in {same} of {args.files} files")  # fmt: skip
-        torch.cuda.empty_cache()
+    rows = (f"step attention rows {fused.STEP_TILE}", use(None))
+    keys = (f"step attention keys {tile}", use(tile))
+    folder_arms([rows, keys, rows, keys], args.files, args.seconds, args.rounds)
     fused.KEYS_TILE = LANDED_KEYS
 
 

@@ -86,3 +86,26 @@ def timed_batch_calls(
         torch.cuda.synchronize()
         walls.append(time.perf_counter() - t0)
     return walls, [[t.id for t in g.tokens] for g in got]
+
+
+def folder_arms(
+    arms: Sequence[tuple[str, Callable[[], None]]], files: int, seconds: float, rounds: int
+) -> None:
+    """The bench's folder batch (`files` x `seconds` of noise, dense bf16 model, int8 decoder
+    caches) once for each arm, in order, after `setup()` switches to it: each call's wall time and
+    rate, and in how many files the tokens agree with the first arm's."""
+    from voxtral_desktop.benchmark import noise
+
+    model, tok = full_size_model(dense=True)
+    model.kv_int8 = True
+    audios = [noise(seconds, seed=10 + i) for i in range(files)]
+    first = None
+    for label, setup in arms:
+        setup()
+        walls, ids = timed_batch_calls(model, tok, audios, rounds)
+        first = first or ids
+        same = sum(a == b for a, b in zip(first, ids, strict=True))
+        rates = ", ".join(f"{w:.2f} s ({files * seconds / w:.1f}x)" for w in walls)
+        print(f"folder {files} x {seconds:.0f} s, {label}: {rates}; "
+              f"same tokens as the first arm in {same} of {files} files", flush=True)  # fmt: skip
+        torch.cuda.empty_cache()
