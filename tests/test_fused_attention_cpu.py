@@ -82,3 +82,30 @@ def test_fused_attention_paths_match_torch(
     want = _reference(q, ring, KeyMask(positions, held[:filled], window, H // HKV))
     assert got.shape == (B, H, T, D)
     torch.testing.assert_close(got.float(), want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize(("log2", "full"), [(False, False), (True, True)])
+def test_chunk_over_a_wrapped_ring(
+    monkeypatch: pytest.MonkeyPatch, dtype: torch.dtype, log2: bool, full: bool
+) -> None:
+    """An encoder-style chunk over a ring that has wrapped (slot = position % S), so blocks of keys
+    hold new and old positions side by side; with and without the log2 scores and the unmasked
+    blocks every row sees whole (`fused.CHUNK_LOG2`, `fused.CHUNK_FULL`). Log2 applies to fp16
+    and bf16 (the interpreter has no bf16)."""
+    monkeypatch.setattr(fused, "CHUNK_LOG2", log2)
+    monkeypatch.setattr(fused, "CHUNK_FULL", full)
+    B, H, T, D, window = 2, 2, 24, 16, 150
+    S = window + T - 1 + 10  # 183 slots: 3 blocks of 64 keys, the last one short
+    first = 500  # the ring has wrapped twice
+    g = torch.Generator().manual_seed(11)
+    q = torch.randn(B, H, T, D, generator=g).to(DEVICE, dtype)
+    k, v = (torch.randn(B, H, S, D, generator=g).to(DEVICE, dtype) for _ in range(2))
+    held_pos = torch.arange(first + T - S, first + T, device=DEVICE)
+    held = torch.empty(S, dtype=torch.long, device=DEVICE)
+    held[held_pos % S] = held_pos
+    positions = torch.arange(first, first + T, device=DEVICE)
+    got = fused.attention(q, LayerKV(k, v), positions, held, window)
+    want = _reference(q, LayerKV(k, v), KeyMask(positions, held, window))
+    tol = 1e-4 if dtype == torch.float32 else 2e-2
+    torch.testing.assert_close(got.float(), want, rtol=tol, atol=tol)

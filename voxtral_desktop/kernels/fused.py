@@ -201,7 +201,7 @@ def _kernels() -> Any:
         S, R, T, WINDOW, HKV, NS, s_kb, s_kh, s_ks, s_sb, s_sh, scale,
         R_PAD: tl.constexpr, D: tl.constexpr, BS: tl.constexpr, RB: tl.constexpr,
         IEEE: tl.constexpr, QUANT: tl.constexpr, DIRECT: tl.constexpr, ONE_POS: tl.constexpr,
-        PDL: tl.constexpr, BOUNDS: tl.constexpr,
+        PDL: tl.constexpr, BOUNDS: tl.constexpr, LOG2: tl.constexpr, FULL: tl.constexpr,
     ):  # fmt: skip
         if PDL:  # wait for the previous kernel, then let the next one launch (kernels/pdl.py)
             gdc_wait()
@@ -215,6 +215,9 @@ def _kernels() -> Any:
         # Visibility comes from positions (no [rows, keys] bias is read): row r = (group, t) is
         # the query at pos[t], slot s holds held[s] (< 0: empty), visible iff 0 <= pos - held <
         # WINDOW. (Skipping blocks nobody sees with an `if` in the loop was slower: bench/RESULTS.md.)
+        # LOG2 (bf16/fp16): scores are kept in log2 units, scale * log2(e) folded into the one
+        # multiply a score already has (with the key's scale when QUANT), so exp2 needs no other.
+        # FULL (chunks): a block of keys that every row sees whole skips the visibility test.
         bh = tl.program_id(0)
         sp = tl.program_id(1)
         b = bh // HKV
@@ -239,21 +242,15 @@ def _kernels() -> Any:
             qpos = tl.load(pos_ptr).to(tl.int32)
         else:
             qpos = tl.load(pos_ptr + rows % T, mask=rmask, other=0).to(tl.int32)  # 32-bit: cheap compares
+        if FULL:  # the keys every row sees lie in [q_last - WINDOW + 1, q_first]
+            q_first = tl.min(tl.where(rmask, qpos, 2147483647), axis=0)
+            q_last = tl.max(tl.where(rmask, qpos, -2147483647), axis=0)
+        if LOG2:
+            scale = scale * 1.4426950408889634
         for s0 in range(start, end, BS):
             offs = s0 + tl.arange(0, BS)
             smask = offs < end
             held = tl.load(held_ptr + offs, mask=smask, other=-1).to(tl.int32)
-            if BOUNDS:  # slot s is seen from held[s] to held[s] + WINDOW - 1 (empty: never)
-                until = tl.where(held >= 0, held + WINDOW, -1)
-                if ONE_POS:
-                    seen = ((qpos >= held) & (qpos < until))[None, :]
-                else:  # rows past R see keys too: their output is never stored
-                    seen = (qpos[:, None] >= held[None, :]) & (qpos[:, None] < until[None, :])
-            elif ONE_POS:
-                seen = ((held >= 0) & (qpos - held < WINDOW) & (qpos >= held))[None, :] & rmask[:, None]
-            else:
-                distance = qpos[:, None] - held[None, :]
-                seen = (held >= 0)[None, :] & (distance >= 0) & (distance < WINDOW) & rmask[:, None]
             k = tl.load(k_base + offs[:, None] * s_ks + d[None, :], mask=smask[:, None], other=0).to(q.dtype)
             if IEEE:
                 scores = tl.dot(q, tl.trans(k), input_precision="ieee")
@@ -261,12 +258,38 @@ def _kernels() -> Any:
                 scores = tl.dot(q, tl.trans(k))
             if QUANT:
                 k_scale = tl.load(ks_ptr + b64 * s_sb + h * s_sh + offs, mask=smask, other=0.0)
-                scores = scores * k_scale[None, :]
-            scores = tl.where(seen, scores * scale, float("-inf"))
+                if LOG2:
+                    scores = scores * (k_scale * scale)[None, :]
+                else:
+                    scores = scores * k_scale[None, :]
+            if LOG2 and not QUANT:
+                scores = scores * scale
+            full = False
+            if FULL:  # slots past `end` hold -1 here: a block with any of them is never full
+                first_held = tl.min(held, axis=0)
+                full = (first_held >= 0) & (tl.max(held, axis=0) <= q_first) & (first_held + WINDOW > q_last)
+            if not full:
+                if BOUNDS:  # slot s is seen from held[s] to held[s] + WINDOW - 1 (empty: never)
+                    until = tl.where(held >= 0, held + WINDOW, -1)
+                    if ONE_POS:
+                        seen = ((qpos >= held) & (qpos < until))[None, :]
+                    else:  # rows past R see keys too: their output is never stored
+                        seen = (qpos[:, None] >= held[None, :]) & (qpos[:, None] < until[None, :])
+                elif ONE_POS:
+                    seen = ((held >= 0) & (qpos - held < WINDOW) & (qpos >= held))[None, :] & rmask[:, None]
+                else:
+                    distance = qpos[:, None] - held[None, :]
+                    seen = (held >= 0)[None, :] & (distance >= 0) & (distance < WINDOW) & rmask[:, None]
+                scores = tl.where(seen, scores if LOG2 else scores * scale, float("-inf"))
+            elif not LOG2:
+                scores = scores * scale
             m_new = tl.maximum(m, tl.max(scores, axis=1))
             if IEEE:  # fp32 inputs: the accurate exp keeps the fp32 model exact
                 alpha = fmath.exp(m - m_new)
                 p = fmath.exp(scores - m_new[:, None])
+            elif LOG2:  # scores are already in log2 units
+                alpha = tl.math.exp2(m - m_new)
+                p = tl.math.exp2(scores - m_new[:, None])
             else:  # bf16/fp16: the hardware exp2 (rel. error ~1e-7, far below bf16's rounding)
                 alpha = tl.math.exp2((m - m_new) * 1.4426950408889634)
                 p = tl.math.exp2((scores - m_new[:, None]) * 1.4426950408889634)
@@ -540,6 +563,15 @@ STEP_TILE: tuple[int, int, int | None] = (32, 1, None)
 # made a live step's split attention 13 % faster (7.9 -> 6.9 us for the decoder's 4 rows over
 # 800 keys) and an int8 encoder chunk 4 % (bench/h200_session12/ab_attention_mask.log).
 BOUND_MASK = True
+# The chunk launch (prompts, encoder chunks of files): scores in log2 units (bf16/fp16 only) and
+# blocks of keys every row sees whole skip the visibility test. With D = 64 a score costs the
+# tensor cores 256 flops and the CUDA cores about a dozen instructions; on the H200 the two cut
+# the folder's encoder chunk (64 x 128 frames) from 419 to 350 us on an int8 ring and from 321 to
+# 283 us on bf16, a decoder prompt (39 positions) from 450 to 343 us, and the folder batch from
+# 8.19-8.47 s to 8.02-8.19 s with the same tokens (bench/h200_session13/ab_chunk_attention.log).
+# Switches for A/B runs (bench/ab_chunk_attention.py).
+CHUNK_LOG2 = True
+CHUNK_FULL = True
 # The same for a step whose keys are split among programs (one or a few streams).
 SPLIT_TILE: tuple[int, int, int | None] = (64, 4, None)
 
@@ -611,6 +643,7 @@ def attention(
         split_kernel[(B * Hkv, 1, triton_cdiv(R, rows))](
             q, k, v, ks, vs, *args, out, out, out, out, *sizes, 1, *strides,
             R_PAD=rows, RB=rows, BS=keys, DIRECT=True, BOUNDS=BOUND_MASK, **_tiling(warps, stages), **flags,
+            LOG2=CHUNK_LOG2 and not flags["IEEE"], FULL=CHUNK_FULL,
         )  # fmt: skip
         return out.transpose(1, 2)
     block = 64
@@ -629,6 +662,7 @@ def attention(
         split_kernel[(B * Hkv, 1, 1)](
             q, k, v, ks, vs, *args, out, out, out, out, *sizes, 1, *strides,
             R_PAD=16, RB=16, BS=keys, DIRECT=True, BOUNDS=BOUND_MASK, **_tiling(warps, stages), **flags,
+            LOG2=False, FULL=False,
         )  # fmt: skip
         return out.transpose(1, 2)
     keys, warps, stages = SPLIT_TILE
@@ -639,6 +673,7 @@ def attention(
     split_kernel[(B * Hkv, n_split, 1)](
         q, k, v, ks, vs, *args, m, l, acc, out, *sizes, n_split, *strides,
         R_PAD=r_pad, RB=16, BS=keys, DIRECT=False, BOUNDS=BOUND_MASK, **_tiling(warps, stages), **flags,
+        LOG2=False, FULL=False,
     )  # fmt: skip
     combine_kernel[(B * Hkv * R,)](
         m, l, acc, out, R, T, Hkv, n_split,
