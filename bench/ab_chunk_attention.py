@@ -30,6 +30,7 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
+from full_model import add_folder_arguments
 from tune_q4 import graph_time_us
 
 from voxtral_desktop.kernels import fused
@@ -37,10 +38,7 @@ from voxtral_desktop.kernels.kv_int8 import LayerKV, quantize_kv
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--tiles", action="store_true")
-parser.add_argument("--folder", action="store_true")
-parser.add_argument("--rounds", type=int, default=2)
-parser.add_argument("--files", type=int, default=256)
-parser.add_argument("--seconds", type=float, default=60.0)
+add_folder_arguments(parser)
 args = parser.parse_args()
 dev = torch.device("cuda")
 print = functools.partial(print, flush=True)  # the log is read as it runs

@@ -31,6 +31,7 @@ import torch
 import triton
 
 sys.path.insert(0, os.path.dirname(__file__))
+from full_model import add_folder_arguments
 from tune_q4 import graph_time_us
 
 from voxtral_desktop.kernels import fused
@@ -38,12 +39,9 @@ from voxtral_desktop.kernels.kv_int8 import LayerKV, quantize_kv
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--sweep", action="store_true")
-parser.add_argument("--folder", action="store_true")
-parser.add_argument("--rounds", type=int, default=2)
+add_folder_arguments(parser)
 parser.add_argument("--tile", help="the new kernel's tile for --folder, as keys,warps,stages (0: default)")
 parser.add_argument("--no-kernels", action="store_true", help="skip part 1")
-parser.add_argument("--files", type=int, default=256)
-parser.add_argument("--seconds", type=float, default=60.0)
 args = parser.parse_args()
 dev = torch.device("cuda")
 print = functools.partial(print, flush=True)  # the log is read as it runs

@@ -6,6 +6,7 @@ downloaded), with a tekken tokenizer of 2,000 synthetic tokens for the session's
 
 from __future__ import annotations
 
+import argparse
 import time
 from collections.abc import Callable, Sequence
 
@@ -86,6 +87,15 @@ def timed_batch_calls(
         torch.cuda.synchronize()
         walls.append(time.perf_counter() - t0)
     return walls, [[t.id for t in g.tokens] for g in got]
+
+
+def add_folder_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of a script's `folder_arms` part: --folder to run it, --rounds timed calls an
+    arm, and the folder, --files x --seconds (the bench's 256 x 60 s by default)."""
+    parser.add_argument("--folder", action="store_true")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--files", type=int, default=256)
+    parser.add_argument("--seconds", type=float, default=60.0)
 
 
 def folder_arms(
