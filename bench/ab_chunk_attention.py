@@ -73,6 +73,7 @@ CASES = {
     "folder's encoder chunk 64 x 128 frames, int8 ring": (64, 32, 32, 128, 64, 750, True),
     "folder's encoder chunk 64 x 128 frames, bf16 ring": (64, 32, 32, 128, 64, 750, False),
     "segments' encoder chunk 8 x 256 frames, int8 ring": (8, 32, 32, 256, 64, 750, True),
+    # over the whole 8,230-slot ring, most of it empty (a session's prompt reads only filled slots)
     "live prompt, decoder: 39 positions, int8": (1, 32, 8, 39, 128, 8192, True),
 }
 

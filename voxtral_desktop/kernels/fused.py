@@ -567,7 +567,8 @@ BOUND_MASK = True
 # blocks of keys every row sees whole skip the visibility test. With D = 64 a score costs the
 # tensor cores 256 flops and the CUDA cores about a dozen instructions; on the H200 the two cut
 # the folder's encoder chunk (64 x 128 frames) from 419 to 350 us on an int8 ring and from 321 to
-# 283 us on bf16, a decoder prompt (39 positions) from 450 to 343 us, and the folder batch from
+# 283 us on bf16, 39 decoder positions over a whole 8,230-slot ring (mostly empty; a live prompt
+# reads only the filled slots) from 450 to 343 us, and the folder batch from
 # 8.19-8.47 s to 8.02-8.19 s with the same tokens (bench/h200_session13/ab_chunk_attention.log).
 # Switches for A/B runs (bench/ab_chunk_attention.py).
 CHUNK_LOG2 = True
