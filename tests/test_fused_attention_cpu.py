@@ -86,15 +86,18 @@ def test_fused_attention_paths_match_torch(
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 @pytest.mark.parametrize(("log2", "full"), [(False, False), (True, True)])
+@pytest.mark.parametrize("half_tile", [False, True])
 def test_chunk_over_a_wrapped_ring(
-    monkeypatch: pytest.MonkeyPatch, dtype: torch.dtype, log2: bool, full: bool
+    monkeypatch: pytest.MonkeyPatch, dtype: torch.dtype, log2: bool, full: bool, half_tile: bool
 ) -> None:
     """An encoder-style chunk over a ring that has wrapped (slot = position % S), so blocks of keys
     hold new and old positions side by side; with and without the log2 scores and the unmasked
     blocks every row sees whole (`fused.CHUNK_LOG2`, `fused.CHUNK_FULL`). Log2 applies to fp16
-    and bf16 (the interpreter has no bf16)."""
+    and bf16 (the interpreter has no bf16). `half_tile`: the folder's tile for keys in half
+    precision, 128 query rows by 64 keys (`fused.CHUNK_TILES_HALF`), which fp32 does not take."""
     monkeypatch.setattr(fused, "CHUNK_LOG2", log2)
     monkeypatch.setattr(fused, "CHUNK_FULL", full)
+    monkeypatch.setattr(fused, "CHUNK_TILES_HALF", {16: (128, 64, 4, None)} if half_tile else {})
     B, H, T, D, window = 2, 2, 24, 16, 150
     S = window + T - 1 + 10  # 183 slots: 3 blocks of 64 keys, the last one short
     first = 500  # the ring has wrapped twice

@@ -549,6 +549,11 @@ ATTN_SPLIT_ROWS = 8  # query rows per KV head up to which the keys are split amo
 # Tiles of the chunk kernel (query rows, keys per step, warps, pipeline stages; None: Triton's
 # default), by head size: bench/tune_attention.py measures the choices on the device.
 CHUNK_TILES: dict[int, tuple[int, int, int, int | None]] = {64: (64, 128, 4, None), 128: (64, 64, 8, None)}
+# The same over keys in bf16/fp16 (not int8), where they differ: the folder's encoder ring. On the
+# H200 its chunk (64 streams x 128 frames, 877 slots) took 238-245 us on (128, 64, 4) against
+# 281-284 us on (64, 128, 4), and the folder batch 7.81-7.98 s against 7.97-8.03 s; int8 rings
+# were slower on it (368 against 351 us; bench/RESULTS.md, thirteenth and fourteenth sessions).
+CHUNK_TILES_HALF: dict[int, tuple[int, int, int, int | None]] = {64: (128, 64, 4, None)}
 # Keys per step, warps and pipeline stages (None: Triton's default) of a step whose keys are not
 # split among programs (many streams), on `attn_keys_kernel` (the keys as the mma's rows). On the
 # H200 at 256 streams, (32, 1) read an int8 cache in 39 / 67 / 120 us at 200 / 400 / 780 of 800
@@ -640,7 +645,8 @@ def attention(
     launch = pdl.triton_options(q.device)
     flags.update(launch)
     if R > ATTN_SPLIT_ROWS:
-        rows, keys, warps, stages = CHUNK_TILES.get(D, (64, 64, 4 if D <= 64 else 8, None))
+        tile = CHUNK_TILES_HALF.get(D) if not kv.quantized and not flags["IEEE"] else None
+        rows, keys, warps, stages = tile or CHUNK_TILES.get(D, (64, 64, 4 if D <= 64 else 8, None))
         split_kernel[(B * Hkv, 1, triton_cdiv(R, rows))](
             q, k, v, ks, vs, *args, out, out, out, out, *sizes, 1, *strides,
             R_PAD=rows, RB=rows, BS=keys, DIRECT=True, BOUNDS=BOUND_MASK, **_tiling(warps, stages), **flags,
