@@ -32,6 +32,7 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
+from attention_cases import chunk_case
 from full_model import add_folder_arguments
 from tune_q4 import graph_time_us
 
@@ -72,17 +73,9 @@ def compare(name: str, call) -> None:  # type: ignore[no-untyped-def]
 
 def kernels() -> None:
     # encoder chunk of the folder's encoder phase
-    B, H, T, D, first = 64, 32, 128, 64, 2000
-    S = 750 + T - 1
-    pos = torch.arange(first, first + T, device=dev)
-    held_pos = torch.arange(first + T - S, first + T, device=dev)
-    held = torch.empty(S, dtype=torch.long, device=dev)
-    held[held_pos % S] = held_pos
-    q = torch.randn(B, H, T, D, device=dev, dtype=torch.bfloat16)
     for int8 in (True, False):
-        kv = ring(B, H, S, D, int8)
         compare(f"encoder chunk 64 x 128 frames, {'int8' if int8 else 'bf16'} ring",
-                lambda kv=kv: fused.attention(q, kv, pos, held, 750))  # fmt: skip
+                chunk_case(64, 32, 32, 128, 64, 750, int8))  # fmt: skip
     # the 256-stream decoder step
     B, H, Hkv, D, S = 256, 32, 8, 128, 800
     q = torch.randn(B, H, 1, D, device=dev, dtype=torch.bfloat16)

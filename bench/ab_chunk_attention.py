@@ -30,17 +30,16 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
+from attention_cases import chunk_case
 from full_model import add_folder_arguments
 from tune_q4 import graph_time_us
 
 from voxtral_desktop.kernels import fused
-from voxtral_desktop.kernels.kv_int8 import LayerKV, quantize_kv
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--tiles", action="store_true")
 add_folder_arguments(parser)
 args = parser.parse_args()
-dev = torch.device("cuda")
 print = functools.partial(print, flush=True)  # the log is read as it runs
 ARMS = {"as before": (False, False), "log2": (True, False), "log2 + full blocks": (True, True)}
 
@@ -52,21 +51,6 @@ def switch(log2: bool, full: bool) -> None:
 def timed_us(fn) -> float:  # type: ignore[no-untyped-def]
     """Best of 3 replays of a CUDA graph of 50 calls."""
     return graph_time_us(fn, calls=50, reps=3, pick=min)
-
-
-def chunk_case(B: int, H: int, Hkv: int, T: int, D: int, window: int, int8: bool):  # type: ignore[no-untyped-def]
-    """q and a ring of window + T - 1 slots that has wrapped (slot = position % S), as
-    `KVCache.begin` leaves it, with the chunk's T positions at its newest slots."""
-    S, first = window + T - 1, 2000
-    pos = torch.arange(first, first + T, device=dev)
-    held_pos = torch.arange(first + T - S, first + T, device=dev)
-    held = torch.empty(S, dtype=torch.long, device=dev)
-    held[held_pos % S] = held_pos
-    (k8, ks), (v8, vs) = (quantize_kv(torch.randn(B, Hkv, S, D, device=dev)) for _ in range(2))
-    kv = LayerKV(k8, v8, ks, vs)
-    kv = kv if int8 else LayerKV(*kv.dense(torch.bfloat16))
-    q = torch.randn(B, H, T, D, device=dev, dtype=torch.bfloat16)
-    return lambda: fused.attention(q, kv, pos, held, window)
 
 
 CASES = {

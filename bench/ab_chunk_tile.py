@@ -21,7 +21,7 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
-from ab_chunk_attention import chunk_case  # (its options are a superset of these)
+from attention_cases import chunk_case
 from full_model import add_folder_arguments
 from tune_q4 import graph_time_us
 
