@@ -192,7 +192,7 @@ def test_bench_runs_end_to_end_on_a_tiny_model() -> None:
         device="cpu",
         steps=20,
         file_seconds=4.0,
-        batch_files=3,
+        batch_files=(3, 2),
         batch_seconds=2.0,
         segment_seconds=1.5,
         segment_batch=3,
@@ -201,14 +201,17 @@ def test_bench_runs_end_to_end_on_a_tiny_model() -> None:
         report=lines.append,
     )
     assert result.steps == 20 and result.step_ms["p50"] > 0 and result.step_ms["p99"] >= result.step_ms["p50"]
-    assert (
-        result.file_rtfx > 0 and result.batch_rtfx > 0 and result.load_s >= 0 and not result.pdl
-    )  # a CUDA feature
+    assert result.file_rtfx > 0 and result.load_s >= 0 and not result.pdl  # a CUDA feature
+    assert result.batch_files == (3, 2) and len(result.batch_rtfx) == 2 and min(result.batch_rtfx) > 0
     assert result.file_segmented_rtfx > 0 and result.segment_batch == 3
     assert result.folder_segmented_rtfx > 0 and result.folder_batch == 2
     assert any("the folder through transcribe" in line for line in lines)
     table = format_table(result)
-    assert "streaming step (20 steps)" in table and "folder batch 3 x 2 s" in table
+    assert (
+        "streaming step (20 steps)" in table
+        and "folder batch 3 x 2 s" in table
+        and "folder batch 2 x 2 s" in table
+    )
     assert "GPU" not in table  # no GPU memory rows off a GPU, rather than zeros
     assert any("streaming step" in line for line in lines)
 

@@ -15,7 +15,7 @@ import json
 import logging
 import resource
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,10 +29,12 @@ from voxtral_desktop.engine.batch import BatchDecoder
 from voxtral_desktop.engine.session import StreamingSession
 from voxtral_desktop.engine.tokenizer import TekkenTokenizer
 from voxtral_desktop.engine.transcribe import transcribe_stream
+from voxtral_desktop.errors import DeviceError
 from voxtral_desktop.kernels import pdl
 from voxtral_desktop.kernels.q4 import Q4_0_BLOCK, Q4_0_BLOCK_BYTES, Q4Weight
 from voxtral_desktop.kernels.select import choose_kv_int8, choose_q4_backend, kv_cache_name
 from voxtral_desktop.model.build import build_model
+from voxtral_desktop.model.voxtral import VoxtralModel
 from voxtral_desktop.synthetic.tekken import build_tekken_json
 from voxtral_desktop.weights.names import TensorKind, expected_tensors
 
@@ -58,9 +60,12 @@ class BenchResult:
     file_segmented_rtfx: float = 0.0  # the same file cut at pauses into segments decoded as a batch
     segment_seconds: float = 0.0
     segment_batch: int = 0
-    batch_files: int = 0
+    # Folder batches of each size (files side by side in one BatchDecoder): audio-hours per hour,
+    # 0.0 where the size did not fit in memory.
+    batch_files: tuple[int, ...] = ()
     batch_seconds_each: float = 0.0
-    batch_rtfx: float = 0.0  # audio-hours per hour
+    batch_rtfx: tuple[float, ...] = ()
+    batch_peak_gpu_gb: tuple[float, ...] = ()  # each size's peak, the dense model's 8.2 GiB included
     folder_batch: int = 0  # the same files through `transcribe`'s path: segments sharing this many rows
     folder_segmented_rtfx: float = 0.0
     gpu_model_gb: float = 0.0  # held by the Q4 model alone once loaded (GiB)
@@ -153,7 +158,7 @@ def run_bench(
     kv_cache: str = "auto",
     steps: int = 1000,
     file_seconds: float = 600.0,
-    batch_files: int = 64,
+    batch_files: int | Sequence[int] = 64,
     batch_seconds: float = 60.0,
     segment_seconds: float = 30.0,
     segment_batch: int = 8,
@@ -162,8 +167,12 @@ def run_bench(
     config: ModelConfig | None = None,
     report: Callable[[str], None] = print,
 ) -> BenchResult:
+    """`batch_files`: the folder batch's size, or several sizes measured in turn (one dense
+    model); the folder through `transcribe` uses the first."""
     choice: DeviceChoice = resolve_device(device)
     config = config or ModelConfig()
+    sizes = tuple(n for n in ([batch_files] if isinstance(batch_files, int) else batch_files) if n > 0)
+    batch_files = sizes[0] if sizes else 0
     dev = choice.device
     is_cuda = dev.type == "cuda"
     # What the app uses: bf16 on CUDA, fp32 on the CPU (whose int4 kernel takes bf16 inside).
@@ -302,30 +311,61 @@ def run_bench(
             torch.cuda.empty_cache()
         dense = build_model(config, tensors, device=dev, dtype=dtype, q4_backend=None, fuse=True)
         dense.kv_int8 = kv_int8
-        decoder = BatchDecoder(
-            dense,
-            tokenizer,
-            StreamConfig(480),
-            batch=batch_files,
-            max_seconds=batch_seconds,
-            cuda_graphs=is_cuda,
-        )
-        audios = [noise(batch_seconds, seed=10 + i) for i in range(batch_files)]
-        decoder.transcribe([a[: SAMPLE_RATE * 2] for a in audios])  # warm-up
-        _sync(dev)
-        t0 = time.perf_counter()
-        decoder.transcribe(audios)
-        _sync(dev)
-        result.batch_files, result.batch_seconds_each = batch_files, batch_seconds
-        result.batch_rtfx = _rate(batch_files * batch_seconds / (time.perf_counter() - t0))
-        report(f"folder batch of {batch_files} x {batch_seconds:.0f} s: {result.batch_rtfx}x real time")
-        result.notes.append(f"folder batch: encoder cache {decoder.encoder_reason}")
-        del decoder, dense
+        result.batch_files, result.batch_seconds_each = sizes, batch_seconds
+        rates, peaks = [], []
+        for files in sizes:
+            if is_cuda:
+                torch.cuda.reset_peak_memory_stats(dev)
+            rates.append(_folder_batch(dense, tokenizer, files, batch_seconds, result, report))
+            if is_cuda:
+                peaks.append(round(torch.cuda.max_memory_allocated(dev) / 1024**3, 1))
+        result.batch_rtfx, result.batch_peak_gpu_gb = tuple(rates), tuple(peaks)
+        del dense
 
     if compare_transformers:
         result.transformers = compare_with_transformers(config, tensors, dev, result, report)
     result.peak_host_gb = round(_peak_host_gb(), 2)
     return result
+
+
+def _folder_batch(
+    dense: VoxtralModel,
+    tokenizer: TekkenTokenizer,
+    files: int,
+    seconds: float,
+    result: BenchResult,
+    report: Callable[[str], None],
+) -> float:
+    """`files` x `seconds` of noise side by side through one `BatchDecoder` on the dense model:
+    audio seconds per second after a warm-up on the first 2 s of each; 0.0 if out of memory."""
+    try:
+        rate, encoder_reason = _timed_folder(dense, tokenizer, files, seconds)
+    except (DeviceError, torch.OutOfMemoryError) as e:
+        report(f"folder batch of {files} x {seconds:.0f} s: did not fit ({str(e).splitlines()[0]})")
+        rate = 0.0
+    else:
+        result.notes.append(f"folder batch of {files}: encoder cache {encoder_reason}")
+        report(f"folder batch of {files} x {seconds:.0f} s: {rate}x real time")
+    gc.collect()  # the decoder's graphs and caches, before the next size
+    if dense.device.type == "cuda":
+        torch.cuda.empty_cache()
+    return rate
+
+
+def _timed_folder(
+    dense: VoxtralModel, tokenizer: TekkenTokenizer, files: int, seconds: float
+) -> tuple[float, str]:
+    dev = dense.device
+    decoder = BatchDecoder(
+        dense, tokenizer, StreamConfig(480), batch=files, max_seconds=seconds, cuda_graphs=dev.type == "cuda"
+    )
+    audios = [noise(seconds, seed=10 + i) for i in range(files)]
+    decoder.transcribe([a[: SAMPLE_RATE * 2] for a in audios])  # warm-up
+    _sync(dev)
+    t0 = time.perf_counter()
+    decoder.transcribe(audios)
+    _sync(dev)
+    return _rate(files * seconds / (time.perf_counter() - t0)), decoder.encoder_reason
 
 
 def compare_with_transformers(
@@ -381,9 +421,10 @@ def format_table(result: BenchResult) -> str:
     if result.segment_batch > 0:
         rows.append((f"the same file, segments <= {result.segment_seconds:.0f} s x {result.segment_batch}",
                      f"{result.file_segmented_rtfx}x real time"))  # fmt: skip
-    if result.batch_files > 0:
-        rows.append((f"folder batch {result.batch_files} x {result.batch_seconds_each:.0f} s",
-                     f"{result.batch_rtfx}x real time"))  # fmt: skip
+    for i, (files, rate) in enumerate(zip(result.batch_files, result.batch_rtfx, strict=True)):
+        peak = f" (peak GPU {result.batch_peak_gpu_gb[i]} GiB)" if result.batch_peak_gpu_gb else ""
+        rows.append((f"folder batch {files} x {result.batch_seconds_each:.0f} s",
+                     f"{rate}x real time{peak}" if rate > 0 else "out of memory"))  # fmt: skip
     if result.folder_batch > 0:
         rows.append((f"the folder through transcribe, segments x {result.folder_batch} rows",
                      f"{result.folder_segmented_rtfx}x real time"))  # fmt: skip

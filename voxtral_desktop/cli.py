@@ -167,7 +167,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--file-seconds", type=float, default=600.0, help="long file length, 0 to skip (default: 600)"
     )
     bn.add_argument(
-        "--batch-files", type=int, default=64, help="files in the folder batch, 0 to skip (default: 64)"
+        "--batch-files",
+        type=int,
+        nargs="+",
+        default=[64],
+        help="files in the folder batch, or several batch sizes measured in turn (the folder through "
+        "transcribe takes the first); 0 to skip (default: 64)",
     )
     bn.add_argument(
         "--batch-seconds", type=float, default=60.0, help="length of each batch file (default: 60)"
