@@ -138,15 +138,17 @@ def test_fused_silu_of_an_interleaved_gate_up_pair_matches_torch(dtype: torch.dt
 
 
 def test_mma_q4_takes_activations_at_any_offset() -> None:
-    """A view starting at an odd bf16 element cannot be read as 32-bit words: it is copied."""
+    """The kernel reads activations in 16-byte runs: a view that starts elsewhere (an odd bf16
+    element, or 4 elements in) is copied first."""
     w = q4(6144, 1280, seed=6)
     backend = CudaMmaQ4Backend()
     prepared = backend.prepare(w, CUDA)
-    flat = torch.randn(3 * 1280 + 1, device=CUDA).bfloat16()
-    x = flat[1:].view(3, 1280)
-    assert x.data_ptr() % 4 == 2
-    ref = backend.linear(x.clone(), prepared, None)
-    assert torch.equal(backend.linear(x, prepared, None), ref)
+    flat = torch.randn(3 * 1280 + 8, device=CUDA).bfloat16()
+    for offset, misalignment in ((1, 2), (4, 8)):
+        x = flat[offset : offset + 3 * 1280].view(3, 1280)
+        assert x.data_ptr() % 16 == misalignment
+        ref = backend.linear(x.clone(), prepared, None)
+        assert torch.equal(backend.linear(x, prepared, None), ref)
 
 
 def test_mma_q4_compiles_without_a_cuda_toolkit(monkeypatch) -> None:

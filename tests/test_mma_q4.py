@@ -70,31 +70,80 @@ def _bf16_pair(word: np.uint32) -> tuple[float, float]:
     return float(as_f32[0]), float(as_f32[1])
 
 
-def test_words_decode_to_the_mma_a_fragments() -> None:
-    """Decode every lane's words the way q4_mma.cu does ((w >> 4h) & 0x000F000F | 0x43004300,
+def _slot_column(j: int, slot: int) -> int:
+    """The column (within a 64-column iteration) that k slot `slot` of k-step j holds: lane t's
+    slots 2t, 2t + 1, 2t + 8, 2t + 9 of k-steps 0-1 are columns 8t..8t+7, of k-steps 2-3 the
+    same plus 32, so a lane's activations are two runs of 8 (q4_mma.cu's layout)."""
+    t, k8, k1 = (slot % 8) // 2, slot // 8, slot % 2
+    return 32 * (j >> 1) + 8 * t + 4 * (j & 1) + 2 * k8 + k1
+
+
+def _a_fragment(word_of_lane, j: int) -> np.ndarray:
+    """Decode every lane's word the way q4_mma.cu does ((w >> 4h) & 0x000F000F | 0x43004300,
     then - 136) and place the pairs where the PTX ISA puts the A fragment of m16n8k16 (bf16):
-    register h of lane 4g + t holds row g + 8 (h & 1), columns 2t + 8 (h >> 1) and + 1. The
-    16 x 16 tiles so assembled must be the weights q - 8."""
+    register h of lane 4g + t holds row g + 8 (h & 1), k slots 2t + 8 (h >> 1) and + 1."""
+    a = np.full((16, 16), np.nan)
+    for lane in range(32):
+        g, t = lane // 4, lane % 4
+        word = word_of_lane(lane, j)
+        for h in range(4):
+            pair = ((word >> np.uint32(4 * h)) & np.uint32(0x000F000F)) | np.uint32(0x43004300)
+            lo, hi = _bf16_pair(pair)
+            row, slot = g + 8 * (h & 1), 2 * t + 8 * (h >> 1)
+            a[row, slot], a[row, slot + 1] = lo - 136, hi - 136
+    return a
+
+
+def test_words_decode_to_the_mma_a_fragments() -> None:
+    """The 16 x 16 A tiles assembled from the lanes' words hold the weights q - 8 of the rows
+    and columns the layout gives each k slot."""
     w = q4(32, 128, seed=3)
     codes, _ = q4_0_codes(w)
     want = codes.to(torch.int64).numpy() - 8
-    p = packed(w)
-    words = p.codes.numpy().view(np.uint32)  # [tiles, iters, 32, 4]
+    words = packed(w).codes.numpy().view(np.uint32)  # [tiles, iters, 32, 4]
+    assert sorted(_slot_column(j, k) for j in range(4) for k in range(16)) == list(range(64))
     for tile in range(words.shape[0]):
         for it in range(words.shape[1]):
             for j in range(4):
-                a = np.full((16, 16), np.nan)
+                a = _a_fragment(lambda lane, j, tile=tile, it=it: words[tile, it, lane, j], j)
+                cols = [64 * it + _slot_column(j, k) for k in range(16)]
+                np.testing.assert_array_equal(a, want[16 * tile : 16 * tile + 16][:, cols])
+
+
+def test_fragments_multiply_to_the_matmul() -> None:
+    """The whole product as the kernel forms it, simulated: B fragments from the activations
+    read as q4_mma.cu reads them (lane 4g + t: row g, the 16-byte runs at words 4t and 16 + 4t
+    of the iteration; b0, b1 of k-step j are words 2 (j & 1) and + 1 of run j >> 1), placed
+    where the PTX ISA puts them (b0 = k slots 2t, 2t + 1 of column g; b1 = slots 2t + 8, + 9),
+    multiplied with the A fragments, summed per 32-column group and scaled. Equal to x W^T in
+    the columns of real rows."""
+    w = q4(32, 192, seed=7)
+    p = packed(w)
+    words = p.codes.numpy().view(np.uint32)
+    scales = p.scales.to(torch.float64).numpy()  # [tile, iter, g, (g0, g1, g+8 g0, g+8 g1)]
+    x = torch.randn(5, 192).bfloat16()
+    xw = x.view(torch.int16).numpy().astype(np.int64) & 0xFFFF  # bf16 bits
+    xw = (xw[:, 0::2] | (xw[:, 1::2] << 16)).astype(np.uint32)  # [rows, 96] 32-bit words
+    got = np.zeros((5, 32))
+    for tile in range(2):
+        for it in range(3):
+            sums = np.zeros((2, 16, 8))  # [group, tile row, activation row]
+            for j in range(4):
+                a = _a_fragment(lambda lane, j, tile=tile, it=it: words[tile, it, lane, j], j)
+                b = np.zeros((16, 8))
                 for lane in range(32):
                     g, t = lane // 4, lane % 4
-                    word = words[tile, it, lane, j]
-                    for h in range(4):
-                        pair = ((word >> np.uint32(4 * h)) & np.uint32(0x000F000F)) | np.uint32(0x43004300)
-                        lo, hi = _bf16_pair(pair)
-                        row, col = g + 8 * (h & 1), 2 * t + 8 * (h >> 1)
-                        a[row, col], a[row, col + 1] = lo - 136, hi - 136
-                rows = slice(16 * tile, 16 * tile + 16)
-                cols = slice(64 * it + 16 * j, 64 * it + 16 * j + 16)
-                np.testing.assert_array_equal(a, want[rows, cols])
+                    row = g if g < 5 else 0  # lanes past the last row read row 0; never stored
+                    run = 32 * it + 16 * (j >> 1) + 4 * t
+                    b0, b1 = xw[row, run + 2 * (j & 1)], xw[row, run + 2 * (j & 1) + 1]
+                    b[2 * t, g], b[2 * t + 1, g] = _bf16_pair(b0)
+                    b[2 * t + 8, g], b[2 * t + 9, g] = _bf16_pair(b1)
+                sums[j >> 1] += a @ b
+            for r in range(16):
+                d = scales[tile, it, r % 8, 2 * (r // 8) : 2 * (r // 8) + 2]  # the row's two groups
+                got[:, 16 * tile + r] += d[0] * sums[0, r, :5] + d[1] * sums[1, r, :5]
+    want = x.double() @ dequantize_q4_0(w.blocks).double().T
+    np.testing.assert_allclose(got, want.numpy(), rtol=1e-12, atol=1e-12)
 
 
 def test_scales_are_where_the_kernel_reads_them() -> None:

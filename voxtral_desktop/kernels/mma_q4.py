@@ -4,7 +4,8 @@
 PyTorch's CUDA wheels, so no compiler, CUDA toolkit or build step on the user's machine) and
 loaded through `torch.cuda._utils`. It
 reads the Q4_0 codes repacked losslessly by `pack` into the order of the A operand of
-`mma.m16n8k16` (16-byte loads, one warp per 16-row tile and 64-column step), turns nibbles into
+`mma.m16n8k16` (16-byte loads, one warp per 16-row tile and 64-column step; the columns within
+a step placed so that each lane's activations are two 16-byte loads), turns nibbles into
 exact bf16 weights q - 8 with one LOP3 and one bf16x2 FMA per pair, multiplies on tensor cores
 with fp32 accumulation per 32-column group and applies the f16 scale in fp32. Bytes per weight:
 0.5625, the Q4_0 size (tinygemm needs 0.625 with its bf16 scales). Up to 64 activation rows per
@@ -61,9 +62,11 @@ def pack(
     words = torch.empty(t, it, 32, 4, dtype=torch.int32, device=codes.device)
     for a in range(0, t, tiles_at_once):
         b = min(t, a + tiles_at_once)
-        # [tile, h, g, iter, j, k8, t, k1] -> [tile, iter, g, t, j, k1, k8, h]: p = 4 k1 + 2 k8 + h
-        q = codes[a * TILE_ROWS : b * TILE_ROWS].reshape(b - a, 2, 8, it, 4, 2, 4, 2)
-        q = q.permute(0, 3, 2, 6, 4, 7, 5, 1).reshape(b - a, it, 32, 4, 8).to(torch.int64)
+        # Column 32 jh + 8 t + 4 jl + 2 k8 + k1 of an iteration goes to k-step j = 2 jh + jl:
+        # [tile, h, g, iter, jh, t, jl, k8, k1] -> [tile, iter, g, t, jh, jl, k1, k8, h], where
+        # nibble p = 4 k1 + 2 k8 + h of the word (q4_mma.cu's layout).
+        q = codes[a * TILE_ROWS : b * TILE_ROWS].reshape(b - a, 2, 8, it, 2, 4, 2, 2, 2)
+        q = q.permute(0, 3, 2, 5, 4, 6, 8, 7, 1).reshape(b - a, it, 32, 4, 8).to(torch.int64)
         words[a:b] = _to_int32((q << shifts).sum(-1))
     s = scales.reshape(t, 2, 8, it, 2).permute(0, 3, 2, 1, 4).reshape(t, it, 8, 4).contiguous()
     return words, s
@@ -79,8 +82,8 @@ def unpack(prepared: MmaQ4) -> tuple[torch.Tensor, torch.Tensor]:
     """The inverse of `pack`: (codes uint8 [N, K], scales f16 [N, K/32])."""
     n, k = prepared.out_features, prepared.in_features
     t, it = n // TILE_ROWS, k // STEP_COLS
-    q = _nibbles(prepared.codes).reshape(t, it, 8, 4, 4, 2, 2, 2)  # tile, iter, g, t, j, k1, k8, h
-    codes = q.permute(0, 7, 2, 1, 4, 6, 3, 5).reshape(n, k)
+    q = _nibbles(prepared.codes).reshape(t, it, 8, 4, 2, 2, 2, 2, 2)  # tile, iter, g, t, jh, jl, k1, k8, h
+    codes = q.permute(0, 8, 2, 1, 4, 3, 5, 7, 6).reshape(n, k)  # tile, h, g, iter, jh, t, jl, k8, k1
     scales = prepared.scales.reshape(t, it, 8, 2, 2).permute(0, 3, 2, 1, 4).reshape(n, k // 32)
     return codes, scales
 
@@ -314,7 +317,7 @@ def mma_linear(
     x2 = x.reshape(-1, k)
     if x2.dtype != torch.bfloat16:
         x2 = x2.to(torch.bfloat16)
-    if not x2.is_contiguous() or x2.data_ptr() % 4:  # the kernel reads bf16 pairs as 32-bit words
+    if not x2.is_contiguous() or x2.data_ptr() % 16:  # the kernel reads 8 bf16 at a time (16 bytes)
         x2 = x2.contiguous() if not x2.is_contiguous() else x2.clone()
     m_all = x2.shape[0]
     n_out = n // 2 if gated else n
@@ -397,9 +400,9 @@ def embed_rows(prepared: MmaQ4, ids: torch.Tensor, dtype: torch.dtype) -> torch.
     it = prepared.in_features // STEP_COLS
     pick = torch.arange(r, device=rows.device)
     words = prepared.codes[tile].reshape(r, it, 8, 4, 4)[pick, :, g]  # [r, iter, t, j]
-    q = _nibbles(words).reshape(r, it, 4, 4, 2, 2, 2)  # r, iter, t, j, k1, k8, h
-    q = torch.where(h.view(r, 1, 1, 1, 1, 1) == 0, q[..., 0], q[..., 1])
-    codes = q.permute(0, 1, 3, 5, 2, 4).reshape(r, prepared.in_features)  # r, iter, j, k8, t, k1
+    q = _nibbles(words).reshape(r, it, 4, 2, 2, 2, 2, 2)  # r, iter, t, jh, jl, k1, k8, h
+    q = torch.where(h.view(r, 1, 1, 1, 1, 1, 1) == 0, q[..., 0], q[..., 1])
+    codes = q.permute(0, 1, 3, 2, 4, 6, 5).reshape(r, prepared.in_features)  # r, iter, jh, t, jl, k8, k1
     s = prepared.scales[tile].reshape(r, it, 8, 2, 2)[pick, :, g]  # [r, iter, h, group]
     s = torch.where(h.view(r, 1, 1) == 0, s[:, :, 0], s[:, :, 1]).reshape(r, -1)
     return _dequantize(codes, s, dtype).reshape(*ids.shape, prepared.in_features)

@@ -5,7 +5,13 @@
 // into iterations of 64 input columns. For one (tile, iteration) a warp loads 512 bytes, 16 per
 // lane, in exactly the order of the A operand of mma.m16n8k16: lane l = 4 g + t holds, for each
 // of the 4 k-steps j, one 32-bit word whose 8 nibbles are (bits 4p..4p+3, p = 0..7)
-//   row g + 8 (p & 1), column 16 j + 2 t + 8 ((p >> 1) & 1) + (p >> 2).
+//   row g + 8 (p & 1), column 32 (j >> 1) + 8 t + 4 (j & 1) + 2 ((p >> 1) & 1) + (p >> 2).
+// The mma sums over its 16 k slots whatever columns they hold, so the columns are placed for
+// the B operand: lane t's slots in k-steps 0-1 are columns 8t..8t+7 of the iteration's first
+// 32 (one Q4_0 block), in k-steps 2-3 the same of the second, so each lane reads its
+// activations as two 16-byte loads. (In the natural order, column 16 j + k, they took eight
+// 4-byte loads, and the decoder's chained matmuls streamed 1.68 TB/s against 2.36 TB/s with
+// constant activations: bench/persistent_chain.py.)
 // So `(w >> 4h) & 0x000F000F | 0x43004300` is a pair of bf16 128 + q, and one bf16x2 FMA makes
 // the exact weights q - 8 (A register h of the fragment). The f16 scales d of the tile's 16 rows
 // for the iteration's two 32-column groups follow as 8 x 4 halves: (g, g0), (g, g1), (g+8, g0),
@@ -69,9 +75,10 @@ __device__ __forceinline__ const u32* after_previous_kernel(const u32* x) {
     return ready;
 }
 
-__device__ __forceinline__ u32 load_x(const u32* p) {
-    u32 v;
-    asm("ld.global.nc.u32 %0, [%1];" : "=r"(v) : "l"(p));
+// 8 bf16 activations (the lane's columns of one 32-column group), 16-byte aligned.
+__device__ __forceinline__ uint4 load_x(const u32* p) {
+    uint4 v;
+    asm("ld.global.nc.v4.u32 {%0,%1,%2,%3}, [%4];" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p));
     return v;
 }
 
@@ -151,14 +158,13 @@ __device__ __forceinline__ void q4_mma(const uint4* __restrict__ codes, const ui
         }
     }
     x = after_previous_kernel(x);
-    // B operand: activation row 8 nt + g, bf16 pairs at columns 2 t (+ 8) of each k-step.
+    // B operand: activation row 8 nt + g; b0, b1 of k-step j are words 4 t + 2 j, + 1 of the
+    // iteration's 32-column group j >> 1 (see the layout above). Lanes past the last row read
+    // row 0 (the same addresses as its lanes: no extra traffic) instead of selecting zeros: a
+    // column of D depends on its own column of B only, and columns past M are never stored.
     const u32* xrow[NT];
-    bool xok[NT];
 #pragma unroll
-    for (int nt = 0; nt < NT; ++nt) {
-        xok[nt] = 8 * nt + g < M;
-        xrow[nt] = x + (size_t)(xok[nt] ? 8 * nt + g : 0) * (K >> 1) + t;
-    }
+    for (int nt = 0; nt < NT; ++nt) xrow[nt] = x + (size_t)(8 * nt + g < M ? 8 * nt + g : 0) * (K >> 1) + 4 * t;
     float acc[NT][4];
 #pragma unroll
     for (int nt = 0; nt < NT; ++nt) acc[nt][0] = acc[nt][1] = acc[nt][2] = acc[nt][3] = 0.f;
@@ -173,17 +179,12 @@ __device__ __forceinline__ void q4_mma(const uint4* __restrict__ codes, const ui
                 const float e0 = half_to_float(s[u].x >> 16), e1 = half_to_float(s[u].y >> 16);
 #pragma unroll
                 for (int nt = 0; nt < NT; ++nt) {
-                    u32 b[8];
-#pragma unroll
-                    for (int j = 0; j < 4; ++j) {
-                        b[2 * j] = xok[nt] ? load_x(xrow[nt] + 32 * i + 8 * j) : 0u;
-                        b[2 * j + 1] = xok[nt] ? load_x(xrow[nt] + 32 * i + 8 * j + 4) : 0u;
-                    }
+                    const uint4 b0 = load_x(xrow[nt] + 32 * i), b1 = load_x(xrow[nt] + 32 * i + 16);
                     float p[4], q[4];
-                    mma(p, c[u].x, b[0], b[1], zero);
-                    mma(p, c[u].y, b[2], b[3], p);
-                    mma(q, c[u].z, b[4], b[5], zero);
-                    mma(q, c[u].w, b[6], b[7], q);
+                    mma(p, c[u].x, b0.x, b0.y, zero);
+                    mma(p, c[u].y, b0.z, b0.w, p);
+                    mma(q, c[u].z, b1.x, b1.y, zero);
+                    mma(q, c[u].w, b1.z, b1.w, q);
                     acc[nt][0] += d0 * p[0] + e0 * q[0];
                     acc[nt][1] += d0 * p[1] + e0 * q[1];
                     acc[nt][2] += d1 * p[2] + e1 * q[2];
