@@ -168,6 +168,8 @@ def test_scales_are_where_the_kernel_reads_them() -> None:
 def test_supported_shapes_and_warps() -> None:
     assert mma_supports((6144, 3072)) and mma_supports((1280, 5120))
     assert not mma_supports((40, 64)) and not mma_supports((64, 96))
+    with pytest.raises(ValueError, match="K % 64"):
+        pack(torch.zeros(64, 96, dtype=torch.uint8), torch.zeros(64, 3, dtype=torch.float16))
     for tiles, iters, nt in [(80, 20, 1), (80, 80, 8), (8192, 48, 1), (384, 144, 4), (1, 1, 1)]:
         warps = choose_warps(tiles, iters, nt)
         assert warps in (4, 8, 16) and warps * nt <= 64

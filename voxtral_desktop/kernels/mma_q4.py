@@ -57,6 +57,8 @@ def pack(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """codes uint8 [N, K] (0..15, natural order), scales f16 [N, K/32] -> `MmaQ4` tensors."""
     n, k = codes.shape
+    if not mma_supports((n, k)):  # the kernel reads rows of K/2 words in 16-byte runs
+        raise ValueError(f"the mma layout needs N % {TILE_ROWS} == 0 and K % {STEP_COLS} == 0, not {n} x {k}")
     t, it = n // TILE_ROWS, k // STEP_COLS
     shifts = 4 * torch.arange(8, dtype=torch.int64, device=codes.device)
     words = torch.empty(t, it, 32, 4, dtype=torch.int32, device=codes.device)

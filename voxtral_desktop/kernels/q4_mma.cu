@@ -6,17 +6,18 @@
 // lane, in exactly the order of the A operand of mma.m16n8k16: lane l = 4 g + t holds, for each
 // of the 4 k-steps j, one 32-bit word whose 8 nibbles are (bits 4p..4p+3, p = 0..7)
 //   row g + 8 (p & 1), column 32 (j >> 1) + 8 t + 4 (j & 1) + 2 ((p >> 1) & 1) + (p >> 2).
+// So `(w >> 4h) & 0x000F000F | 0x43004300` is a pair of bf16 128 + q, and one bf16x2 FMA makes
+// the exact weights q - 8 (A register h of the fragment). The f16 scales d of the tile's 16 rows
+// for the iteration's two 32-column groups follow as 8 x 4 halves: (g, g0), (g, g1), (g+8, g0),
+// (g+8, g1). Products are summed in fp32 per 32-column group, then scaled by d in fp32, so the
+// weight is never rounded: the only roundings are bf16 activations and the bf16 output.
+//
 // The mma sums over its 16 k slots whatever columns they hold, so the columns are placed for
 // the B operand: lane t's slots in k-steps 0-1 are columns 8t..8t+7 of the iteration's first
 // 32 (one Q4_0 block), in k-steps 2-3 the same of the second, so each lane reads its
 // activations as two 16-byte loads. (In the natural order, column 16 j + k, they took eight
 // 4-byte loads, and the decoder's chained matmuls streamed 1.68 TB/s against 2.36 TB/s with
 // constant activations: bench/persistent_chain.py.)
-// So `(w >> 4h) & 0x000F000F | 0x43004300` is a pair of bf16 128 + q, and one bf16x2 FMA makes
-// the exact weights q - 8 (A register h of the fragment). The f16 scales d of the tile's 16 rows
-// for the iteration's two 32-column groups follow as 8 x 4 halves: (g, g0), (g, g1), (g+8, g0),
-// (g+8, g1). Products are summed in fp32 per 32-column group, then scaled by d in fp32, so the
-// weight is never rounded: the only roundings are bf16 activations and the bf16 output.
 //
 // The asm in the loop is not volatile (loads of data no kernel writes meanwhile, arithmetic),
 // so the compiler may schedule the activation loads ahead of earlier tensor-core work. Only the
@@ -158,8 +159,8 @@ __device__ __forceinline__ void q4_mma(const uint4* __restrict__ codes, const ui
         }
     }
     x = after_previous_kernel(x);
-    // B operand: activation row 8 nt + g; b0, b1 of k-step j are words 4 t + 2 j, + 1 of the
-    // iteration's 32-column group j >> 1 (see the layout above). Lanes past the last row read
+    // B operand: activation row 8 nt + g; b0, b1 of k-step j are words 4 t + 2 (j & 1), + 1 of
+    // the iteration's 32-column group j >> 1 (see the layout above). Lanes past the last row read
     // row 0 (the same addresses as its lanes: no extra traffic) instead of selecting zeros: a
     // column of D depends on its own column of B only, and columns past M are never stored.
     const u32* xrow[NT];
