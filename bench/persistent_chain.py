@@ -31,10 +31,14 @@ from __future__ import annotations
 import argparse
 import ctypes
 import os
+import sys
 import time
 from pathlib import Path
 
 import torch
+
+sys.path.insert(0, os.path.dirname(__file__))
+import tune_q4
 
 from voxtral_desktop.kernels import mma_q4, pdl
 
@@ -371,26 +375,8 @@ def unloaded(text: str) -> str:
 
 
 def graph_time_us(fn) -> float:
-    fn()
-    torch.cuda.synchronize()
-    graph = torch.cuda.CUDAGraph()
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        fn()
-        with torch.cuda.graph(graph, stream=stream):
-            for _ in range(args.calls):
-                fn()
-    torch.cuda.current_stream().wait_stream(stream)
-    times = []
-    for _ in range(args.reps):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        graph.replay()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end) * 1e3 / args.calls)
-    return sorted(times)[len(times) // 2]
+    """us a call: the median of --reps replays of a CUDA graph of --calls calls."""
+    return tune_q4.graph_time_us(fn, calls=args.calls, reps=args.reps)
 
 
 def main() -> None:
