@@ -210,7 +210,7 @@ class Chain:
         return self.ys[-1]
 
 
-def run(name: str, shapes, layers: int, head: bool, m: int, kernels, before_source, probe_source) -> None:
+def run(name: str, shapes, layers: int, head: bool, m: int, kernels, probes) -> None:
     layer_ops = len(shapes)
     x0 = torch.randn(m, shapes[0][1], device=DEV)
     ops = build(shapes, layers, head, x0)
@@ -221,17 +221,9 @@ def run(name: str, shapes, layers: int, head: bool, m: int, kernels, before_sour
         flush=True,
     )
     t_landed = None
-    probes = (
-        ("landed", None),
-        ("before: eight 4-byte activation loads (wrong outputs here, time only)", before_source),
-        ("16-byte loads, zeros selected past the last row", Path("/tmp/q4_mma_selected.cu")),
-        ("landed, nibbles not decoded (wrong outputs, time only)", probe_source),
-        ("landed, activations not loaded (wrong outputs, time only)", Path("/tmp/q4_mma_unloaded.cu")),
-        ("landed, neither", Path("/tmp/q4_mma_neither.cu")),
-    )
     for label, src in probes:
         mma_q4._kernel.cache_clear()
-        mma_q4.SOURCE = src or LANDED_SOURCE
+        mma_q4.SOURCE = src
         landed(ops, x0, layer_ops)
         torch.cuda.synchronize()
         t = graph_time_us(lambda ops=ops: landed(ops, x0, layer_ops))
@@ -374,6 +366,16 @@ def unloaded(text: str) -> str:
     return text.replace(old, old.replace("uint4 v;", f"return {one};\n    uint4 v;"))
 
 
+# The landed kernel's source, edited: (label, edit), timed after it in every chain.
+PROBES = [
+    ("before: eight 4-byte activation loads (wrong outputs here, time only)", eight_loads),
+    ("16-byte loads, zeros selected past the last row", zeros_selected),
+    ("landed, nibbles not decoded (wrong outputs, time only)", undecoded),
+    ("landed, activations not loaded (wrong outputs, time only)", unloaded),
+    ("landed, neither", lambda text: unloaded(undecoded(text))),
+]
+
+
 def graph_time_us(fn) -> float:
     """us a call: the median of --reps replays of a CUDA graph of --calls calls."""
     return tune_q4.graph_time_us(fn, calls=args.calls, reps=args.reps)
@@ -393,25 +395,16 @@ def main() -> None:
         flush=True,
     )
     barrier_cost(loaded)
-    before_path, probe_path = Path("/tmp/q4_mma_before.cu"), Path("/tmp/q4_mma_probe.cu")
-    before_path.write_text(eight_loads(LANDED_SOURCE.read_text()))
-    Path("/tmp/q4_mma_selected.cu").write_text(zeros_selected(LANDED_SOURCE.read_text()))
-    probe_path.write_text(undecoded(LANDED_SOURCE.read_text()))
-    Path("/tmp/q4_mma_unloaded.cu").write_text(unloaded(LANDED_SOURCE.read_text()))
-    Path("/tmp/q4_mma_neither.cu").write_text(unloaded(undecoded(LANDED_SOURCE.read_text())))
-    run("decoder + head", DEC, args.layers or 26, True, 1, kernels, before_path, probe_path)
-    run("encoder", ENC, args.layers or 32, False, 4, kernels, before_path, probe_path)
+    probes = [("landed", LANDED_SOURCE)]
+    for i, (label, edit) in enumerate(PROBES):
+        path = Path(f"/tmp/q4_mma_probe{i}.cu")
+        path.write_text(edit(LANDED_SOURCE.read_text()))
+        probes.append((label, path))
+    run("decoder + head", DEC, args.layers or 26, True, 1, kernels, probes)
+    run("encoder", ENC, args.layers or 32, False, 4, kernels, probes)
     # What each matmul costs beyond its bytes: the same chain of 104 over matrices of a few KB.
-    run(
-        "fixed cost: tiny matrices",
-        [(128, 64), (64, 64), (128, 64), (64, 64)],
-        26,
-        False,
-        1,
-        kernels,
-        before_path,
-        probe_path,
-    )
+    tiny = [(128, 64), (64, 64), (128, 64), (64, 64)]
+    run("fixed cost: tiny matrices", tiny, 26, False, 1, kernels, probes)
 
 
 def compile_only() -> None:
@@ -420,8 +413,8 @@ def compile_only() -> None:
     cubin = mma_q4.nvrtc_cubin(source(), "sm_90", library=lib)
     pairs = [(4, 1, 2, False), (16, 1, 2, True), (8, 1, 2, False)]
     wrappers = "\n".join("extern" + w for w in mma_q4._source(pairs).split("\nextern")[1:])
-    for probe in (undecoded, unloaded, eight_loads, zeros_selected):
-        mma_q4.nvrtc_cubin(probe(LANDED_SOURCE.read_text()) + "\n" + wrappers, "sm_90", library=lib)
+    for _, edit in PROBES:
+        mma_q4.nvrtc_cubin(edit(LANDED_SOURCE.read_text()) + "\n" + wrappers, "sm_90", library=lib)
     seconds = time.perf_counter() - started
     print(
         f"compiled {len(VARIANTS)} variants and the probes for sm_90: {len(cubin)} bytes in {seconds:.1f} s"
