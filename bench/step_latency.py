@@ -7,12 +7,12 @@ Prints, on the full-size random model (mma Q4 kernel, CUDA graphs):
   wake-up latency included), and the host time of the `replay()` call itself;
 - the same for two plain graphs, one kernel and 600 tiny kernels, so the launch latency's
   dependence on the node count shows;
-- a fed step cut into its host parts: log-mel, the mel's copy to the device, the graph's run
-  (input copy, replay), the token's read-back (waits for the GPU), the token's text;
+- a fed step cut into its host parts: the samples' push, taking a position's samples, the
+  graph's run (input copy, replay), the token's read-back (waits for the GPU), the token's text;
 - the log-mel of 80 ms in torch (as landed) and in numpy;
-- an A/B of fed steps, interleaved: as landed; with the mel's copy in and the token's copy out
-  inside the graph (pinned host buffers, no separate copies or read-back); that and the numpy
-  log-mel.
+
+The seventeenth session ran it before and after the log-mel moved into the step's graph (the
+version for the earlier code had an A/B of session variants; see bench/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -33,9 +33,7 @@ from voxtral_desktop.audio import mel as mel_module
 from voxtral_desktop.benchmark import noise
 from voxtral_desktop.config import SAMPLES_PER_TOKEN, StreamConfig
 from voxtral_desktop.device import host_threads_for
-from voxtral_desktop.engine import session as session_module
 from voxtral_desktop.engine.session import StreamingSession
-from voxtral_desktop.model.graph_step import GraphStep
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--steps", type=int, default=300)
@@ -117,9 +115,13 @@ def mel_variants() -> None:
         return (np.maximum(log_spec, 1.5 - 8.0) + 4.0) / 4.0
 
     seg = noise(1.0)[: 7 * 160 + 400].copy()
-    a, b = mel_module._frames_to_log_mel(seg, 8), numpy_mel(seg, 8)
+
+    def torch_mel(segment: np.ndarray, n: int) -> np.ndarray:
+        return mel_module.frames_to_log_mel(torch.from_numpy(segment), n).numpy()
+
+    a, b = torch_mel(seg, 8), numpy_mel(seg, 8)
     for label, fn in (
-        ("torch", lambda: mel_module._frames_to_log_mel(seg, 8)),
+        ("torch", lambda: torch_mel(seg, 8)),
         ("numpy", lambda: numpy_mel(seg, 8)),
     ):
         for _ in range(50):
@@ -138,21 +140,18 @@ def fed_step_parts(session: StreamingSession, chunks: list[np.ndarray]) -> None:
     st = session.state
     graph = session.graph
     assert graph is not None
-    parts: dict[str, list[float]] = {
-        k: [] for k in ("mel", "to device", "graph run", "token back", "text", "all")
-    }
+    names = ("push", "take", "graph run", "token back", "text", "all")
+    parts: dict[str, list[float]] = {k: [] for k in names}
     with torch.no_grad():
         for c in chunks:
             t0 = time.perf_counter()
-            frames = st.mel.push(c)
-            st.mel_pending = np.concatenate([st.mel_pending, frames], axis=1)
-            assert st.mel_pending.shape[1] // 8 == 1
+            assert st.mel.push(c) // 8 == 1
             t1 = time.perf_counter()
-            mel = session._pop_mel(1)
+            samples = st.mel.take(8)[None]
             t2 = time.perf_counter()
-            out = graph.run(mel, None)
+            graph.run(samples, None)
             t3 = time.perf_counter()
-            token = int(out[0])
+            token = graph.tokens_on_host()[0]
             t4 = time.perf_counter()
             st.n_embedded += 1
             st.n_decoded += 1
@@ -162,92 +161,6 @@ def fed_step_parts(session: StreamingSession, chunks: list[np.ndarray]) -> None:
                 parts[k].append(v)
     for k, v in parts.items():
         print(f"fed step part: {k:19s} {median_us(v)}", flush=True)
-
-
-class PinnedIOStep(GraphStep):
-    """The step graph with its I/O inside: the mel is copied in from a pinned host buffer and the
-    token out to one, as memcpy nodes of the graph."""
-
-    def __init__(self, model, encoder, decoder, **kw) -> None:  # type: ignore[no-untyped-def]
-        n_mels = model.config.encoder.n_mels
-        self.mel_host = torch.zeros(1, n_mels, 8, dtype=torch.float32, pin_memory=True)
-        self.mel_staging = torch.zeros(1, n_mels, 8, dtype=torch.float32, device=model.device)
-        self.token_host = torch.zeros(1, dtype=torch.long, pin_memory=True)
-        super().__init__(model, encoder, decoder, **kw)
-
-    def _body(self) -> None:
-        if self.encoder is None:
-            return super()._body()
-        self.mel_staging.copy_(self.mel_host, non_blocking=True)
-        self.mel.copy_(self.mel_staging)
-        super()._body()
-        self.token_host.copy_(self.next_token, non_blocking=True)
-
-
-class PinnedSession(StreamingSession):
-    def __init__(self, *a, **kw) -> None:  # type: ignore[no-untyped-def]
-        session_module.GraphStep = PinnedIOStep  # type: ignore[misc]
-        try:
-            super().__init__(*a, **kw)
-        finally:
-            session_module.GraphStep = GraphStep  # type: ignore[misc]
-        assert isinstance(self.graph, PinnedIOStep)
-
-    def _graph_step(self):  # type: ignore[no-untyped-def]
-        st = self.state
-        g = self.graph
-        assert isinstance(g, PinnedIOStep)
-        frames, st.mel_pending = st.mel_pending[:, :8], st.mel_pending[:, 8:]
-        np.copyto(g.mel_host.numpy()[0], frames)
-        if st.n_decoded == self.config.n_prompt_tokens:
-            g.token.fill_(st.last_token)
-        g.graphs[g.bucket_for(g.decoder.cache.next_pos)].replay()
-        assert g.encoder is not None
-        g.encoder.cache.advance_host(4)
-        g.decoder.cache.advance_host(1)
-        torch.cuda.current_stream().synchronize()
-        token = int(g.token_host[0])
-        st.n_embedded += 1
-        st.n_decoded += 1
-        return self._emit(token, step=st.n_decoded - 1)
-
-
-def numpy_log_mel(segment: np.ndarray, n_frames: int) -> np.ndarray:
-    window, filters = (t.numpy() for t in mel_module._torch_constants())
-    frames = np.lib.stride_tricks.as_strided(segment, (n_frames, 400), (640, 4))
-    power = np.abs(np.fft.rfft(frames * window, axis=-1)).astype(np.float32) ** 2
-    log_spec = np.log10(np.maximum(filters @ power.T, 1e-10))
-    return ((np.maximum(log_spec, 1.5 - 8.0) + 4.0) / 4.0).astype(np.float32)
-
-
-def ab_fed(model, tok, chunks: list[np.ndarray]) -> None:  # type: ignore[no-untyped-def]
-    landed = StreamingSession(model, tok, StreamConfig(480), cuda_graphs=True)
-    pinned = PinnedSession(model, tok, StreamConfig(480), cuda_graphs=True)
-    pinned_np = PinnedSession(model, tok, StreamConfig(480), cuda_graphs=True)
-    torch_mel = mel_module._frames_to_log_mel
-    arms = (("as landed", landed, torch_mel), ("I/O in the graph", pinned, torch_mel),
-            ("I/O in the graph + numpy mel", pinned_np, numpy_log_mel))  # fmt: skip
-    tokens: dict[str, list[int]] = {a[0]: [] for a in arms}
-    times: dict[str, list[float]] = {a[0]: [] for a in arms}
-    for label, s, fn in arms:
-        mel_module._frames_to_log_mel = fn
-        for c in chunks[:100]:
-            tokens[label] += [t.id for t in s.feed(c).tokens]
-    block = 100
-    with torch.no_grad():
-        for start in range(100, len(chunks) - block, block):
-            for label, s, fn in arms:
-                mel_module._frames_to_log_mel = fn
-                for c in chunks[start : start + block]:
-                    t0 = time.perf_counter()
-                    up = s.feed(c)
-                    times[label].append(time.perf_counter() - t0)
-                    tokens[label] += [t.id for t in up.tokens]
-    mel_module._frames_to_log_mel = torch_mel
-    for label, *_ in arms:
-        same = tokens[label] == tokens["as landed"]
-        print(f"A/B fed step, {label:30s} {median_us(times[label])} ({len(times[label])} steps);"
-              f" tokens {'equal' if same else 'DIFFER'} ({len(tokens[label])})", flush=True)  # fmt: skip
 
 
 def main() -> None:
@@ -285,7 +198,6 @@ def main() -> None:
     g = graph.graphs[graph.bucket_for(st_pos := session.state.decoder.cache.next_pos)]
     print(f"(replays at decoder position {st_pos})", flush=True)
     graph_latency("the step graph", g.replay)
-    ab_fed(model, tok, chunks[:1200])
 
 
 if __name__ == "__main__":

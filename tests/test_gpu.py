@@ -692,3 +692,32 @@ def test_log_mel_on_the_gpu_equals_the_cpu() -> None:
     audio = noise(20.0, seed=5)
     got = log_mel_on(audio, CUDA).cpu().numpy()
     np.testing.assert_allclose(got, log_mel(audio), rtol=0, atol=1e-4)
+
+
+def test_the_step_graphs_front_end_equals_the_cpu() -> None:
+    """A streaming session's step graph computes each position's log-mel on the GPU from the
+    samples of its 8 frames (copied in from pinned memory inside the graph): the frames the CPU
+    computes, in a graph replayed on new samples too."""
+    from voxtral_desktop.audio.mel import frames_to_log_mel, window_span
+    from voxtral_desktop.benchmark import noise
+
+    span = window_span(8)
+    host = torch.zeros(2, span, pin_memory=True)
+    samples = torch.zeros(2, span, device=CUDA)
+    out = torch.zeros(2, 128, 8, device=CUDA)
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.stream(stream):
+        out.copy_(frames_to_log_mel(samples, 8))  # warm-up: cuFFT's plan is made outside capture
+        with torch.cuda.graph(graph, stream=stream):
+            samples.copy_(host, non_blocking=True)
+            out.copy_(frames_to_log_mel(samples, 8))
+    torch.cuda.current_stream().wait_stream(stream)
+    for seed in (1, 2):
+        rows = np.stack([noise(1.0, seed=10 * seed + i)[:span] for i in range(2)])
+        host.numpy()[:] = rows
+        graph.replay()
+        torch.cuda.synchronize()
+        expected = frames_to_log_mel(torch.from_numpy(rows), 8).numpy()
+        np.testing.assert_allclose(out.cpu().numpy(), expected, rtol=0, atol=1e-5)

@@ -9,15 +9,19 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 import pytest
+import torch
 
 from voxtral_desktop.audio.decode import load_audio
 from voxtral_desktop.audio.mel import (
     GLOBAL_LOG_MEL_MAX,
     N_MELS,
+    FrameWindows,
     LogMelStream,
+    frames_to_log_mel,
     log_mel,
     mel_filters,
     n_frames_for,
+    window_span,
 )
 from voxtral_desktop.config import N_LEFT_PAD_TOKENS, SAMPLE_RATE, SAMPLES_PER_TOKEN
 
@@ -287,6 +291,62 @@ def test_flush_ends_the_stream_and_reset_restarts_it() -> None:
     assert (stream.n_samples, stream.n_frames) == (0, 0)
     again = np.concatenate([stream.push(audio), stream.flush()], axis=1)
     np.testing.assert_array_equal(again, first)
+
+
+# --- frames taken a position at a time (the streaming session) ----------------------------------
+
+
+def test_frame_windows_taken_eight_at_a_time_give_the_stream_frames() -> None:
+    """What a session does: push any chunking, take whole positions (8 frames) of samples,
+    compute their log-mel later (batched rows too) -> the frames `LogMelStream` emits."""
+    audio = noise(3 * SR + 77, seed=11)
+    expected = LogMelStream().push(audio)
+    windows = FrameWindows()
+    rng = np.random.default_rng(12)
+    pos, taken = 0, []
+    while pos < len(audio):
+        size = int(rng.integers(0, 5000))
+        ready = windows.push(audio[pos : pos + size])
+        pos += size
+        assert ready == windows.ready == expected_emitted(min(pos, len(audio))) - 8 * len(taken)
+        while windows.ready >= 8:
+            taken.append(windows.take(8))
+        assert windows.buffered_samples < window_span(8)  # < 8 frames' windows, never the history
+    assert all(t.shape == (window_span(8),) and t.dtype == np.float32 for t in taken)
+    rows = frames_to_log_mel(torch.from_numpy(np.stack(taken)), 8).numpy()  # [positions, 128, 8]
+    got = np.concatenate(list(rows), axis=1)
+    np.testing.assert_allclose(got, expected[:, : got.shape[1]], rtol=0, atol=1e-6)
+    assert got.shape[1] == expected.shape[1] // 8 * 8
+
+
+def test_frame_windows_refuse_what_is_not_ready() -> None:
+    windows = FrameWindows()
+    windows.push(noise(1150))  # frames 0..5 complete (frame 5 ends at 1000, frame 6 at 1160)
+    assert windows.ready == 6
+    with pytest.raises(ValueError, match="cannot take 7 frames: 6 are ready"):
+        windows.take(7)
+    with pytest.raises(ValueError, match="cannot take 0 frames"):
+        windows.take(0)
+    with pytest.raises(ValueError, match="need 1520 samples"):
+        frames_to_log_mel(torch.zeros(1519), 8)
+    assert windows.flush() == 7  # 1150 // 160: frame 6 reflect-padded at the right edge
+    with pytest.raises(RuntimeError):
+        windows.push(noise(10))
+
+
+def test_a_long_push_taken_in_pieces_is_not_copied_each_time() -> None:
+    """A minute pushed at once and taken 64 positions at a time (a file through a session): the
+    samples left are a view of the pushed array until few are left, then a small copy."""
+    audio = noise(60 * SR, seed=13)
+    windows = FrameWindows()
+    windows.push(audio)
+    first = windows.take(512)
+    np.testing.assert_array_equal(first[200:], audio[: window_span(512) - 200])
+    assert windows._buf.base is not None  # a view, not a copy of the rest of the minute
+    while windows.ready >= 512:
+        windows.take(512)
+    windows.take(windows.ready)
+    assert windows.buffered_samples < 400 and windows._buf.base is None
 
 
 def test_runtime_does_not_import_transformers_or_librosa() -> None:

@@ -17,6 +17,11 @@ equals reflect padding whenever the signal's first 201 samples are zeros. `flush
 stream and emits the remaining frames with reflect padding on the right, exactly like the
 offline STFT. `log_mel()` runs the same stream over a whole signal (with a reflected left
 context), so the offline and the streaming paths cannot drift apart.
+
+`FrameWindows` is the stream's bookkeeping alone: which frames are complete and the samples
+their windows cover. A streaming session on a GPU takes those samples 8 frames at a time and
+computes the frames with the same `frames_to_log_mel` inside its CUDA graph step, so the CPU
+does no STFT between two steps.
 """
 
 from __future__ import annotations
@@ -37,15 +42,20 @@ _DYNAMIC_RANGE = 8.0  # log10 units kept below global_log_mel_max
 # Frames computed per STFT call: bounds the transient [201, frames] complex buffer (~3 MB)
 # when a whole file is pushed at once.
 _MAX_FRAMES_PER_BLOCK = 2048
+# `FrameWindows.take` copies the samples it keeps once they are fewer than this.
+_COPY_BELOW = 8192
 
 __all__ = [
     "GLOBAL_LOG_MEL_MAX",
     "N_MELS",
+    "FrameWindows",
     "LogMelStream",
+    "frames_to_log_mel",
     "log_mel",
     "log_mel_on",
     "mel_filters",
     "n_frames_for",
+    "window_span",
 ]
 
 
@@ -113,65 +123,80 @@ def _torch_constants() -> tuple[torch.Tensor, torch.Tensor]:
     return window, filters
 
 
+@functools.lru_cache(maxsize=4)
+def _constants_on(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    window, filters = _torch_constants()
+    return window.to(device), filters.to(device)
+
+
 def n_frames_for(n_samples: int) -> int:
     """Number of log-mel frames of a whole signal of `n_samples` samples (the last STFT frame
     is dropped, so a multiple of 160 samples gives exactly n / 160 frames)."""
     return max(0, int(n_samples)) // HOP_LENGTH
 
 
-def _frames_to_log_mel(segment: np.ndarray, n_frames: int) -> np.ndarray:
-    """Log-mel of `n_frames` consecutive frames whose windows tile `segment`.
+def window_span(n_frames: int) -> int:
+    """Samples that `n_frames` consecutive frames' windows cover: (n - 1) * 160 + 400."""
+    return (n_frames - 1) * HOP_LENGTH + N_FFT
 
-    segment: float32 [(n_frames - 1) * 160 + 400], frame j = segment[j*160 : j*160 + 400].
-    Returns float32 [n_mels, n_frames].
+
+def frames_to_log_mel(segment: torch.Tensor, n_frames: int) -> torch.Tensor:
+    """Log-mel of `n_frames` consecutive frames whose windows tile `segment`, on its device.
+
+    segment: float32 [..., window_span(n_frames)], frame j = segment[..., j*160 : j*160 + 400]
+    (batch dimensions allowed). Returns float32 [..., n_mels, n_frames] on the same device: the
+    CPU for `LogMelStream`, the GPU inside a streaming session's CUDA graph step.
     """
-    window, filters = _torch_constants()
-    x = torch.from_numpy(segment)  # [(n_frames - 1) * 160 + 400]
+    if segment.shape[-1] != window_span(n_frames):
+        raise ValueError(f"{n_frames} frames need {window_span(n_frames)} samples, got {segment.shape[-1]}")
+    window, filters = _constants_on(segment.device)
     spec = torch.stft(
-        x, N_FFT, HOP_LENGTH, window=window, center=False, return_complex=True
-    )  # [201, n_frames] complex64
-    return _spectrum_to_log_mel(spec, filters).numpy()  # [128, n_frames] float32
+        segment, N_FFT, HOP_LENGTH, window=window, center=False, return_complex=True
+    )  # [..., 201, n_frames] complex64
+    return _spectrum_to_log_mel(spec, filters)  # [..., 128, n_frames] float32
 
 
 def _spectrum_to_log_mel(spec: torch.Tensor, filters: torch.Tensor) -> torch.Tensor:
-    """STFT [201, frames] complex64 -> the normalised log-mel [128, frames] float32."""
+    """STFT [..., 201, frames] complex64 -> the normalised log-mel [..., 128, frames] float32."""
     # abs() then square, like HF, rather than re^2 + im^2: keeps the rounding identical.
-    power = spec.abs() ** 2  # [201, n_frames]
-    mel = filters @ power  # [128, 201] @ [201, n_frames] -> [128, n_frames]
+    power = spec.abs() ** 2  # [..., 201, n_frames]
+    mel = filters @ power  # [128, 201] @ [..., 201, n_frames] -> [..., 128, n_frames]
     log_spec = torch.clamp(mel, min=_LOG_FLOOR).log10()
     log_spec = torch.clamp(log_spec, min=GLOBAL_LOG_MEL_MAX - _DYNAMIC_RANGE)
     return (log_spec + 4.0) / 4.0
 
 
-class LogMelStream:
-    """Incremental log-mel: push samples, get the frames that became computable.
+class FrameWindows:
+    """Which log-mel frames of a stream are complete, and the samples their windows cover.
+
+    Push samples; frame k is complete once the stream holds samples up to index k*160 + 200
+    (exclusive). `take(n)` hands over the samples of the next n complete frames, to compute
+    wherever suits (`frames_to_log_mel` on the CPU or the GPU) and drops what no later frame
+    needs. `LogMelStream` takes every frame as soon as it completes; a streaming session takes
+    them 8 at a time (one decoder position) and computes them on the model's device.
 
     State, in absolute sample indices (sample 0 is the first pushed sample):
 
-    * `_next`: index of the next frame to emit; its window starts at `_next * 160 - 200`;
+    * `_next`: index of the next frame to take; its window starts at `_next * 160 - 200`;
     * `_buf`: the samples from that window start to the newest sample. Before sample 0 it holds
-      the left context (200 zeros for a live stream). Invariant after each push:
-      `len(_buf) == n_samples - (_next * 160 - 200)`, which is below 400 (and at least 240 once
-      a frame was emitted), so memory does not grow with the stream.
+      the left context (200 zeros for a live stream). Invariant:
+      `len(_buf) == n_samples - (_next * 160 - 200)`, so memory grows only with the frames
+      pushed and not yet taken (below 400 samples once every complete frame was taken).
     """
 
-    def __init__(self) -> None:
-        self._left_context = np.zeros(_HALF_WINDOW, dtype=np.float32)
+    def __init__(self, left_context: np.ndarray | None = None) -> None:
+        self._left_context = (
+            np.zeros(_HALF_WINDOW, dtype=np.float32)
+            if left_context is None
+            else np.asarray(left_context, dtype=np.float32).copy()
+        )
         self.reset()
-
-    @classmethod
-    def _with_left_context(cls, left_context: np.ndarray) -> LogMelStream:
-        """A stream whose samples before index 0 are `left_context` [200] (used by `log_mel`
-        for the reflect padding HF applies to a whole signal)."""
-        stream = cls()
-        stream._left_context = np.asarray(left_context, dtype=np.float32).copy()
-        stream.reset()
-        return stream
 
     def reset(self) -> None:
         """Forget everything: the next push is sample 0 of a new stream."""
         self._buf = self._left_context.copy()  # [200 + samples not yet fully consumed]
         self._next = 0
+        self._complete = 0
         self._n_samples = 0
         self._finished = False
 
@@ -181,72 +206,136 @@ class LogMelStream:
         return self._n_samples
 
     @property
+    def n_taken(self) -> int:
+        """Frames taken since the last reset."""
+        return self._next
+
+    @property
+    def ready(self) -> int:
+        """Complete frames not yet taken."""
+        return self._complete - self._next
+
+    @property
+    def buffered_samples(self) -> int:
+        return len(self._buf)
+
+    @property
+    def finished(self) -> bool:
+        """`flush()` ended the stream."""
+        return self._finished
+
+    def push(self, samples: np.ndarray) -> int:
+        """Append mono float32 samples; return `ready`."""
+        if self._finished:
+            raise RuntimeError("flush() ended this stream; call reset() to start a new one")
+        samples = np.asarray(samples, dtype=np.float32)
+        if samples.ndim != 1:
+            raise ValueError(f"a log-mel stream takes 1-D mono samples, got shape {samples.shape}")
+        self._buf = np.concatenate([self._buf, samples])  # [window start of _next .. newest]
+        self._n_samples += len(samples)
+        if self._n_samples >= _HALF_WINDOW:  # frame k is complete once n_samples >= k*160 + 200
+            self._complete = (self._n_samples - _HALF_WINDOW) // HOP_LENGTH + 1
+        return self.ready
+
+    def flush(self) -> int:
+        """End the stream: the frames still missing become complete, so that the stream has
+        `n_samples // 160` frames in all, with the right edge reflect-padded like HF's STFT.
+        Only the last frame or so reaches past the end (by at most 40 samples). Returns `ready`;
+        the stream accepts no more samples until `reset()`."""
+        if self._finished:
+            return self.ready
+        self._finished = True
+        total = n_frames_for(self._n_samples)
+        if total > self._complete:
+            # The last frame's window ends at (total - 1) * 160 + 200 <= n_samples + 40.
+            need = (total - 1) * HOP_LENGTH + _HALF_WINDOW - self._n_samples
+            if need > 0:
+                # Reflect padding (no repeat of the edge sample): x[n-2], x[n-3], ..., x[n-1-need].
+                # `total >= 1` means n_samples >= 160 > need, so these are real samples, never
+                # the left context.
+                pad = self._buf[-2 : -2 - need : -1]  # [need]
+                self._buf = np.concatenate([self._buf, pad])
+            self._complete = total
+        return self.ready
+
+    def take(self, count: int) -> np.ndarray:
+        """The samples of the next `count` (<= `ready`) frames: float32 [window_span(count)],
+        frame j = segment[j*160 : j*160 + 400]. The samples no later frame needs are dropped."""
+        if not 0 < count <= self.ready:
+            raise ValueError(f"cannot take {count} frames: {self.ready} are ready")
+        segment = self._buf[: window_span(count)]
+        self._next += count
+        # The next window starts count * 160 samples later. The rest is copied once it is
+        # small, so the buffer never pins a large array that was pushed in one go; a long push
+        # taken piece by piece stays a view until then instead of being copied for every piece.
+        rest = self._buf[count * HOP_LENGTH :]
+        self._buf = rest.copy() if len(rest) <= _COPY_BELOW else rest
+        return segment
+
+
+class LogMelStream:
+    """Incremental log-mel: push samples, get the frames that became computable (every frame
+    is computed on the CPU as soon as its window is complete; see `FrameWindows`)."""
+
+    def __init__(self, left_context: np.ndarray | None = None) -> None:
+        self._windows = FrameWindows(left_context)
+
+    @classmethod
+    def _with_left_context(cls, left_context: np.ndarray) -> LogMelStream:
+        """A stream whose samples before index 0 are `left_context` [200] (used by `log_mel`
+        for the reflect padding HF applies to a whole signal)."""
+        return cls(left_context)
+
+    def reset(self) -> None:
+        """Forget everything: the next push is sample 0 of a new stream."""
+        self._windows.reset()
+
+    @property
+    def n_samples(self) -> int:
+        """Samples pushed since the last reset."""
+        return self._windows.n_samples
+
+    @property
     def n_frames(self) -> int:
         """Frames emitted since the last reset."""
-        return self._next
+        return self._windows.n_taken
 
     @property
     def buffered_samples(self) -> int:
         """Samples held in memory (bounded: below 400)."""
-        return len(self._buf)
+        return self._windows.buffered_samples
 
     def push(self, samples: np.ndarray) -> np.ndarray:
         """Append mono float32 samples; return the newly complete frames, float32 [n_mels, k]
         (k may be 0)."""
-        if self._finished:
+        if self._windows.finished:
             raise RuntimeError("flush() ended this LogMelStream; call reset() to start a new one")
         samples = np.asarray(samples, dtype=np.float32)
         if samples.ndim != 1:
             raise ValueError(f"LogMelStream.push expects 1-D mono samples, got shape {samples.shape}")
         # Feed big pushes in pieces so one STFT call never covers more than a block of frames.
         step = _MAX_FRAMES_PER_BLOCK * HOP_LENGTH
-        out = [self._consume(samples[i : i + step]) for i in range(0, len(samples), step)]
+        out = []
+        for i in range(0, len(samples), step):
+            self._windows.push(samples[i : i + step])
+            out.append(self._emit())
         return _concat_frames(out)
 
     def flush(self) -> np.ndarray:
         """End the stream: return the frames still missing so that the stream has emitted
         `n_samples // 160` frames in all, with the right edge reflect-padded like HF's STFT.
-
-        Only the last frame or so reaches past the end (by at most 40 samples). The stream
-        accepts no more samples until `reset()`.
-        """
-        if self._finished:
+        The stream accepts no more samples until `reset()`."""
+        if self._windows.finished:
             return _empty_frames()
-        self._finished = True
-        total = n_frames_for(self._n_samples)
-        if total <= self._next:
-            return _empty_frames()
-        # The last frame's window ends at (total - 1) * 160 + 200 <= n_samples + 40.
-        need = (total - 1) * HOP_LENGTH + _HALF_WINDOW - self._n_samples
-        if need > 0:
-            # Reflect padding (no repeat of the edge sample): x[n-2], x[n-3], ..., x[n-1-need].
-            # `total >= 1` means n_samples >= 160 > need, so these are real samples, never the
-            # left context.
-            pad = self._buf[-2 : -2 - need : -1]  # [need]
-            self._buf = np.concatenate([self._buf, pad])
-        return self._emit(total - self._next)
+        self._windows.flush()
+        return self._emit()
 
-    # ---- internals ----------------------------------------------------------------------
-
-    def _consume(self, samples: np.ndarray) -> np.ndarray:
-        self._buf = np.concatenate([self._buf, samples])  # [window start of _next .. newest]
-        self._n_samples += len(samples)
-        # Frame k is complete once n_samples >= k*160 + 200.
-        n_complete = (self._n_samples - _HALF_WINDOW) // HOP_LENGTH + 1 if self._n_samples >= 200 else 0
-        return self._emit(n_complete - self._next)
-
-    def _emit(self, count: int) -> np.ndarray:
-        """Compute `count` frames starting at `_next` from the head of `_buf`, then drop the
-        samples no later frame needs."""
+    def _emit(self) -> np.ndarray:
+        count = self._windows.ready
         if count <= 0:
             return _empty_frames()
-        span = (count - 1) * HOP_LENGTH + N_FFT  # samples covered by `count` frames
-        frames = _frames_to_log_mel(self._buf[:span], count)  # [n_mels, count]
-        self._next += count
-        # The next window starts count * 160 samples later; copy so the buffer never pins a
-        # large array that was pushed in one go.
-        self._buf = self._buf[count * HOP_LENGTH :].copy()
-        return frames
+        segment = torch.from_numpy(self._windows.take(count))
+        return frames_to_log_mel(segment, count).numpy()  # [n_mels, count]
 
 
 def _empty_frames() -> np.ndarray:
@@ -290,7 +379,7 @@ def log_mel_on(samples: np.ndarray, device: torch.device) -> torch.Tensor:
     n = n_frames_for(len(samples))
     if len(samples) <= _HALF_WINDOW:  # too short for torch's reflect padding: tiny anyway
         return torch.from_numpy(log_mel(samples)).to(device)
-    window, filters = (t.to(device) for t in _torch_constants())
+    window, filters = _constants_on(device)
     x = torch.from_numpy(samples).to(device)
     spec = torch.stft(
         x, N_FFT, HOP_LENGTH, window=window, center=True, pad_mode="reflect", return_complex=True

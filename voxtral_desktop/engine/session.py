@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from voxtral_desktop.audio.mel import LogMelStream
+from voxtral_desktop.audio.mel import FrameWindows, frames_to_log_mel, window_span
 from voxtral_desktop.config import (
     EOS_ID,
     HOP_LENGTH,
@@ -48,14 +48,18 @@ MAX_CHUNK_TOKENS = 64
 MEL_LOOKAHEAD = N_FFT // 2 - HOP_LENGTH
 
 
+def _position_log_mel(samples: torch.Tensor) -> torch.Tensor:
+    """The step graph's front end: [B, 1520] samples -> the log-mel of their 8 frames."""
+    return frames_to_log_mel(samples, MEL_FRAMES_PER_TOKEN)
+
+
 @dataclass
 class SessionState:
     """Everything that carries over between two `feed` calls; bounded however long it runs."""
 
-    mel: LogMelStream
+    mel: FrameWindows  # complete frames not yet taken: < 8, fewer than a whole position
     encoder: EncoderState
     decoder: DecoderState
-    mel_pending: np.ndarray  # [n_mels, < 8] frames not yet making up a whole position
     audio_pending: list[torch.Tensor] = field(default_factory=list)  # [1, n, dim] vectors not yet decoded
     n_embedded: int = 0  # positions whose audio vector exists
     n_decoded: int = 0  # positions the decoder has run
@@ -84,11 +88,15 @@ class StreamingSession:
         self.config = config
         device, dtype = model.device, model.dtype
         self._device, self._dtype = device, dtype
+        # Where the log-mel of a position is computed: beside the model on a CUDA GPU (inside
+        # the step's graph, so the CPU does no STFT between steps), else on the CPU (MPS has
+        # not been measured with torch.stft).
+        self._mel_device = device if device.type == "cuda" else torch.device("cpu")
         mcfg = model.config
         with torch.no_grad():
             ada = model.decoder.ada_scales(config.n_delay_tokens, device, dtype)
         self.state = SessionState(
-            mel=LogMelStream(),
+            mel=FrameWindows(),
             encoder=EncoderState.allocate(
                 mcfg.encoder,
                 batch=1,
@@ -106,12 +114,18 @@ class StreamingSession:
                 dtype=dtype,
                 kv_int8=model.kv_int8,
             ),
-            mel_pending=np.zeros((mcfg.encoder.n_mels, 0), np.float32),
         )
         self.detokenizer = StreamingDetokenizer(tokenizer)
         self._prompt = torch.tensor([config.prompt_ids()], device=device)
         # Captured before anything runs: capture scribbles on the state, then resets it.
-        self.graph = GraphStep(model, self.state.encoder, self.state.decoder) if cuda_graphs else None
+        self.graph = (
+            GraphStep(
+                model, self.state.encoder, self.state.decoder,
+                front_end=_position_log_mel, front_end_samples=window_span(MEL_FRAMES_PER_TOKEN),
+            )
+            if cuda_graphs
+            else None
+        )  # fmt: skip
         self.bulk_graph = (
             GraphStep(model, None, self.state.decoder, token=self.graph.token)
             if self.graph is not None
@@ -195,7 +209,6 @@ class StreamingSession:
         assert st.n_decoded == 0, "the silent prefix is taken before any decoding"
         return {
             "mel": copy.deepcopy(st.mel),
-            "mel_pending": st.mel_pending.copy(),
             "encoder": st.encoder.snapshot(),
             "audio": [a.clone() for a in st.audio_pending],
             "n_embedded": st.n_embedded,
@@ -203,13 +216,10 @@ class StreamingSession:
 
     def _restore(self, snap: dict[str, object]) -> None:
         st = self.state
-        mel, pending, encoder, audio, n_embedded = (
-            snap["mel"], snap["mel_pending"], snap["encoder"], snap["audio"], snap["n_embedded"]
-        )  # fmt: skip
-        assert isinstance(mel, LogMelStream) and isinstance(pending, np.ndarray) and isinstance(encoder, dict)
+        mel, encoder, audio, n_embedded = snap["mel"], snap["encoder"], snap["audio"], snap["n_embedded"]
+        assert isinstance(mel, FrameWindows) and isinstance(encoder, dict)
         assert isinstance(audio, list) and isinstance(n_embedded, int)
         st.mel = copy.deepcopy(mel)
-        st.mel_pending = pending.copy()
         st.encoder.restore(encoder)
         st.audio_pending[:] = [a.clone() for a in audio]
         st.n_embedded = n_embedded
@@ -217,10 +227,7 @@ class StreamingSession:
     def _advance(self, samples: np.ndarray, limit: int | None) -> list[TimedToken]:
         """Push samples through mel -> encoder -> decoder. `limit` caps the positions (flush)."""
         st = self.state
-        frames = st.mel.push(samples)  # [n_mels, k]
-        if frames.shape[1]:
-            st.mel_pending = np.concatenate([st.mel_pending, frames], axis=1)
-        n_ready = st.mel_pending.shape[1] // MEL_FRAMES_PER_TOKEN
+        n_ready = st.mel.push(samples) // MEL_FRAMES_PER_TOKEN
         if limit is not None:
             # The reference never runs the very last position of a flushed stream.
             n_ready = min(n_ready, limit - 1 - st.n_embedded)
@@ -252,10 +259,9 @@ class StreamingSession:
 
     def _pop_mel(self, n_positions: int) -> torch.Tensor:
         """The next n positions' mel frames as [1, n_mels, 8n] on the model's device."""
-        st = self.state
         n = n_positions * MEL_FRAMES_PER_TOKEN
-        mel, st.mel_pending = st.mel_pending[:, :n], st.mel_pending[:, n:]
-        return torch.from_numpy(np.ascontiguousarray(mel)).to(self._device, self._dtype)[None]
+        segment = torch.from_numpy(self.state.mel.take(n)).to(self._mel_device)
+        return frames_to_log_mel(segment, n).to(self._device, self._dtype)[None]
 
     def _graph_step(self) -> TimedToken:
         st = self.state
@@ -265,7 +271,9 @@ class StreamingSession:
             if st.n_decoded == self.config.n_prompt_tokens
             else None
         )
-        token = int(self.graph.run(self._pop_mel(1), feed)[0])
+        # The graph computes the position's log-mel from the samples of its 8 frames' windows.
+        self.graph.run(self.state.mel.take(MEL_FRAMES_PER_TOKEN)[None], feed)
+        token = self.graph.tokens_on_host()[0]
         st.n_embedded += 1
         st.n_decoded += 1
         return self._emit(token, step=st.n_decoded - 1)

@@ -1,4 +1,4 @@
-"""The whole 80 ms streaming step (encoder on 8 mel frames, adapter, decoder, argmax) as CUDA graphs.
+"""The whole 80 ms streaming step (log-mel of 8 frames, encoder, adapter, decoder, argmax) as CUDA graphs.
 
 Eager PyTorch launches ~1,000 small kernels per step; replaying a captured graph removes the
 launch overhead, which is most of the step time on a fast GPU. Graphs need static shapes: the
@@ -6,12 +6,20 @@ fused attention kernel reads the cache fill from the device, so one graph over t
 serves every position; the plain torch attention reads a fixed prefix of the cache instead, so
 without it there is one graph per prefix length ("bucket"), chosen by the current position. All
 graphs share the session's state tensors; the next token is fed back on the device.
+
+The step's input and output cross to the host inside the graph: the samples of the position's
+8 frames are copied in from a pinned host buffer and the log-mel computed on the GPU, and the
+token is copied out to a pinned buffer. On the H200 the CPU's STFT of 80 ms and the separate
+copies made a fed step ~0.5 ms longer than the GPU's work (bench/RESULTS.md, seventeenth
+session).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
+import numpy as np
 import torch
 
 from voxtral_desktop.config import MEL_FRAMES_PER_TOKEN
@@ -48,13 +56,26 @@ class GraphStep:
         decoder: DecoderState,
         *,
         token: torch.Tensor | None = None,
+        front_end: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        front_end_samples: int = 0,
     ) -> None:
+        """Encoder graphs take `front_end`: the samples behind a position's 8 mel frames,
+        float32 [B, front_end_samples] on the device -> their log-mel [B, n_mels, 8] (the
+        session passes the audio package's `frames_to_log_mel`; the model package does not
+        import it)."""
+        if encoder is not None and (front_end is None or front_end_samples <= 0):
+            raise ValueError("an encoder graph needs its front end and its input length")
+        self.front_end = front_end
         self.model, self.encoder, self.decoder = model, encoder, decoder
         batch = decoder.cache.k.shape[1]
         device = model.device
-        self.mel = torch.zeros(
-            batch, model.config.encoder.n_mels, MEL_FRAMES_PER_TOKEN, device=device, dtype=model.dtype
-        )
+        # Encoder graphs: the samples behind the position's 8 mel frames, written by the host
+        # into pinned memory and copied in by the graph; the token is copied out the same way.
+        span = max(1, front_end_samples)
+        self.samples_host = torch.zeros(batch, span, dtype=torch.float32, pin_memory=True)
+        self.samples = torch.zeros(batch, span, device=device, dtype=torch.float32)
+        self.token_host = torch.zeros(batch, dtype=torch.long, pin_memory=True)
+        self._replayed = torch.cuda.Event()  # the last replay's copies have run once it completes
         self.audio = torch.zeros(batch, 1, model.config.decoder.dim, device=device, dtype=model.dtype)
         self.token = torch.zeros(batch, 1, dtype=torch.long, device=device) if token is None else token
         self.next_token = torch.zeros(batch, dtype=torch.long, device=device)
@@ -67,13 +88,19 @@ class GraphStep:
         self._capture_all()
 
     def _body(self) -> None:
-        audio = (
-            self.audio if self.encoder is None else self.model.embed_audio(self.mel, self.encoder)
-        )  # [B, 1, dim]
+        if self.encoder is None:
+            audio = self.audio
+        else:
+            self.samples.copy_(self.samples_host, non_blocking=True)
+            assert self.front_end is not None
+            mel = self.front_end(self.samples)  # [B, n_mels, 8] fp32
+            audio = self.model.embed_audio(mel.to(self.model.dtype), self.encoder)  # [B, 1, dim]
         logits = self.model.decode(self.token, audio, self.decoder)  # [B, V]
         nxt = logits.argmax(-1)
         self.next_token.copy_(nxt)
         self.token.copy_(nxt[:, None])
+        if self.encoder is not None:
+            self.token_host.copy_(nxt, non_blocking=True)
 
     def _capture_all(self) -> None:
         """Warm up, then capture one graph per bucket; the state is reset afterwards."""
@@ -120,14 +147,29 @@ class GraphStep:
             out[:, i].copy_(self.run(audio[:, i : i + 1], token if i == 0 else None))
         return out
 
-    def run(self, inputs: torch.Tensor, token: torch.Tensor | None) -> torch.Tensor:
-        """One position. `inputs`: mel [B, n_mels, 8], or with no encoder the audio vectors
-        [B, 1, dim]; `token` [B] to feed (None: the one fed back on the device) -> next token [B]."""
-        (self.audio if self.encoder is None else self.mel).copy_(inputs)
+    def run(self, inputs: torch.Tensor | np.ndarray, token: torch.Tensor | None) -> torch.Tensor:
+        """One position. `inputs`: the samples of its 8 mel frames' windows [B,
+        front_end_samples] (host float32), or with no encoder the audio vectors [B, 1, dim];
+        `token` [B] to feed (None: the one fed back on the device) -> next token [B] on the
+        device (`tokens_on_host()` has it on the host after an encoder graph)."""
+        if self.encoder is None:
+            assert isinstance(inputs, torch.Tensor)
+            self.audio.copy_(inputs)
+        else:
+            self._replayed.synchronize()  # the last replay has copied the samples in
+            np.copyto(self.samples_host.numpy(), np.asarray(inputs, dtype=np.float32))
         if token is not None:
             self.token.copy_(token.view(-1, 1))
         self.graphs[self.bucket_for(self.decoder.cache.next_pos)].replay()
+        self._replayed.record()
         if self.encoder is not None:
-            self.encoder.cache.advance_host(self.mel.shape[-1] // 2)
+            self.encoder.cache.advance_host(MEL_FRAMES_PER_TOKEN // 2)
         self.decoder.cache.advance_host(1)
         return self.next_token
+
+    def tokens_on_host(self) -> list[int]:
+        """The tokens of the last `run` of an encoder graph, once it has finished: read from the
+        pinned buffer the graph copied them to (no separate copy, no pageable read-back)."""
+        assert self.encoder is not None
+        self._replayed.synchronize()
+        return [int(t) for t in self.token_host.tolist()]
