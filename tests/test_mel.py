@@ -17,6 +17,7 @@ from voxtral_desktop.audio.mel import (
     N_MELS,
     FrameWindows,
     LogMelStream,
+    dft_power,
     frames_to_log_mel,
     log_mel,
     mel_filters,
@@ -317,6 +318,31 @@ def test_frame_windows_taken_eight_at_a_time_give_the_stream_frames() -> None:
     got = np.concatenate(list(rows), axis=1)
     np.testing.assert_allclose(got, expected[:, : got.shape[1]], rtol=0, atol=1e-6)
     assert got.shape[1] == expected.shape[1] // 8 * 8
+
+
+def test_the_dft_matmul_gives_the_stft_frames() -> None:
+    """On CUDA the spectrum is a matmul with the windowed DFT basis (no cuFFT plan inside a CUDA
+    graph): the same power spectrum as torch.stft and, after the mel steps, the same frames."""
+    from voxtral_desktop.audio.mel import _constants_on, _power_to_log_mel
+
+    window, filters = _constants_on(torch.device("cpu"))
+    rows = torch.from_numpy(np.stack([noise(window_span(8), seed=s) for s in range(3)]))
+    rows[2, :600] = 0.0  # silence within a frame: the floor of the log must hold too
+    stft = torch.stft(rows, 400, 160, window=window, center=False, return_complex=True).abs() ** 2
+    power = dft_power(rows)
+    assert power.shape == stft.shape == (3, 201, 8)
+    np.testing.assert_allclose(power.numpy(), stft.numpy(), rtol=1e-4, atol=1e-6 * stft.max().item())
+    got = _power_to_log_mel(power, filters).numpy()
+    np.testing.assert_allclose(got, frames_to_log_mel(rows, 8).numpy(), rtol=0, atol=1e-5)
+    # A pure tone's far bands hold only the window's leakage, where float32 itself is off by
+    # ~1e-4 from float64 in either form: there the DFT matmul must be as good as the STFT.
+    t = np.arange(window_span(64)) / SR
+    tone = torch.from_numpy(np.sin(2 * np.pi * 1234.5 * t).astype(np.float32))
+    exact = torch.stft(tone.double(), 400, 160, window=window.double(), center=False, return_complex=True)
+    exact_mel = _power_to_log_mel(exact.abs() ** 2, filters.double())
+    dft_error = (_power_to_log_mel(dft_power(tone), filters).double() - exact_mel).abs().max().item()
+    stft_error = (frames_to_log_mel(tone, 64).double() - exact_mel).abs().max().item()
+    assert dft_error < max(1.5 * stft_error, 1e-5) and dft_error < 3e-4
 
 
 def test_frame_windows_refuse_what_is_not_ready() -> None:

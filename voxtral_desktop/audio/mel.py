@@ -50,6 +50,7 @@ __all__ = [
     "N_MELS",
     "FrameWindows",
     "LogMelStream",
+    "dft_power",
     "frames_to_log_mel",
     "log_mel",
     "log_mel_on",
@@ -146,20 +147,49 @@ def frames_to_log_mel(segment: torch.Tensor, n_frames: int) -> torch.Tensor:
     segment: float32 [..., window_span(n_frames)], frame j = segment[..., j*160 : j*160 + 400]
     (batch dimensions allowed). Returns float32 [..., n_mels, n_frames] on the same device: the
     CPU for `LogMelStream`, the GPU inside a streaming session's CUDA graph step.
+
+    On the CPU the spectrum is torch.stft's, which keeps the frames within 1e-7 of HF. On a
+    CUDA GPU it is a matmul with the windowed DFT basis instead of cuFFT: a CUDA graph that
+    captured cuFFT would keep using the workspace of a plan that torch's plan cache may later
+    free (every new signal length makes a plan), and a matmul has no such state. The two agree
+    within 1e-5 (tests/test_gpu.py).
     """
     if segment.shape[-1] != window_span(n_frames):
         raise ValueError(f"{n_frames} frames need {window_span(n_frames)} samples, got {segment.shape[-1]}")
     window, filters = _constants_on(segment.device)
+    if segment.device.type == "cuda":
+        return _power_to_log_mel(dft_power(segment), filters)  # [..., 128, n_frames] float32
     spec = torch.stft(
         segment, N_FFT, HOP_LENGTH, window=window, center=False, return_complex=True
     )  # [..., 201, n_frames] complex64
-    return _spectrum_to_log_mel(spec, filters)  # [..., 128, n_frames] float32
-
-
-def _spectrum_to_log_mel(spec: torch.Tensor, filters: torch.Tensor) -> torch.Tensor:
-    """STFT [..., 201, frames] complex64 -> the normalised log-mel [..., 128, frames] float32."""
     # abs() then square, like HF, rather than re^2 + im^2: keeps the rounding identical.
-    power = spec.abs() ** 2  # [..., 201, n_frames]
+    return _power_to_log_mel(spec.abs() ** 2, filters)  # [..., 128, n_frames] float32
+
+
+def dft_power(segment: torch.Tensor) -> torch.Tensor:
+    """The power spectrum of the frames tiling `segment` [..., window_span(n)] as a matmul with
+    the windowed DFT basis: [..., 201, n] float32 (what `frames_to_log_mel` uses on CUDA; the
+    CPU tests check it against torch.stft)."""
+    frames = segment.unfold(-1, N_FFT, HOP_LENGTH)  # [..., n, 400], a view
+    spec = frames @ _dft_basis_on(segment.device)  # [..., n, 402]: re | im
+    return (spec[..., :N_FREQ_BINS].square() + spec[..., N_FREQ_BINS:].square()).transpose(-1, -2)
+
+
+@functools.lru_cache(maxsize=4)
+def _dft_basis_on(device: torch.device) -> torch.Tensor:
+    """The periodic Hann window times the real DFT, float32 [400, 402]: column k < 201 is
+    w[n] cos(2 pi n k / 400), column 201 + k is -w[n] sin(...). Made in float64 with exact
+    angles (n k mod 400), then rounded once."""
+    window = _torch_constants()[0].double()
+    n = torch.arange(N_FFT, dtype=torch.int64)
+    k = torch.arange(N_FREQ_BINS, dtype=torch.int64)
+    angle = (n[:, None] * k[None, :] % N_FFT).double() * (2 * np.pi / N_FFT)  # [400, 201]
+    basis = torch.cat([angle.cos(), -angle.sin()], dim=1) * window[:, None]
+    return basis.float().to(device)
+
+
+def _power_to_log_mel(power: torch.Tensor, filters: torch.Tensor) -> torch.Tensor:
+    """Power spectrum [..., 201, frames] -> the normalised log-mel [..., 128, frames] float32."""
     mel = filters @ power  # [128, 201] @ [..., 201, n_frames] -> [..., 128, n_frames]
     log_spec = torch.clamp(mel, min=_LOG_FLOOR).log10()
     log_spec = torch.clamp(log_spec, min=GLOBAL_LOG_MEL_MAX - _DYNAMIC_RANGE)
@@ -372,7 +402,8 @@ def log_mel_on(samples: np.ndarray, device: torch.device) -> torch.Tensor:
     """`log_mel(samples)` computed on `device` (the GPU for batches of files, where the CPU
     STFT of a minute of audio, ~30 ms, would cost more than the model): float32 tensor
     [n_mels, len(samples) // 160] on `device`. The same STFT (centred, reflect padding), power
-    and mel steps as `log_mel`, in one call over the whole signal."""
+    and mel steps as `log_mel`, in one call over the whole signal (eager, never inside a CUDA
+    graph, so cuFFT's plan cache is no concern here; see `frames_to_log_mel`)."""
     samples = np.asarray(samples, dtype=np.float32)
     if samples.ndim != 1:
         raise ValueError(f"log_mel_on expects 1-D mono samples, got shape {samples.shape}")
@@ -384,4 +415,4 @@ def log_mel_on(samples: np.ndarray, device: torch.device) -> torch.Tensor:
     spec = torch.stft(
         x, N_FFT, HOP_LENGTH, window=window, center=True, pad_mode="reflect", return_complex=True
     )  # [201, n + 1]: the last frame is dropped
-    return _spectrum_to_log_mel(spec[:, :n], filters)
+    return _power_to_log_mel(spec[:, :n].abs() ** 2, filters)

@@ -71,10 +71,11 @@ class GraphStep:
         device = model.device
         # Encoder graphs: the samples behind the position's 8 mel frames, written by the host
         # into pinned memory and copied in by the graph; the token is copied out the same way.
-        span = max(1, front_end_samples)
-        self.samples_host = torch.zeros(batch, span, dtype=torch.float32, pin_memory=True)
+        # (Decoder-only graphs keep none of these: their input is a device tensor.)
+        span = front_end_samples if encoder is not None else 0
+        self.samples_host = torch.zeros(batch, span, dtype=torch.float32, pin_memory=span > 0)
         self.samples = torch.zeros(batch, span, device=device, dtype=torch.float32)
-        self.token_host = torch.zeros(batch, dtype=torch.long, pin_memory=True)
+        self.token_host = torch.zeros(batch if span else 0, dtype=torch.long, pin_memory=span > 0)
         self._replayed = torch.cuda.Event()  # the last replay's copies have run once it completes
         self.audio = torch.zeros(batch, 1, model.config.decoder.dim, device=device, dtype=model.dtype)
         self.token = torch.zeros(batch, 1, dtype=torch.long, device=device) if token is None else token
@@ -161,8 +162,8 @@ class GraphStep:
         if token is not None:
             self.token.copy_(token.view(-1, 1))
         self.graphs[self.bucket_for(self.decoder.cache.next_pos)].replay()
-        self._replayed.record()
         if self.encoder is not None:
+            self._replayed.record()
             self.encoder.cache.advance_host(MEL_FRAMES_PER_TOKEN // 2)
         self.decoder.cache.advance_host(1)
         return self.next_token
