@@ -316,6 +316,8 @@ def test_frame_windows_taken_eight_at_a_time_give_the_stream_frames() -> None:
     assert all(t.shape == (window_span(8),) and t.dtype == np.float32 for t in taken)
     rows = frames_to_log_mel(torch.from_numpy(np.stack(taken)), 8).numpy()  # [positions, 128, 8]
     got = np.concatenate(list(rows), axis=1)
+    nested = torch.from_numpy(np.stack(taken[:6])).reshape(2, 3, -1)  # two batch dimensions
+    np.testing.assert_array_equal(frames_to_log_mel(nested, 8).reshape(6, N_MELS, 8).numpy(), rows[:6])
     np.testing.assert_allclose(got, expected[:, : got.shape[1]], rtol=0, atol=1e-6)
     assert got.shape[1] == expected.shape[1] // 8 * 8
 

@@ -124,7 +124,9 @@ def _torch_constants() -> tuple[torch.Tensor, torch.Tensor]:
     return window, filters
 
 
-@functools.lru_cache(maxsize=4)
+# Unbounded caches on purpose: a captured CUDA graph reads these tensors by address, so they
+# must live as long as the process (a handful of small tensors per device).
+@functools.cache
 def _constants_on(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     window, filters = _torch_constants()
     return window.to(device), filters.to(device)
@@ -159,9 +161,9 @@ def frames_to_log_mel(segment: torch.Tensor, n_frames: int) -> torch.Tensor:
     window, filters = _constants_on(segment.device)
     if segment.device.type == "cuda":
         return _power_to_log_mel(dft_power(segment), filters)  # [..., 128, n_frames] float32
-    spec = torch.stft(
-        segment, N_FFT, HOP_LENGTH, window=window, center=False, return_complex=True
-    )  # [..., 201, n_frames] complex64
+    rows = segment.reshape(-1, segment.shape[-1])  # torch.stft takes at most one batch dimension
+    spec = torch.stft(rows, N_FFT, HOP_LENGTH, window=window, center=False, return_complex=True)
+    spec = spec.reshape(*segment.shape[:-1], N_FREQ_BINS, n_frames)  # [..., 201, n_frames] complex64
     # abs() then square, like HF, rather than re^2 + im^2: keeps the rounding identical.
     return _power_to_log_mel(spec.abs() ** 2, filters)  # [..., 128, n_frames] float32
 
@@ -175,7 +177,7 @@ def dft_power(segment: torch.Tensor) -> torch.Tensor:
     return (spec[..., :N_FREQ_BINS].square() + spec[..., N_FREQ_BINS:].square()).transpose(-1, -2)
 
 
-@functools.lru_cache(maxsize=4)
+@functools.cache  # kept for the process: captured graphs read it (see `_constants_on`)
 def _dft_basis_on(device: torch.device) -> torch.Tensor:
     """The periodic Hann window times the real DFT, float32 [400, 402]: column k < 201 is
     w[n] cos(2 pi n k / 400), column 201 + k is -w[n] sin(...). Made in float64 with exact

@@ -157,8 +157,11 @@ class GraphStep:
             assert isinstance(inputs, torch.Tensor)
             self.audio.copy_(inputs)
         else:
+            samples = np.asarray(inputs, dtype=np.float32)
+            if samples.shape != tuple(self.samples_host.shape):  # np.copyto would broadcast
+                raise ValueError(f"samples {samples.shape}, the graph takes {tuple(self.samples_host.shape)}")
             self._replayed.synchronize()  # the last replay has copied the samples in
-            np.copyto(self.samples_host.numpy(), np.asarray(inputs, dtype=np.float32))
+            np.copyto(self.samples_host.numpy(), samples)
         if token is not None:
             self.token.copy_(token.view(-1, 1))
         self.graphs[self.bucket_for(self.decoder.cache.next_pos)].replay()
