@@ -310,13 +310,9 @@ class LogMelStream:
     is computed on the CPU as soon as its window is complete; see `FrameWindows`)."""
 
     def __init__(self, left_context: np.ndarray | None = None) -> None:
+        """`left_context`: the 200 samples before sample 0 (zeros for a live stream; `log_mel`
+        passes the reflect padding HF applies to a whole signal)."""
         self._windows = FrameWindows(left_context)
-
-    @classmethod
-    def _with_left_context(cls, left_context: np.ndarray) -> LogMelStream:
-        """A stream whose samples before index 0 are `left_context` [200] (used by `log_mel`
-        for the reflect padding HF applies to a whole signal)."""
-        return cls(left_context)
 
     def reset(self) -> None:
         """Forget everything: the next push is sample 0 of a new stream."""
@@ -396,7 +392,7 @@ def log_mel(samples: np.ndarray) -> np.ndarray:
     # HF (torch.stft center=True) reflects x[200], ..., x[1] in front of x[0]. np.pad also
     # handles signals shorter than 201 samples, where torch.stft itself would refuse.
     left = np.pad(samples, (_HALF_WINDOW, 0), mode="reflect")[:_HALF_WINDOW]  # [200]
-    stream = LogMelStream._with_left_context(left)
+    stream = LogMelStream(left)
     return _concat_frames([stream.push(samples), stream.flush()])
 
 
