@@ -91,6 +91,23 @@ def test_mma_q4_matches_reference(rows: int, cols: int) -> None:
     assert rel_err(out, q4_linear_reference(x, ref_w)) < 1e-2
 
 
+def test_every_mma_q4_variant_matches_reference() -> None:
+    """Each (warps, unroll) a GPU's tuning table may pick (kernels/mma_q4.py: TUNED) computes the
+    same product: unroll 1 and 3 leave a partial group of iterations at the end of the loop."""
+    from voxtral_desktop.kernels.mma_q4 import mma_linear
+
+    for rows, cols in [(1280, 2048), (3072, 9216)]:
+        w = q4(rows, cols, seed=6)
+        prepared = CudaMmaQ4Backend().prepare(w, CUDA)
+        for m in (1, 4):
+            x = torch.randn(m, cols, device=CUDA).bfloat16()
+            ref = q4_linear_reference(x.float(), w.to(CUDA))
+            for warps in (4, 8, 16):
+                for unroll in (1, 2, 3, 4):
+                    got = mma_linear(x, prepared, None, warps=warps, unroll=unroll)
+                    assert rel_err(got, ref) < 4e-3, (rows, cols, m, warps, unroll)
+
+
 @pytest.mark.parametrize(("hidden", "cols"), [(9216, 3072), (5120, 1280)])
 def test_mma_q4_gated_matches_reference(hidden: int, cols: int) -> None:
     """SwiGLU in the epilogue of the interleaved gate/up matmul: silu(x W1^T) * (x W3^T)."""

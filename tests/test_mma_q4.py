@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from voxtral_desktop.kernels import mma_q4
 from voxtral_desktop.kernels.int4pack import q4_0_codes
 from voxtral_desktop.kernels.linear import (
     REFERENCE,
@@ -174,6 +175,22 @@ def test_supported_shapes_and_warps() -> None:
         warps = choose_warps(tiles, iters, nt)
         assert warps in (4, 8, 16) and warps * nt <= 64
         assert warps == 4 or warps <= iters
+
+
+def test_variant_choice_tuned_table_and_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A GPU's measured table wins over the heuristic, a sweep's override over both; every
+    table entry is a variant the kernel can run for its shape."""
+    heuristic = (choose_warps(1280 // 16, 2048 // 64, 1), mma_q4.UNROLL)
+    assert mma_q4.choose_variant(1280, 2048, 1) == heuristic  # no device: the heuristic
+    monkeypatch.setattr(mma_q4, "_tuned_for", lambda index: mma_q4.TUNED["NVIDIA H200"])
+    assert mma_q4.choose_variant(1280, 2048, 1, 0) == mma_q4.TUNED["NVIDIA H200"][(1280, 2048, 1)]
+    assert mma_q4.choose_variant(1280, 2048, 2, 0) == (choose_warps(80, 32, 2), mma_q4.UNROLL)
+    monkeypatch.setitem(mma_q4.OVERRIDES, (1280, 2048, 1), (4, 3))
+    assert mma_q4.choose_variant(1280, 2048, 1, 0) == (4, 3)
+    for table in mma_q4.TUNED.values():
+        for (n, k, nt), (warps, unroll) in table.items():
+            assert mma_supports((n, k)) and warps in (4, 8, 16) and warps * nt <= 64
+            assert (warps == 4 or warps <= k // 64) and 1 <= unroll <= 8
 
 
 def test_the_kernel_needs_cuda() -> None:

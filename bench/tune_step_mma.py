@@ -1,0 +1,165 @@
+"""The Q4 mma kernel's variant per matrix, chosen inside the streaming step's CUDA graph (device).
+
+    python bench/tune_step_mma.py [--replays 300] [--json OUT.json]
+
+`bench/tune_mma.py` times each matrix alone; in the step the matmuls follow each other with
+programmatic dependent launch, so a variant's first loads overlap the kernel before it, and the
+best choice alone need not be the best in the chain. Here the full-size random model's live
+session (mma kernel, CUDA graphs) is warmed up, the state saved, and for each matrix shape of
+the step (one coordinate at a time, the others at their current choice) the step's graph is
+captured again with each (warps, unroll) and replayed back to back from the same saved state.
+Prints the replay time per variant and the best per shape; then all the best choices together
+against the default (`choose_warps`, `UNROLL`), alternated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections import Counter
+
+import torch
+
+sys.path.insert(0, os.path.dirname(__file__))
+from full_model import full_size_model
+
+from voxtral_desktop.benchmark import noise
+from voxtral_desktop.config import SAMPLES_PER_TOKEN, StreamConfig
+from voxtral_desktop.device import host_threads_for
+from voxtral_desktop.engine.session import StreamingSession
+from voxtral_desktop.kernels import mma_q4
+
+parser = argparse.ArgumentParser()
+parser.add_argument("--replays", type=int, default=150)
+parser.add_argument("--warm", type=int, default=100, help="positions fed before the state is saved")
+parser.add_argument("--json", default="")
+args = parser.parse_args()
+torch.set_num_threads(host_threads_for(torch.device("cuda")))
+
+
+def shapes_of_step(session: StreamingSession) -> Counter:
+    """(n, k, n-tiles) of every mma call in one capture of the step, with its count."""
+    seen: Counter = Counter()
+    original = mma_q4.choose_variant
+
+    def recording(n: int, k: int, nt: int, device_index: int | None = None) -> tuple[int, int]:
+        seen[(n, k, nt)] += 1
+        return original(n, k, nt, device_index)
+
+    mma_q4.choose_variant = recording
+    try:
+        recapture(session)
+    finally:
+        mma_q4.choose_variant = original
+    return seen
+
+
+def recapture(session: StreamingSession) -> None:
+    graph = session.graph
+    assert graph is not None
+    graph.graphs.clear()
+    graph._capture_all()  # resets the caches: the caller restores the saved state
+
+
+def replay_us(session: StreamingSession, saved: tuple[dict, dict], n: int) -> float:
+    """Median over 3 rounds of the mean GPU time of `n` back-to-back replays from `saved`."""
+    graph = session.graph
+    assert graph is not None
+    st = session.state
+    g = graph.graphs[graph.bucket_for(st.decoder.cache.next_pos)]
+    rounds = []
+    for _ in range(3):
+        st.encoder.restore(saved[0])
+        st.decoder.cache.restore(saved[1])
+        for _ in range(5):
+            g.replay()
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(n):
+            g.replay()
+        end.record()
+        torch.cuda.synchronize()
+        rounds.append(start.elapsed_time(end) / n * 1e3)
+    st.encoder.restore(saved[0])
+    st.decoder.cache.restore(saved[1])
+    return sorted(rounds)[1]
+
+
+def candidates(n: int, k: int, nt: int) -> list[tuple[int, int]]:
+    iters = k // mma_q4.STEP_COLS
+    return [
+        (w, u)
+        for w in (4, 8, 16)
+        for u in (1, 2, 3, 4)
+        if w <= max(4, iters) and w * nt <= 64 and (w == 4 or w <= iters)
+    ]
+
+
+def main() -> None:
+    print(torch.cuda.get_device_name(), flush=True)
+    model, tok = full_size_model()
+    audio = noise(60.0)
+    chunks = [audio[i : i + SAMPLES_PER_TOKEN] for i in range(0, len(audio), SAMPLES_PER_TOKEN)]
+    session = StreamingSession(model, tok, StreamConfig(480), cuda_graphs=True)
+    with torch.no_grad():
+        for c in chunks[: args.warm]:
+            session.feed(c)
+    torch.cuda.synchronize()
+    st = session.state
+    saved = (st.encoder.snapshot(), st.decoder.cache.snapshot())
+    with torch.no_grad():
+        shapes = shapes_of_step(session)
+        st.encoder.restore(saved[0])
+        st.decoder.cache.restore(saved[1])
+        print("matmuls of the step (n, k, n-tiles): count, default (warps, unroll)", flush=True)
+        for key, count in sorted(shapes.items()):
+            print(f"  {key}: {count}, {mma_q4.choose_variant(*key, 0)}", flush=True)
+        base = replay_us(session, saved, args.replays)
+        print(f"default: {base:.1f} us a replay", flush=True)
+        results: dict[str, dict[str, float]] = {}
+        for key in sorted(shapes, key=lambda s: -shapes[s] * s[0] * s[1]):
+            default = mma_q4.choose_variant(*key, 0)
+            times = {}
+            for variant in candidates(*key):
+                mma_q4.OVERRIDES[key] = variant
+                recapture(session)
+                times[variant] = replay_us(session, saved, args.replays)
+            ref = times.get(default, base)
+            best = min(times, key=times.__getitem__)
+            row = "  ".join(f"w{w}u{u} {t - ref:+6.1f}" for (w, u), t in times.items())
+            print(f"{key} x{shapes[key]} default w{default[0]}u{default[1]} {ref:.1f} us | {row}", flush=True)
+            # Keep the best only if it beats the default by more than the noise (2 us).
+            mma_q4.OVERRIDES[key] = best if times[best] < ref - 2.0 else default
+            results[str(key)] = {f"w{w}u{u}": t for (w, u), t in times.items()}
+        chosen = dict(mma_q4.OVERRIDES)
+        print("chosen:", {str(k): v for k, v in chosen.items()}, flush=True)
+        # "default": what the app runs (its TUNED table, if the GPU has one); "heuristic": none.
+        heuristic = {k: (mma_q4.choose_warps(k[0] // 16, k[1] // 64, k[2]), mma_q4.UNROLL) for k in shapes}
+        pair = {"default": {}, "heuristic": heuristic, "chosen": chosen}
+        alt: dict[str, list[float]] = {name: [] for name in pair}
+        for _ in range(3):
+            for name, table in pair.items():
+                mma_q4.OVERRIDES.clear()
+                mma_q4.OVERRIDES.update(table)
+                recapture(session)
+                alt[name].append(replay_us(session, saved, args.replays))
+        print(f"alternated, us a replay: {alt}", flush=True)
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(
+                {
+                    "device": torch.cuda.get_device_name(),
+                    "shapes": {str(k): v for k, v in shapes.items()},
+                    "sweep": results,
+                    "chosen": {str(k): v for k, v in chosen.items()},
+                    "alternated": alt,
+                },
+                f,
+                indent=1,
+            )
+
+
+if __name__ == "__main__":
+    main()
