@@ -1,6 +1,7 @@
 """The Q4 mma kernel's variant per matrix, chosen inside the streaming step's CUDA graph (device).
 
-    python bench/tune_step_mma.py [--replays 300] [--json OUT.json]
+    python bench/tune_step_mma.py [--replays 150] [--json OUT.json]
+    python bench/tune_step_mma.py --ab 300   # the app's table against the heuristic, fed steps
 
 `bench/tune_mma.py` times each matrix alone; in the step the matmuls follow each other with
 programmatic dependent launch, so a variant's first loads overlap the kernel before it, and the
@@ -20,6 +21,7 @@ import os
 import sys
 from collections import Counter
 
+import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -31,12 +33,19 @@ from voxtral_desktop.device import host_threads_for
 from voxtral_desktop.engine.session import StreamingSession
 from voxtral_desktop.kernels import mma_q4
 
-parser = argparse.ArgumentParser()
-parser.add_argument("--replays", type=int, default=150)
-parser.add_argument("--warm", type=int, default=100, help="positions fed before the state is saved")
-parser.add_argument("--json", default="")
-args = parser.parse_args()
-torch.set_num_threads(host_threads_for(torch.device("cuda")))
+
+def arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--replays", type=int, default=150)
+    parser.add_argument("--warm", type=int, default=100, help="positions fed before the state is saved")
+    parser.add_argument("--json", default="")
+    parser.add_argument(
+        "--ab",
+        type=int,
+        default=0,
+        help="no sweep: N fed steps, heuristic vs the app's table",
+    )
+    return parser.parse_args()
 
 
 def shapes_of_step(session: StreamingSession) -> Counter:
@@ -97,18 +106,70 @@ def candidates(n: int, k: int, nt: int) -> list[tuple[int, int]]:
     ]
 
 
-def main() -> None:
+def warm_session(warm: int) -> tuple[StreamingSession, tuple[dict, dict], list[np.ndarray]]:
+    """The full-size model's live session (CUDA graphs) fed `warm` positions of noise, its saved
+    state, and the remaining chunks of 80 ms."""
+    torch.set_num_threads(host_threads_for(torch.device("cuda")))
     print(torch.cuda.get_device_name(), flush=True)
     model, tok = full_size_model()
-    audio = noise(60.0)
+    audio = noise(120.0)
     chunks = [audio[i : i + SAMPLES_PER_TOKEN] for i in range(0, len(audio), SAMPLES_PER_TOKEN)]
     session = StreamingSession(model, tok, StreamConfig(480), cuda_graphs=True)
     with torch.no_grad():
-        for c in chunks[: args.warm]:
+        for c in chunks[:warm]:
             session.feed(c)
     torch.cuda.synchronize()
     st = session.state
-    saved = (st.encoder.snapshot(), st.decoder.cache.snapshot())
+    return session, (st.encoder.snapshot(), st.decoder.cache.snapshot()), chunks[warm:]
+
+
+def feed_ab(session: StreamingSession, saved: tuple[dict, dict], chunks: list[np.ndarray], args) -> None:
+    """The heuristic's variants (`choose_warps`, `UNROLL`) against the app's (its GPU's `TUNED`
+    table), alternated 3x from the same saved state: replays back to back, then `args.ab` fed
+    steps (session.feed of 80 ms, p50 / p95) and their tokens."""
+    import copy
+    import time
+
+    st, graph = session.state, session.graph
+    assert graph is not None
+    shapes = shapes_of_step(session)
+    heuristic = {k: (mma_q4.choose_warps(k[0] // 16, k[1] // 64, k[2]), mma_q4.UNROLL) for k in shapes}
+    token, mel = graph.token.clone(), copy.deepcopy(st.mel)
+    first: list[int] = []
+    for _ in range(3):
+        for name, table in (("heuristic", heuristic), ("app", {})):
+            mma_q4.OVERRIDES.clear()
+            mma_q4.OVERRIDES.update(table)
+            recapture(session)
+            replay = replay_us(session, saved, args.replays)
+            graph.token.copy_(token)
+            st.mel = copy.deepcopy(mel)
+            times, tokens = [], []
+            for c in chunks[: args.ab]:
+                t0 = time.perf_counter()
+                tokens.extend(t.id for t in session.feed(c).tokens)
+                times.append(time.perf_counter() - t0)
+            st.encoder.restore(saved[0])
+            st.decoder.cache.restore(saved[1])
+            a = np.asarray(times) * 1e3
+            first = first or tokens
+            same = sum(x == y for x, y in zip(first, tokens, strict=False))
+            print(
+                f"{name:9s} replay {replay:7.1f} us | feed p50 {np.percentile(a, 50):.3f} ms,"
+                f" p95 {np.percentile(a, 95):.3f} ms | {len(tokens)} tokens, {same} as the first run's",
+                flush=True,
+            )
+    mma_q4.OVERRIDES.clear()
+
+
+def main() -> None:
+    args = arguments()
+    session, saved, chunks = warm_session(args.warm)
+    st = session.state
+    if args.ab:
+        with torch.no_grad():
+            feed_ab(session, saved, chunks, args)
+        return
     with torch.no_grad():
         shapes = shapes_of_step(session)
         st.encoder.restore(saved[0])
