@@ -43,7 +43,8 @@ def _reference(q: torch.Tensor, kv: LayerKV, mask: KeyMask) -> torch.Tensor:
 @pytest.mark.parametrize(
     ("B", "T", "H", "HKV", "path"),
     [
-        (1, 1, 8, 2, "split"),  # one stream's step: keys split, then combined
+        (1, 1, 8, 2, "split"),  # one stream's step: keys split, then combined (SPLIT_STEP)
+        (3, 2, 4, 4, "split"),  # a few streams' positions (> STEP_ROWS): SPLIT_TILE
         (6, 1, 8, 2, "rows"),  # many streams' step on attn_split_kernel
         (6, 1, 8, 2, "keys"),  # ... and on attn_keys_kernel
         (6, 2, 8, 2, "keys"),  # two positions a stream (8 rows per KV head)

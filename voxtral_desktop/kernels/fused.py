@@ -430,6 +430,26 @@ def _rows(x: torch.Tensor) -> torch.Tensor:
     return x2 if x2.stride(-1) == 1 else x2.contiguous()
 
 
+# A streaming step of one stream: the decoder's 1 position, the encoder's 4 frames. Launches of
+# at most this many rows take the settings below chosen inside the step's CUDA graph on the
+# H200 (bench/tune_step_small.py; together they made its replay 2,252 -> 2,165 us with the same
+# tokens: bench/RESULTS.md, eighteenth session); larger ones (prompts, files, many streams) keep
+# the settings measured for those.
+STEP_ROWS = 4
+# The norm kernels' warps (None: Triton's default, 4): 8 for a step's rows took 57 us off the
+# step's replay (1 or 2 warps added 150 us); more rows keep the default.
+NORM_WARPS_STEP: int | None = 8
+NORM_WARPS: int | None = None
+
+
+def _norm_options(device: torch.device, rows: int) -> dict[str, Any]:
+    options: dict[str, Any] = dict(pdl.triton_options(device))
+    warps = NORM_WARPS_STEP if rows <= STEP_ROWS else NORM_WARPS
+    if warps is not None:
+        options["num_warps"] = warps
+    return options
+
+
 def rms_norm(
     x: torch.Tensor, weight: torch.Tensor, eps: float, scale: torch.Tensor | None = None
 ) -> torch.Tensor:
@@ -443,7 +463,7 @@ def rms_norm(
     kern[(x2.shape[0],)](
         x2, x2, weight, weight, s, y2, y2, n, x2.stride(0), 0, y2.stride(0), 0, eps,
         HAS_RES=False, HAS_RES_BIAS=False, HAS_SCALE=scale is not None, BLOCK=_next_pow2(n),
-        **pdl.triton_options(x.device),
+        **_norm_options(x.device, x2.shape[0]),
     )  # fmt: skip
     return y
 
@@ -470,16 +490,18 @@ def add_rms_norm(
         x2, r2, weight if r_bias is None else r_bias, weight, s, y2, o2, n,
         x2.stride(0), r2.stride(0), y2.stride(0), o2.stride(0), eps,
         HAS_RES=True, HAS_RES_BIAS=r_bias is not None, HAS_SCALE=scale is not None, BLOCK=_next_pow2(n),
-        **pdl.triton_options(x.device),
+        **_norm_options(x.device, x2.shape[0]),
     )  # fmt: skip
     return out, y
 
 
 # Elements of qkv a RoPE/cache program handles (a power of 2) and its warps: on the H200, 1,024
 # (one position) with 2 warps was the fastest for encoder chunks and 256-stream steps alike
-# (bench/h200_session8/tune_folder_kernels.log)
+# (bench/h200_session8/tune_folder_kernels.log); for a step of one stream (<= STEP_ROWS
+# positions) 2,048 with 4 warps (bench/tune_step_small.py: 26-38 us less a step than 1,024 / 2).
 ROPE_ELEMENTS = 1024
 ROPE_WARPS = 2
+ROPE_STEP = (2048, 4)
 
 
 def rope_qkv_to_cache(
@@ -511,7 +533,8 @@ def rope_qkv_to_cache(
     # memory traffic (session 4), and loading each pair's partner a second time 3x (session 8)
     n_vectors = n_heads + 2 * n_kv_heads
     heads = max(1, min(_next_pow2(n_vectors), 1024 // head_dim))  # 96 or 48 heads: 6 programs
-    positions = max(1, min(_next_pow2(T), ROPE_ELEMENTS // (heads * head_dim)))
+    elements, warps = ROPE_STEP if B * T <= STEP_ROWS else (ROPE_ELEMENTS, ROPE_WARPS)
+    positions = max(1, min(_next_pow2(T), elements // (heads * head_dim)))
     assert bias is None or (bias.is_contiguous() and bias.numel() == qkv.shape[-1])
     kern[(B, triton_cdiv(T, positions), triton_cdiv(n_vectors, heads))](
         qkv, qkv if bias is None else bias, rot, slots, q, kc, vc, ks, vs,
@@ -520,7 +543,7 @@ def rope_qkv_to_cache(
         kc.stride(0), kc.stride(1), kc.stride(2),
         ks.stride(0), ks.stride(1),
         HALF=head_dim // 2, HB=heads, TB=positions, QUANT=cache.quantized, HAS_BIAS=bias is not None,
-        num_warps=ROPE_WARPS, **pdl.triton_options(qkv.device),
+        num_warps=warps, **pdl.triton_options(qkv.device),
     )  # fmt: skip
     return q
 
@@ -578,8 +601,12 @@ BOUND_MASK = True
 # Switches for A/B runs (bench/ab_chunk_attention.py).
 CHUNK_LOG2 = True
 CHUNK_FULL = True
-# The same for a step whose keys are split among programs (one or a few streams).
+# The same for a step whose keys are split among programs (one or a few streams), and the most
+# programs a (stream, KV head)'s keys are split among; a step of one stream (<= STEP_ROWS
+# positions) takes SPLIT_STEP's, 46 us less a step than these (bench/tune_step_small.py).
 SPLIT_TILE: tuple[int, int, int | None] = (64, 4, None)
+SPLIT_MAX = 16
+SPLIT_STEP: tuple[tuple[int, int, int | None], int] = ((32, 4, None), 8)
 
 
 def _tiling(warps: int, stages: int | None) -> dict[str, int]:
@@ -654,9 +681,11 @@ def attention(
         )  # fmt: skip
         return out.transpose(1, 2)
     block = 64
-    # Split the keys among programs until the GPU is full (at batch 1: up to 16 slices, each of
-    # at least 2 blocks of keys); many streams fill it on their own and need no combine kernel.
-    n_split = max(1, min(16, triton_cdiv(S, 2 * block), triton_cdiv(_programs_to_fill(q.device), B * Hkv)))
+    # Split the keys among programs until the GPU is full (at batch 1: up to SPLIT_MAX slices,
+    # each of at least 2 blocks of keys); many streams fill it on their own and need no combine.
+    fill = triton_cdiv(_programs_to_fill(q.device), B * Hkv)
+    split_tile, most = SPLIT_STEP if B * T <= STEP_ROWS else (SPLIT_TILE, SPLIT_MAX)
+    n_split = max(1, min(most, triton_cdiv(S, 2 * block), fill))
     if n_split == 1 and KEYS_TILE is not None:
         keys, warps, stages = KEYS_TILE
         _kernels()[5][(B * Hkv,)](
@@ -672,7 +701,7 @@ def attention(
             LOG2=False, FULL=False,
         )  # fmt: skip
         return out.transpose(1, 2)
-    keys, warps, stages = SPLIT_TILE
+    keys, warps, stages = split_tile
     r_pad = max(2, _next_pow2(R))
     m = torch.empty(B * Hkv * n_split * r_pad, dtype=torch.float32, device=q.device)
     l = torch.empty_like(m)

@@ -1,0 +1,101 @@
+"""The small kernels' launch settings, chosen inside the streaming step's CUDA graph (device).
+
+    python bench/tune_step_small.py [--replays 150] [--steps 300]
+
+As bench/tune_step_mma.py does for the Q4 kernel's variants: the full-size random model's live
+session is warmed up and its state saved; for each setting of the Triton kernels the step
+launches for a step's few rows (`kernels/fused.py`: the norms' warps, the split attention's tile
+and most slices, the RoPE/cache kernel's elements and warps), one knob at a time with the others
+at their defaults, the step's graph is captured again and replayed back to back from the saved state. Then the
+best value of every knob that beat its default by more than 2 us, all together, against the
+defaults, alternated 3x: replays, `args.steps` fed steps (p50 / p95) and their tokens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.dirname(__file__))
+from tune_step_mma import recapture, replay_us, warm_session
+
+from voxtral_desktop.kernels import fused
+
+# The knobs of launches of <= fused.STEP_ROWS rows. The eighteenth session ran this script's
+# first form, which swept the knobs of every launch (NORM_WARPS, SPLIT_TILE, SPLIT_MAX,
+# ROPE_ELEMENTS, ROPE_WARPS; bench/h200_session18/tune_step_small.log); its choices became these
+# step-only settings' defaults, which the step's graph launches exactly as it measured them.
+KNOBS: dict[str, list] = {
+    "NORM_WARPS_STEP": [8, None, 1, 2],
+    "SPLIT_STEP": [
+        ((32, 4, None), 8),
+        ((64, 4, None), 16),
+        ((32, 4, None), 16),
+        ((64, 4, None), 8),
+        ((32, 4, None), 4),
+        ((64, 2, None), 8),
+    ],
+    "ROPE_STEP": [(2048, 4), (1024, 2), (1024, 1), (1024, 4), (2048, 2), (4096, 4)],
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--replays", type=int, default=150)
+    parser.add_argument("--steps", type=int, default=300)
+    args = parser.parse_args()
+    session, saved, chunks = warm_session(100)
+    st, graph = session.state, session.graph
+    assert graph is not None
+    defaults = {name: getattr(fused, name) for name in KNOBS}
+    best: dict[str, object] = {}
+    with torch.no_grad():
+        for name, values in KNOBS.items():
+            times = {}
+            for value in values:
+                setattr(fused, name, value)
+                recapture(session)
+                times[value] = replay_us(session, saved, args.replays)
+            setattr(fused, name, defaults[name])
+            ref = times[defaults[name]]
+            row = "  ".join(f"{v}: {t - ref:+6.1f}" for v, t in times.items())
+            print(f"{name} (default {defaults[name]}: {ref:.1f} us) | {row}", flush=True)
+            pick = min(times, key=times.__getitem__)
+            if times[pick] < ref - 2.0:
+                best[name] = pick
+        print(f"chosen: {best}", flush=True)
+        token, mel = graph.token.clone(), copy.deepcopy(st.mel)
+        first: list[int] = []
+        for _ in range(3):
+            for label, settings in (("defaults", defaults), ("chosen", {**defaults, **best})):
+                for name, value in settings.items():
+                    setattr(fused, name, value)
+                recapture(session)
+                replay = replay_us(session, saved, args.replays)
+                graph.token.copy_(token)
+                st.mel = copy.deepcopy(mel)
+                times_s, tokens = [], []
+                for c in chunks[: args.steps]:
+                    t0 = time.perf_counter()
+                    tokens.extend(t.id for t in session.feed(c).tokens)
+                    times_s.append(time.perf_counter() - t0)
+                st.encoder.restore(saved[0])
+                st.decoder.cache.restore(saved[1])
+                a = np.asarray(times_s) * 1e3
+                first = first or tokens
+                same = sum(x == y for x, y in zip(first, tokens, strict=False))
+                print(
+                    f"{label:8s} replay {replay:7.1f} us | feed p50 {np.percentile(a, 50):.3f} ms,"
+                    f" p95 {np.percentile(a, 95):.3f} ms | {len(tokens)} tokens, {same} as the first run's",
+                    flush=True,
+                )
+
+
+if __name__ == "__main__":
+    main()
