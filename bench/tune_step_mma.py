@@ -9,17 +9,22 @@ best choice alone need not be the best in the chain. Here the full-size random m
 session (mma kernel, CUDA graphs) is warmed up, the state saved, and for each matrix shape of
 the step (one coordinate at a time, the others at their current choice) the step's graph is
 captured again with each (warps, unroll) and replayed back to back from the same saved state.
-Prints the replay time per variant and the best per shape; then all the best choices together
-against the default (`choose_warps`, `UNROLL`), alternated.
+Prints the replay time per variant and the best per shape; then, alternated, the app's own
+choice ("default": its GPU's `TUNED` entries where it has them), the heuristic alone
+(`choose_warps`, `UNROLL`) and the sweep's best choices together.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import sys
+import time
 from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -48,31 +53,63 @@ def arguments() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def shapes_of_step(session: StreamingSession) -> Counter:
-    """(n, k, n-tiles) of every mma call in one capture of the step, with its count."""
+@dataclass(frozen=True)
+class Saved:
+    """A live session's state between steps: its caches, the token fed back on the device, and
+    the samples behind mel frames not yet taken."""
+
+    encoder: dict
+    decoder: dict
+    token: torch.Tensor
+    mel: object
+
+    @classmethod
+    def of(cls, session: StreamingSession) -> Saved:
+        st, graph = session.state, session.graph
+        assert graph is not None
+        return cls(
+            st.encoder.snapshot(), st.decoder.cache.snapshot(), graph.token.clone(), copy.deepcopy(st.mel)
+        )
+
+    def restore(self, session: StreamingSession) -> None:
+        st, graph = session.state, session.graph
+        assert graph is not None
+        st.encoder.restore(self.encoder)
+        st.decoder.cache.restore(self.decoder)
+        graph.token.copy_(self.token)
+        st.mel = copy.deepcopy(self.mel)  # type: ignore[assignment]
+
+
+def shapes_of_step(session: StreamingSession, saved: Saved) -> Counter:
+    """(n, k, n-tiles, gated) of every mma call in one capture of the step, with its count."""
     seen: Counter = Counter()
     original = mma_q4.choose_variant
 
-    def recording(n: int, k: int, nt: int, device_index: int | None = None) -> tuple[int, int]:
-        seen[(n, k, nt)] += 1
-        return original(n, k, nt, device_index)
+    def recording(
+        n: int, k: int, nt: int, gated: bool = False, device_index: int | None = None
+    ) -> tuple[int, int]:
+        seen[(n, k, nt, gated)] += 1
+        return original(n, k, nt, gated, device_index)
 
     mma_q4.choose_variant = recording
     try:
-        recapture(session)
+        recapture(session, saved)
     finally:
         mma_q4.choose_variant = original
     return seen
 
 
-def recapture(session: StreamingSession) -> None:
+def recapture(session: StreamingSession, saved: Saved) -> None:
+    """The step's graphs captured again (with the kernels' current settings), from `saved`
+    (the capture's warm-up runs and its reset change the state)."""
     graph = session.graph
     assert graph is not None
     graph.graphs.clear()
-    graph._capture_all()  # resets the caches: the caller restores the saved state
+    graph._capture_all()
+    saved.restore(session)
 
 
-def replay_us(session: StreamingSession, saved: tuple[dict, dict], n: int) -> float:
+def replay_us(session: StreamingSession, saved: Saved, n: int) -> float:
     """Median over 3 rounds of the mean GPU time of `n` back-to-back replays from `saved`."""
     graph = session.graph
     assert graph is not None
@@ -80,8 +117,7 @@ def replay_us(session: StreamingSession, saved: tuple[dict, dict], n: int) -> fl
     g = graph.graphs[graph.bucket_for(st.decoder.cache.next_pos)]
     rounds = []
     for _ in range(3):
-        st.encoder.restore(saved[0])
-        st.decoder.cache.restore(saved[1])
+        saved.restore(session)
         for _ in range(5):
             g.replay()
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -91,12 +127,11 @@ def replay_us(session: StreamingSession, saved: tuple[dict, dict], n: int) -> fl
         end.record()
         torch.cuda.synchronize()
         rounds.append(start.elapsed_time(end) / n * 1e3)
-    st.encoder.restore(saved[0])
-    st.decoder.cache.restore(saved[1])
+    saved.restore(session)
     return sorted(rounds)[1]
 
 
-def candidates(n: int, k: int, nt: int) -> list[tuple[int, int]]:
+def candidates(n: int, k: int, nt: int, gated: bool) -> list[tuple[int, int]]:
     iters = k // mma_q4.STEP_COLS
     return [
         (w, u)
@@ -106,7 +141,7 @@ def candidates(n: int, k: int, nt: int) -> list[tuple[int, int]]:
     ]
 
 
-def warm_session(warm: int) -> tuple[StreamingSession, tuple[dict, dict], list[np.ndarray]]:
+def warm_session(warm: int) -> tuple[StreamingSession, Saved, list[np.ndarray]]:
     """The full-size model's live session (CUDA graphs) fed `warm` positions of noise, its saved
     state, and the remaining chunks of 80 ms."""
     torch.set_num_threads(host_threads_for(torch.device("cuda")))
@@ -119,73 +154,94 @@ def warm_session(warm: int) -> tuple[StreamingSession, tuple[dict, dict], list[n
         for c in chunks[:warm]:
             session.feed(c)
     torch.cuda.synchronize()
-    st = session.state
-    return session, (st.encoder.snapshot(), st.decoder.cache.snapshot()), chunks[warm:]
+    return session, Saved.of(session), chunks[warm:]
 
 
-def feed_ab(session: StreamingSession, saved: tuple[dict, dict], chunks: list[np.ndarray], args) -> None:
-    """The heuristic's variants (`choose_warps`, `UNROLL`) against the app's (its GPU's `TUNED`
-    table), alternated 3x from the same saved state: replays back to back, then `args.ab` fed
-    steps (session.feed of 80 ms, p50 / p95) and their tokens."""
-    import copy
-    import time
+def fed_steps(
+    session: StreamingSession, saved: Saved, chunks: list[np.ndarray]
+) -> tuple[np.ndarray, list[int]]:
+    """`session.feed` of each chunk from `saved` (ms each) and the tokens; the state restored."""
+    saved.restore(session)
+    times: list[float] = []
+    tokens: list[int] = []
+    for c in chunks:
+        t0 = time.perf_counter()
+        tokens.extend(t.id for t in session.feed(c).tokens)
+        times.append(time.perf_counter() - t0)
+    saved.restore(session)
+    return np.asarray(times) * 1e3, tokens
 
-    st, graph = session.state, session.graph
-    assert graph is not None
-    shapes = shapes_of_step(session)
-    heuristic = {k: (mma_q4.choose_warps(k[0] // 16, k[1] // 64, k[2]), mma_q4.UNROLL) for k in shapes}
-    token, mel = graph.token.clone(), copy.deepcopy(st.mel)
+
+def alternate_fed(
+    session: StreamingSession,
+    saved: Saved,
+    chunks: list[np.ndarray],
+    arms: dict[str, Callable[[], None]],
+    replays: int,
+) -> None:
+    """Each arm (a function that sets the kernels' settings) alternated 3x from `saved`: the
+    step's graph captured again, replayed back to back, then the chunks fed (p50 / p95) and
+    their tokens compared with the first run's."""
     first: list[int] = []
     for _ in range(3):
-        for name, table in (("heuristic", heuristic), ("app", {})):
-            mma_q4.OVERRIDES.clear()
-            mma_q4.OVERRIDES.update(table)
-            recapture(session)
-            replay = replay_us(session, saved, args.replays)
-            graph.token.copy_(token)
-            st.mel = copy.deepcopy(mel)
-            times, tokens = [], []
-            for c in chunks[: args.ab]:
-                t0 = time.perf_counter()
-                tokens.extend(t.id for t in session.feed(c).tokens)
-                times.append(time.perf_counter() - t0)
-            st.encoder.restore(saved[0])
-            st.decoder.cache.restore(saved[1])
-            a = np.asarray(times) * 1e3
+        for name, apply in arms.items():
+            apply()
+            recapture(session, saved)
+            replay = replay_us(session, saved, replays)
+            ms, tokens = fed_steps(session, saved, chunks)
             first = first or tokens
             same = sum(x == y for x, y in zip(first, tokens, strict=False))
             print(
-                f"{name:9s} replay {replay:7.1f} us | feed p50 {np.percentile(a, 50):.3f} ms,"
-                f" p95 {np.percentile(a, 95):.3f} ms | {len(tokens)} tokens, {same} as the first run's",
+                f"{name:9s} replay {replay:7.1f} us | feed p50 {np.percentile(ms, 50):.3f} ms,"
+                f" p95 {np.percentile(ms, 95):.3f} ms | {len(tokens)} tokens, {same} as the first run's",
                 flush=True,
             )
+
+
+def heuristic_variants(shapes: Counter) -> dict[mma_q4.Variant, tuple[int, int]]:
+    return {k: (mma_q4.choose_warps(k[0] // 16, k[1] // 64, k[2]), mma_q4.UNROLL) for k in shapes}
+
+
+def feed_ab(session: StreamingSession, saved: Saved, chunks: list[np.ndarray], args) -> None:
+    """The heuristic's variants (`choose_warps`, `UNROLL`) against the app's (its GPU's `TUNED`
+    table), alternated 3x from the same saved state: replays back to back, then `args.ab` fed
+    steps (session.feed of 80 ms, p50 / p95) and their tokens."""
+    heuristic = heuristic_variants(shapes_of_step(session, saved))
+
+    def use(table: dict) -> Callable[[], None]:
+        def apply() -> None:
+            mma_q4.OVERRIDES.clear()
+            mma_q4.OVERRIDES.update(table)
+
+        return apply
+
+    alternate_fed(
+        session, saved, chunks[: args.ab], {"heuristic": use(heuristic), "app": use({})}, args.replays
+    )
     mma_q4.OVERRIDES.clear()
 
 
 def main() -> None:
     args = arguments()
     session, saved, chunks = warm_session(args.warm)
-    st = session.state
     if args.ab:
         with torch.no_grad():
             feed_ab(session, saved, chunks, args)
         return
     with torch.no_grad():
-        shapes = shapes_of_step(session)
-        st.encoder.restore(saved[0])
-        st.decoder.cache.restore(saved[1])
-        print("matmuls of the step (n, k, n-tiles): count, default (warps, unroll)", flush=True)
+        shapes = shapes_of_step(session, saved)
+        print("matmuls of the step (n, k, n-tiles, gated): count, default (warps, unroll)", flush=True)
         for key, count in sorted(shapes.items()):
-            print(f"  {key}: {count}, {mma_q4.choose_variant(*key, 0)}", flush=True)
+            print(f"  {key}: {count}, {mma_q4.choose_variant(key[0], key[1], key[2], key[3], 0)}", flush=True)
         base = replay_us(session, saved, args.replays)
         print(f"default: {base:.1f} us a replay", flush=True)
         results: dict[str, dict[str, float]] = {}
         for key in sorted(shapes, key=lambda s: -shapes[s] * s[0] * s[1]):
-            default = mma_q4.choose_variant(*key, 0)
+            default = mma_q4.choose_variant(key[0], key[1], key[2], key[3], 0)
             times = {}
             for variant in candidates(*key):
                 mma_q4.OVERRIDES[key] = variant
-                recapture(session)
+                recapture(session, saved)
                 times[variant] = replay_us(session, saved, args.replays)
             ref = times.get(default, base)
             best = min(times, key=times.__getitem__)
@@ -197,14 +253,13 @@ def main() -> None:
         chosen = dict(mma_q4.OVERRIDES)
         print("chosen:", {str(k): v for k, v in chosen.items()}, flush=True)
         # "default": what the app runs (its TUNED table, if the GPU has one); "heuristic": none.
-        heuristic = {k: (mma_q4.choose_warps(k[0] // 16, k[1] // 64, k[2]), mma_q4.UNROLL) for k in shapes}
-        pair = {"default": {}, "heuristic": heuristic, "chosen": chosen}
+        pair = {"default": {}, "heuristic": heuristic_variants(shapes), "chosen": chosen}
         alt: dict[str, list[float]] = {name: [] for name in pair}
         for _ in range(3):
             for name, table in pair.items():
                 mma_q4.OVERRIDES.clear()
                 mma_q4.OVERRIDES.update(table)
-                recapture(session)
+                recapture(session, saved)
                 alt[name].append(replay_us(session, saved, args.replays))
         print(f"alternated, us a replay: {alt}", flush=True)
     if args.json:

@@ -14,16 +14,14 @@ defaults, alternated 3x: replays, `args.steps` fed steps (p50 / p95) and their t
 from __future__ import annotations
 
 import argparse
-import copy
 import os
 import sys
-import time
+from collections.abc import Callable
 
-import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
-from tune_step_mma import recapture, replay_us, warm_session
+from tune_step_mma import alternate_fed, recapture, replay_us, warm_session
 
 from voxtral_desktop.kernels import fused
 
@@ -51,16 +49,14 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=300)
     args = parser.parse_args()
     session, saved, chunks = warm_session(100)
-    st, graph = session.state, session.graph
-    assert graph is not None
     defaults = {name: getattr(fused, name) for name in KNOBS}
     best: dict[str, object] = {}
     with torch.no_grad():
         for name, values in KNOBS.items():
             times = {}
-            for value in values:
+            for value in [defaults[name], *(v for v in values if v != defaults[name])]:
                 setattr(fused, name, value)
-                recapture(session)
+                recapture(session, saved)
                 times[value] = replay_us(session, saved, args.replays)
             setattr(fused, name, defaults[name])
             ref = times[defaults[name]]
@@ -70,31 +66,17 @@ def main() -> None:
             if times[pick] < ref - 2.0:
                 best[name] = pick
         print(f"chosen: {best}", flush=True)
-        token, mel = graph.token.clone(), copy.deepcopy(st.mel)
-        first: list[int] = []
-        for _ in range(3):
-            for label, settings in (("defaults", defaults), ("chosen", {**defaults, **best})):
+
+        def use(settings: dict[str, object]) -> Callable[[], None]:
+            def apply() -> None:
                 for name, value in settings.items():
                     setattr(fused, name, value)
-                recapture(session)
-                replay = replay_us(session, saved, args.replays)
-                graph.token.copy_(token)
-                st.mel = copy.deepcopy(mel)
-                times_s, tokens = [], []
-                for c in chunks[: args.steps]:
-                    t0 = time.perf_counter()
-                    tokens.extend(t.id for t in session.feed(c).tokens)
-                    times_s.append(time.perf_counter() - t0)
-                st.encoder.restore(saved[0])
-                st.decoder.cache.restore(saved[1])
-                a = np.asarray(times_s) * 1e3
-                first = first or tokens
-                same = sum(x == y for x, y in zip(first, tokens, strict=False))
-                print(
-                    f"{label:8s} replay {replay:7.1f} us | feed p50 {np.percentile(a, 50):.3f} ms,"
-                    f" p95 {np.percentile(a, 95):.3f} ms | {len(tokens)} tokens, {same} as the first run's",
-                    flush=True,
-                )
+
+            return apply
+
+        arms = {"defaults": use(defaults), "chosen": use({**defaults, **best})}
+        alternate_fed(session, saved, chunks[: args.steps], arms, args.replays)
+        use(defaults)()
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@ tests/test_gpu.py checks `fused.attention` on CUDA at the model's shapes; this r
 kernels and the same launcher through Triton's interpreter (TRITON_INTERPRET=1, set before the
 kernels are first built) at tiny shapes, so CI catches a broken launch or mask on every path: a
 chunk, a step split among programs and combined, and a step of many streams on either step
-kernel (`attn_split_kernel` with STEP_TILE, or `attn_keys_kernel` with KEYS_TILE).
+kernel (`attn_split_kernel` with STEP_TILE, or `attn_keys_kernel` with KEYS_TILE); and the RoPE/
+cache kernel with a one-stream step's launch settings and with those of larger launches.
 """
 
 from __future__ import annotations
@@ -113,3 +114,36 @@ def test_chunk_over_a_wrapped_ring(
     want = _reference(q, LayerKV(k, v), KeyMask(positions, held, window))
     tol = 1e-4 if dtype == torch.float32 else 2e-2
     torch.testing.assert_close(got.float(), want, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize(
+    ("B", "T", "H", "HKV", "D"),
+    [
+        (1, 1, 8, 2, 128),  # a one-stream decoder step (fused.ROPE_STEP)
+        (1, 4, 8, 8, 64),  # a one-stream encoder step: 2 positions a program
+        (1, 3, 8, 8, 64),  # the encoder's last frames: a half-filled block of positions
+        (2, 6, 4, 2, 64),  # larger launches: ROPE_ELEMENTS / ROPE_WARPS
+    ],
+)
+def test_rope_to_cache_matches_torch(B: int, T: int, H: int, HKV: int, D: int) -> None:
+    """q rotated into [B, H, T, D], k rotated and v as it is into their cache slots (the rest of
+    the ring untouched), against `apply_rope` in fp32."""
+    from voxtral_desktop.model.layers import apply_rope, rope_tables
+
+    C = 16
+    g = torch.Generator().manual_seed(3)
+    qkv = torch.randn(B, T, (H + 2 * HKV) * D, generator=g).to(DEVICE)
+    positions = torch.arange(T, device=DEVICE) + 9
+    rot = rope_tables(positions, D, 1e6)
+    slots = positions % C
+    kc = torch.zeros(B, HKV, C, D, device=DEVICE)
+    vc = torch.zeros_like(kc)
+    q = fused.rope_qkv_to_cache(qkv, rot, slots, LayerKV(kc, vc), H, HKV, D)
+    q_ref, k_ref = apply_rope(qkv[..., : (H + HKV) * D].reshape(B, T, H + HKV, D), rot).split([H, HKV], dim=2)
+    torch.testing.assert_close(q, q_ref.transpose(1, 2), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(kc[:, :, slots], k_ref.transpose(1, 2), rtol=1e-5, atol=1e-5)
+    v_ref = qkv[..., (H + HKV) * D :].reshape(B, T, HKV, D).transpose(1, 2)
+    assert torch.equal(vc[:, :, slots], v_ref)
+    untouched = torch.ones(C, dtype=torch.bool, device=DEVICE)
+    untouched[slots] = False
+    assert not kc[:, :, untouched].any() and not vc[:, :, untouched].any()

@@ -178,17 +178,21 @@ def test_supported_shapes_and_warps() -> None:
 
 
 def test_variant_choice_tuned_table_and_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A GPU's measured table wins over the heuristic, a sweep's override over both; every
-    table entry is a variant the kernel can run for its shape."""
+    """A GPU's measured table wins over the heuristic, a sweep's override over both; a gated pair
+    and a plain matrix of the same shape are told apart; every table entry is a variant the
+    kernel can run for its shape."""
     heuristic = (choose_warps(1280 // 16, 2048 // 64, 1), mma_q4.UNROLL)
     assert mma_q4.choose_variant(1280, 2048, 1) == heuristic  # no device: the heuristic
-    monkeypatch.setattr(mma_q4, "_tuned_for", lambda index: mma_q4.TUNED["NVIDIA H200"])
-    assert mma_q4.choose_variant(1280, 2048, 1, 0) == mma_q4.TUNED["NVIDIA H200"][(1280, 2048, 1)]
-    assert mma_q4.choose_variant(1280, 2048, 2, 0) == (choose_warps(80, 32, 2), mma_q4.UNROLL)
-    monkeypatch.setitem(mma_q4.OVERRIDES, (1280, 2048, 1), (4, 3))
-    assert mma_q4.choose_variant(1280, 2048, 1, 0) == (4, 3)
-    for table in mma_q4.TUNED.values():
-        for (n, k, nt), (warps, unroll) in table.items():
+    table = mma_q4.TUNED["NVIDIA H200"]
+    monkeypatch.setattr(mma_q4, "_tuned_for", lambda index: table)
+    assert mma_q4.choose_variant(1280, 2048, 1, False, 0) == table[(1280, 2048, 1, False)]
+    assert mma_q4.choose_variant(1280, 2048, 2, False, 0) == (choose_warps(80, 32, 2), mma_q4.UNROLL)
+    assert mma_q4.choose_variant(10240, 1280, 1, True, 0) == table[(10240, 1280, 1, True)]
+    assert mma_q4.choose_variant(10240, 1280, 1, False, 0) == (choose_warps(640, 20, 1), mma_q4.UNROLL)
+    monkeypatch.setitem(mma_q4.OVERRIDES, (1280, 2048, 1, False), (4, 3))
+    assert mma_q4.choose_variant(1280, 2048, 1, False, 0) == (4, 3)
+    for entries in mma_q4.TUNED.values():
+        for (n, k, nt, _gated), (warps, unroll) in entries.items():
             assert mma_supports((n, k)) and warps in (4, 8, 16) and warps * nt <= 64
             assert (warps == 4 or warps <= k // 64) and 1 <= unroll <= 8
 

@@ -430,16 +430,21 @@ def _rows(x: torch.Tensor) -> torch.Tensor:
     return x2 if x2.stride(-1) == 1 else x2.contiguous()
 
 
-# A streaming step of one stream: the decoder's 1 position, the encoder's 4 frames. Launches of
-# at most this many rows take the settings below chosen inside the step's CUDA graph on the
-# H200 (bench/tune_step_small.py; together they made its replay 2,252 -> 2,165 us with the same
-# tokens: bench/RESULTS.md, eighteenth session); larger ones (prompts, files, many streams) keep
-# the settings measured for those.
+# A streaming step of one stream: the decoder's 1 position, the encoder's 4 frames. Its launches
+# take the settings below chosen inside the step's CUDA graph on the H200 (bench/tune_step_small.py;
+# together they made its replay 2,252 -> 2,165 us with the same tokens: bench/RESULTS.md, eighteenth
+# session): norms of at most STEP_ROWS rows, and RoPE and split attention of one stream's at most
+# STEP_ROWS positions. Larger launches (prompts, files, several streams) keep the settings measured
+# for those.
 STEP_ROWS = 4
 # The norm kernels' warps (None: Triton's default, 4): 8 for a step's rows took 57 us off the
-# step's replay (1 or 2 warps added 150 us); more rows keep the default.
+# step's replay on its own (1 or 2 warps added 150 us); more rows keep the default.
 NORM_WARPS_STEP: int | None = 8
 NORM_WARPS: int | None = None
+
+
+def _one_stream_step(batch: int, positions: int) -> bool:
+    return batch == 1 and positions <= STEP_ROWS
 
 
 def _norm_options(device: torch.device, rows: int) -> dict[str, Any]:
@@ -497,8 +502,10 @@ def add_rms_norm(
 
 # Elements of qkv a RoPE/cache program handles (a power of 2) and its warps: on the H200, 1,024
 # (one position) with 2 warps was the fastest for encoder chunks and 256-stream steps alike
-# (bench/h200_session8/tune_folder_kernels.log); for a step of one stream (<= STEP_ROWS
-# positions) 2,048 with 4 warps (bench/tune_step_small.py: 26-38 us less a step than 1,024 / 2).
+# (bench/h200_session8/tune_folder_kernels.log). A one-stream step takes ROPE_STEP: on their own,
+# 2,048 elements took 26 us off its replay and 4 warps 38 us (bench/tune_step_small.py; the pair
+# was timed only with the other step settings). At one position (the decoder) only the warps
+# change anything; the encoder's 4 frames go 2 positions a program.
 ROPE_ELEMENTS = 1024
 ROPE_WARPS = 2
 ROPE_STEP = (2048, 4)
@@ -533,7 +540,7 @@ def rope_qkv_to_cache(
     # memory traffic (session 4), and loading each pair's partner a second time 3x (session 8)
     n_vectors = n_heads + 2 * n_kv_heads
     heads = max(1, min(_next_pow2(n_vectors), 1024 // head_dim))  # 96 or 48 heads: 6 programs
-    elements, warps = ROPE_STEP if B * T <= STEP_ROWS else (ROPE_ELEMENTS, ROPE_WARPS)
+    elements, warps = ROPE_STEP if _one_stream_step(B, T) else (ROPE_ELEMENTS, ROPE_WARPS)
     positions = max(1, min(_next_pow2(T), elements // (heads * head_dim)))
     assert bias is None or (bias.is_contiguous() and bias.numel() == qkv.shape[-1])
     kern[(B, triton_cdiv(T, positions), triton_cdiv(n_vectors, heads))](
@@ -602,8 +609,9 @@ BOUND_MASK = True
 CHUNK_LOG2 = True
 CHUNK_FULL = True
 # The same for a step whose keys are split among programs (one or a few streams), and the most
-# programs a (stream, KV head)'s keys are split among; a step of one stream (<= STEP_ROWS
-# positions) takes SPLIT_STEP's, 46 us less a step than these (bench/tune_step_small.py).
+# programs a (stream, KV head)'s keys are split among. A one-stream step takes SPLIT_STEP's: on
+# their own, the tile took 23 us off its replay and the cap of 8 slices 33 us
+# (bench/tune_step_small.py).
 SPLIT_TILE: tuple[int, int, int | None] = (64, 4, None)
 SPLIT_MAX = 16
 SPLIT_STEP: tuple[tuple[int, int, int | None], int] = ((32, 4, None), 8)
@@ -681,10 +689,11 @@ def attention(
         )  # fmt: skip
         return out.transpose(1, 2)
     block = 64
-    # Split the keys among programs until the GPU is full (at batch 1: up to SPLIT_MAX slices,
-    # each of at least 2 blocks of keys); many streams fill it on their own and need no combine.
+    # Split the keys among programs until the GPU is full (up to SPLIT_STEP's cap of slices for a
+    # one-stream step, SPLIT_MAX otherwise; each of at least 2 blocks of keys); many streams fill
+    # it on their own and need no combine.
     fill = triton_cdiv(_programs_to_fill(q.device), B * Hkv)
-    split_tile, most = SPLIT_STEP if B * T <= STEP_ROWS else (SPLIT_TILE, SPLIT_MAX)
+    split_tile, most = SPLIT_STEP if _one_stream_step(B, T) else (SPLIT_TILE, SPLIT_MAX)
     n_split = max(1, min(most, triton_cdiv(S, 2 * block), fill))
     if n_split == 1 and KEYS_TILE is not None:
         keys, warps, stages = KEYS_TILE

@@ -115,37 +115,42 @@ def choose_warps(tiles: int, iters: int, nt: int) -> int:
 
 UNROLL = 2  # iterations loaded before any is used: 2 beat 4 and 8 on most shapes (same sweep)
 
-# (out_features, in_features, n-tiles) -> (warps, unroll), per GPU name: the streaming step's
-# matrices, chosen inside the step's CUDA graph (bench/tune_step_mma.py), where a variant's first
-# loads overlap the kernel before it. On the H200 these made the step's replay 2,319 -> 2,269 us
-# (bench/h200_session18/tune_step_mma.log); the shapes not listed there were within 2 us.
-TUNED: dict[str, dict[tuple[int, int, int], tuple[int, int]]] = {
+# (out_features, in_features, n-tiles, gated) -> (warps, unroll), per GPU name: the streaming
+# step's matrices, chosen inside the step's CUDA graph (bench/tune_step_mma.py), where a
+# variant's first loads overlap the kernel before it. On the H200 these made the step's replay
+# 2,319 -> 2,269 us (bench/h200_session18/tune_step_mma.log); the shapes not listed there were
+# within 2 us.
+Variant = tuple[int, int, int, bool]
+TUNED: dict[str, dict[Variant, tuple[int, int]]] = {
     "NVIDIA H200": {
-        (3072, 9216, 1): (16, 3),  # decoder w2
-        (6144, 3072, 1): (16, 1),  # decoder wqkv
-        (3072, 4096, 1): (16, 1),  # decoder wo
-        (131072, 3072, 1): (4, 2),  # the head
-        (10240, 1280, 1): (8, 1),  # encoder w1/w3, gated
-        (6144, 1280, 1): (16, 1),  # encoder wqkv
-        (1280, 2048, 1): (16, 1),  # encoder wo
+        (3072, 9216, 1, False): (16, 3),  # decoder w2
+        (6144, 3072, 1, False): (16, 1),  # decoder wqkv
+        (3072, 4096, 1, False): (16, 1),  # decoder wo
+        (131072, 3072, 1, False): (4, 2),  # the head
+        (10240, 1280, 1, True): (8, 1),  # encoder w1/w3
+        (6144, 1280, 1, False): (16, 1),  # encoder wqkv
+        (1280, 2048, 1, False): (16, 1),  # encoder wo
     },
 }
 # The same for a sweep (bench/tune_step_mma.py sets it and captures the step again); empty in
 # the app, and it wins over `TUNED`.
-OVERRIDES: dict[tuple[int, int, int], tuple[int, int]] = {}
+OVERRIDES: dict[Variant, tuple[int, int]] = {}
 
 
 @cache
-def _tuned_for(device_index: int) -> dict[tuple[int, int, int], tuple[int, int]]:
+def _tuned_for(device_index: int) -> dict[Variant, tuple[int, int]]:
     return TUNED.get(torch.cuda.get_device_name(device_index), {})
 
 
-def choose_variant(n: int, k: int, nt: int, device_index: int | None = None) -> tuple[int, int]:
-    """(warps, unroll) for an N x K matrix and `nt` n-tiles: `OVERRIDES`, else the GPU's `TUNED`
-    entry (`device_index`), else `choose_warps` and `UNROLL`."""
-    picked = OVERRIDES.get((n, k, nt))
+def choose_variant(
+    n: int, k: int, nt: int, gated: bool = False, device_index: int | None = None
+) -> tuple[int, int]:
+    """(warps, unroll) for an N x K matrix (a gated gate/up pair or not) and `nt` n-tiles:
+    `OVERRIDES`, else the GPU's `TUNED` entry (`device_index`), else `choose_warps` and
+    `UNROLL`."""
+    picked = OVERRIDES.get((n, k, nt, gated))
     if picked is None and device_index is not None:
-        picked = _tuned_for(device_index).get((n, k, nt))
+        picked = _tuned_for(device_index).get((n, k, nt, gated))
     if picked is not None:
         return picked
     return choose_warps(n // TILE_ROWS, k // STEP_COLS, nt), UNROLL
@@ -348,7 +353,8 @@ def mma_linear(
 ) -> torch.Tensor:
     """x [..., K] -> bf16 x W^T + b [..., N] (rounded once, from fp32); x is taken as bf16.
     gated: W is a gate/up pair packed by `interleave_gate_up`; the output is silu(gate) * up
-    [..., N/2]."""
+    [..., N/2]. `warps`, `unroll`: the kernel variant's, each replacing `choose_variant`'s own
+    (given alone, the other stays the chosen one)."""
     n, k = prepared.out_features, prepared.in_features
     lead = x.shape[:-1]
     x2 = x.reshape(-1, k)
@@ -373,7 +379,7 @@ def mma_linear(
     for m0 in range(0, m_all, ROWS_PER_LAUNCH):
         m = min(ROWS_PER_LAUNCH, m_all - m0)
         nt = 1 << max(0, (m - 1) // 8).bit_length()  # 1, 2, 4 or 8 n-tiles of 8 rows
-        w, u = choose_variant(n, k, nt, device_index)
+        w, u = choose_variant(n, k, nt, gated, device_index)
         w, u = warps or w, unroll or u
         launch = _kernel(w, nt, u, gated, device_index)
         args = (codes, scales, xp + 2 * m0 * k, bias_arg.data_ptr(), bias_kind, yp + 2 * m0 * n_out, m, n, k)
