@@ -4,11 +4,12 @@
 
 As bench/tune_step_mma.py does for the Q4 kernel's variants: the full-size random model's live
 session is warmed up and its state saved; for each setting of the Triton kernels the step
-launches for a step's few rows (`kernels/fused.py`: the norms' warps, the split attention's tile
-and most slices, the RoPE/cache kernel's elements and warps), one knob at a time with the others
-at their defaults, the step's graph is captured again and replayed back to back from the saved state. Then the
-best value of every knob that beat its default by more than 2 us, all together, against the
-defaults, alternated 3x: replays, `args.steps` fed steps (p50 / p95) and their tokens.
+launches for a step's few rows (`kernels/fused.py`: the norms' warps, the split attention's
+tile and most slices, the combine kernel's warps, the RoPE/cache kernel's elements and warps),
+one knob at a time with the others at their defaults, the step's graph is captured again and
+replayed back to back from the saved state. Then the best value of every knob that beat its
+default by more than 2 us, all together, against the defaults, alternated 3x: replays,
+`args.steps` fed steps (p50 / p95) and their tokens.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from voxtral_desktop.kernels import fused
 # ROPE_ELEMENTS, ROPE_WARPS; bench/h200_session18/tune_step_small.log); its choices became these
 # step-only settings' defaults, which the step's graph launches exactly as it measured them.
 KNOBS: dict[str, list] = {
-    "NORM_WARPS_STEP": [8, None, 1, 2],
+    "NORM_WARPS_STEP": [8, None, 1, 2, 16],
     "SPLIT_STEP": [
         ((32, 4, None), 8),
         ((64, 4, None), 16),
@@ -38,8 +39,12 @@ KNOBS: dict[str, list] = {
         ((64, 4, None), 8),
         ((32, 4, None), 4),
         ((64, 2, None), 8),
+        ((32, 4, 2), 8),
+        ((32, 4, 3), 8),
+        ((32, 2, None), 8),
     ],
-    "ROPE_STEP": [(2048, 4), (1024, 2), (1024, 1), (1024, 4), (2048, 2), (4096, 4)],
+    "COMBINE_WARPS": [4, 1, 2, 8],
+    "ROPE_STEP": [(2048, 4), (1024, 2), (1024, 1), (1024, 4), (2048, 2), (2048, 8), (4096, 4)],
 }
 
 

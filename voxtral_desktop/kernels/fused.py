@@ -615,6 +615,7 @@ CHUNK_FULL = True
 SPLIT_TILE: tuple[int, int, int | None] = (64, 4, None)
 SPLIT_MAX = 16
 SPLIT_STEP: tuple[tuple[int, int, int | None], int] = ((32, 4, None), 8)
+COMBINE_WARPS = 4  # the combine kernel's warps (Triton's default; bench/tune_step_small.py sweeps it)
 
 
 def _tiling(warps: int, stages: int | None) -> dict[str, int]:
@@ -722,6 +723,6 @@ def attention(
     )  # fmt: skip
     combine_kernel[(B * Hkv * R,)](
         m, l, acc, out, R, T, Hkv, n_split,
-        R_PAD=r_pad, D=D, NS_PAD=_next_pow2(n_split), **launch,
+        R_PAD=r_pad, D=D, NS_PAD=_next_pow2(n_split), **launch, **_tiling(COMBINE_WARPS, None),
     )  # fmt: skip
     return out.transpose(1, 2)
