@@ -1,15 +1,17 @@
 """The small kernels' launch settings, chosen inside the streaming step's CUDA graph (device).
 
-    python bench/tune_step_small.py [--replays 150] [--steps 300]
+    python bench/tune_step_small.py [--replays 150] [--steps 300] [--against]
 
 As bench/tune_step_mma.py does for the Q4 kernel's variants: the full-size random model's live
 session is warmed up and its state saved; for each setting of the Triton kernels the step
 launches for a step's few rows (`kernels/fused.py`: the norms' warps, the split attention's
-tile and most slices, the combine kernel's warps, the RoPE/cache kernel's elements and warps),
+tile and most slices, the RoPE/cache kernel's elements and warps; the combine kernel's warps
+changed nothing in the nineteenth session, within 3 us),
 one knob at a time with the others at their defaults, the step's graph is captured again and
 replayed back to back from the saved state. Then the best value of every knob that beat its
 default by more than 2 us, all together, against the defaults, alternated 3x: replays,
-`args.steps` fed steps (p50 / p95) and their tokens.
+`args.steps` fed steps (p50 / p95) and their tokens. `--against` skips the sweep and alternates
+the defaults with the eighteenth session's settings the same way.
 """
 
 from __future__ import annotations
@@ -29,34 +31,58 @@ from voxtral_desktop.kernels import fused
 # The knobs of launches of <= fused.STEP_ROWS rows. The eighteenth session ran this script's
 # first form, which swept the knobs of every launch (NORM_WARPS, SPLIT_TILE, SPLIT_MAX,
 # ROPE_ELEMENTS, ROPE_WARPS; bench/h200_session18/tune_step_small.log); its choices became these
-# step-only settings' defaults, which the step's graph launches exactly as it measured them.
+# step-only settings' defaults, which the step's graph launches exactly as it measured them. The
+# nineteenth session's sweeps: bench/h200_session19/tune_step_small.log, call2/tune_step_small.log.
 KNOBS: dict[str, list] = {
-    "NORM_WARPS_STEP": [8, None, 1, 2, 16],
+    "NORM_WARPS_STEP": [16, 8, 32],
     "SPLIT_STEP": [
-        ((32, 4, None), 8),
-        ((64, 4, None), 16),
-        ((32, 4, None), 16),
-        ((64, 4, None), 8),
-        ((32, 4, None), 4),
-        ((64, 2, None), 8),
-        ((32, 4, 2), 8),
-        ((32, 4, 3), 8),
         ((32, 2, None), 8),
+        ((32, 1, None), 8),
+        ((16, 2, None), 8),
+        ((16, 1, None), 8),
+        ((32, 2, None), 16),
+        ((32, 2, None), 4),
+        ((64, 2, None), 8),
+        ((32, 2, 2), 8),
     ],
-    "COMBINE_WARPS": [4, 1, 2, 8],
-    "ROPE_STEP": [(2048, 4), (1024, 2), (1024, 1), (1024, 4), (2048, 2), (2048, 8), (4096, 4)],
+    "ROPE_STEP": [(1024, 4), (1024, 8), (1024, 2), (2048, 4), (2048, 8)],
 }
+
+# The step settings the eighteenth session landed, for `--against`.
+EIGHTEENTH: dict[str, object] = {
+    "NORM_WARPS_STEP": 8,
+    "ROPE_STEP": (2048, 4),
+    "SPLIT_STEP": ((32, 4, None), 8),
+}
+
+
+def use(settings: dict[str, object]) -> Callable[[], None]:
+    """A function that sets `fused`'s knobs to `settings`."""
+
+    def apply() -> None:
+        for name, value in settings.items():
+            setattr(fused, name, value)
+
+    return apply
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--replays", type=int, default=150)
     parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument(
+        "--against", action="store_true", help="no sweep: the defaults against EIGHTEENTH's, alternated"
+    )
     args = parser.parse_args()
     session, saved, chunks = warm_session(100)
     defaults = {name: getattr(fused, name) for name in KNOBS}
     best: dict[str, object] = {}
     with torch.no_grad():
+        if args.against:
+            arms = {"18th": use({**defaults, **EIGHTEENTH}), "defaults": use(defaults)}
+            alternate_fed(session, saved, chunks[: args.steps], arms, args.replays)
+            use(defaults)()
+            return
         for name, values in KNOBS.items():
             times = {}
             for value in [defaults[name], *(v for v in values if v != defaults[name])]:
@@ -71,14 +97,6 @@ def main() -> None:
             if times[pick] < ref - 2.0:
                 best[name] = pick
         print(f"chosen: {best}", flush=True)
-
-        def use(settings: dict[str, object]) -> Callable[[], None]:
-            def apply() -> None:
-                for name, value in settings.items():
-                    setattr(fused, name, value)
-
-            return apply
-
         arms = {"defaults": use(defaults), "chosen": use({**defaults, **best})}
         alternate_fed(session, saved, chunks[: args.steps], arms, args.replays)
         use(defaults)()

@@ -117,18 +117,25 @@ def test_chunk_over_a_wrapped_ring(
 
 
 @pytest.mark.parametrize(
-    ("B", "T", "H", "HKV", "D"),
+    ("B", "T", "H", "HKV", "D", "step"),
     [
-        (1, 1, 8, 2, 128),  # a one-stream decoder step (fused.ROPE_STEP)
-        (1, 4, 8, 8, 64),  # a one-stream encoder step: 2 positions a program
-        (1, 3, 8, 8, 64),  # the encoder's last frames: a half-filled block of positions
-        (2, 6, 4, 2, 64),  # larger launches: ROPE_ELEMENTS / ROPE_WARPS
+        (1, 1, 8, 2, 128, None),  # a one-stream decoder step (fused.ROPE_STEP)
+        (1, 4, 8, 8, 64, None),  # a one-stream encoder step
+        (1, 4, 8, 8, 64, (2048, 4)),  # ... 2 positions a program
+        (1, 3, 8, 8, 64, (2048, 4)),  # the encoder's last frames: a half-filled block of positions
+        (2, 6, 4, 2, 64, None),  # larger launches: ROPE_ELEMENTS / ROPE_WARPS
     ],
 )
-def test_rope_to_cache_matches_torch(B: int, T: int, H: int, HKV: int, D: int) -> None:
+def test_rope_to_cache_matches_torch(
+    monkeypatch: pytest.MonkeyPatch, B: int, T: int, H: int, HKV: int, D: int, step: tuple[int, int] | None
+) -> None:
     """q rotated into [B, H, T, D], k rotated and v as it is into their cache slots (the rest of
-    the ring untouched), against `apply_rope` in fp32."""
+    the ring untouched), against `apply_rope` in fp32. `step`: a one-stream step's (elements,
+    warps) other than the app's (fused.ROPE_STEP), so that blocks of several positions are run."""
     from voxtral_desktop.model.layers import apply_rope, rope_tables
+
+    if step is not None:
+        monkeypatch.setattr(fused, "ROPE_STEP", step)
 
     C = 16
     g = torch.Generator().manual_seed(3)

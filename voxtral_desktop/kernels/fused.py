@@ -432,14 +432,16 @@ def _rows(x: torch.Tensor) -> torch.Tensor:
 
 # A streaming step of one stream: the decoder's 1 position, the encoder's 4 frames. Its launches
 # take the settings below chosen inside the step's CUDA graph on the H200 (bench/tune_step_small.py;
-# together they made its replay 2,252 -> 2,165 us with the same tokens: bench/RESULTS.md, eighteenth
-# session): norms of at most STEP_ROWS rows, and RoPE and split attention of one stream's at most
-# STEP_ROWS positions. Larger launches (prompts, files, several streams) keep the settings measured
-# for those.
+# together they made its replay 2,252 -> 2,165 us with the same tokens in the eighteenth session,
+# and the nineteenth's norm and RoPE warps about 2,227 -> 2,112 us more: bench/RESULTS.md): norms
+# of at most STEP_ROWS rows, and RoPE and split attention of one stream's at most STEP_ROWS
+# positions. Larger launches (prompts, files, several streams) keep the settings measured for
+# those.
 STEP_ROWS = 4
-# The norm kernels' warps (None: Triton's default, 4): 8 for a step's rows took 57 us off the
-# step's replay on its own (1 or 2 warps added 150 us); more rows keep the default.
-NORM_WARPS_STEP: int | None = 8
+# The norm kernels' warps (None: Triton's default, 4): for a step's rows 8 took 57 us off the
+# step's replay on its own (1 or 2 warps added 150 us), 16 another 70 us (32: 12 us less than
+# 16); more rows keep the default.
+NORM_WARPS_STEP: int | None = 16
 NORM_WARPS: int | None = None
 
 
@@ -502,13 +504,14 @@ def add_rms_norm(
 
 # Elements of qkv a RoPE/cache program handles (a power of 2) and its warps: on the H200, 1,024
 # (one position) with 2 warps was the fastest for encoder chunks and 256-stream steps alike
-# (bench/h200_session8/tune_folder_kernels.log). A one-stream step takes ROPE_STEP: on their own,
-# 2,048 elements took 26 us off its replay and 4 warps 38 us (bench/tune_step_small.py; the pair
-# was timed only with the other step settings). At one position (the decoder) only the warps
-# change anything; the encoder's 4 frames go 2 positions a program.
+# (bench/h200_session8/tune_folder_kernels.log). A one-stream step takes ROPE_STEP: 1,024 elements
+# on 4 warps, 52 us off its replay against the eighteenth session's 2,048 on 4 and 6 us against
+# 1,024 on 2 (bench/tune_step_small.py, with 8 norm warps; with 16, 2,048 on 4 or 8 tied it). At
+# one position (the decoder) only the warps change anything; 2,048 elements take the encoder's 4
+# frames 2 positions a program.
 ROPE_ELEMENTS = 1024
 ROPE_WARPS = 2
-ROPE_STEP = (2048, 4)
+ROPE_STEP = (1024, 4)
 
 
 def rope_qkv_to_cache(
@@ -611,7 +614,9 @@ CHUNK_FULL = True
 # The same for a step whose keys are split among programs (one or a few streams), and the most
 # programs a (stream, KV head)'s keys are split among. A one-stream step takes SPLIT_STEP's: on
 # their own, the tile took 23 us off its replay and the cap of 8 slices 33 us
-# (bench/tune_step_small.py).
+# (bench/tune_step_small.py); 2 warps tied 4 (nineteenth session). The last program to finish
+# combining the slices instead of a second kernel (58 launches fewer) was no faster, 2,105 against
+# 2,108 us (bench/h200_session19/split_last.patch).
 SPLIT_TILE: tuple[int, int, int | None] = (64, 4, None)
 SPLIT_MAX = 16
 SPLIT_STEP: tuple[tuple[int, int, int | None], int] = ((32, 4, None), 8)
