@@ -433,14 +433,14 @@ def _rows(x: torch.Tensor) -> torch.Tensor:
 # A streaming step of one stream: the decoder's 1 position, the encoder's 4 frames. Its launches
 # take the settings below chosen inside the step's CUDA graph on the H200 (bench/tune_step_small.py;
 # together they made its replay 2,252 -> 2,165 us with the same tokens in the eighteenth session,
-# and the nineteenth's norm and RoPE warps about 2,227 -> 2,112 us more: bench/RESULTS.md): norms
+# and the nineteenth's norm and RoPE warps 2,168 -> 2,103 us more: bench/RESULTS.md): norms
 # of at most STEP_ROWS rows, and RoPE and split attention of one stream's at most STEP_ROWS
 # positions. Larger launches (prompts, files, several streams) keep the settings measured for
 # those.
 STEP_ROWS = 4
 # The norm kernels' warps (None: Triton's default, 4): for a step's rows 8 took 57 us off the
-# step's replay on its own (1 or 2 warps added 150 us), 16 another 70 us (32: 12 us less than
-# 16); more rows keep the default.
+# step's replay on its own (1 or 2 warps added 150 us), 16 another 70 us (32 was 12 us slower
+# than 16); more rows keep the default.
 NORM_WARPS_STEP: int | None = 16
 NORM_WARPS: int | None = None
 
