@@ -433,7 +433,7 @@ def _rows(x: torch.Tensor) -> torch.Tensor:
 # A streaming step of one stream: the decoder's 1 position, the encoder's 4 frames. Its launches
 # take the settings below chosen inside the step's CUDA graph on the H200 (bench/tune_step_small.py;
 # together they made its replay 2,252 -> 2,165 us with the same tokens in the eighteenth session,
-# and the nineteenth's norm and RoPE warps 2,168 -> 2,103 us more: bench/RESULTS.md): norms
+# and the nineteenth's norm warps and RoPE elements 2,168 -> 2,103 us more: bench/RESULTS.md): norms
 # of at most STEP_ROWS rows, and RoPE and split attention of one stream's at most STEP_ROWS
 # positions. Larger launches (prompts, files, several streams) keep the settings measured for
 # those.
@@ -620,7 +620,7 @@ CHUNK_FULL = True
 SPLIT_TILE: tuple[int, int, int | None] = (64, 4, None)
 SPLIT_MAX = 16
 SPLIT_STEP: tuple[tuple[int, int, int | None], int] = ((32, 4, None), 8)
-COMBINE_WARPS = 4  # the combine kernel's warps (Triton's default; bench/tune_step_small.py sweeps it)
+COMBINE_WARPS = 4  # the combine kernel's warps (Triton's default; 1, 2 and 8 were within 3 us of it)
 
 
 def _tiling(warps: int, stages: int | None) -> dict[str, int]:
