@@ -108,6 +108,45 @@ def test_every_mma_q4_variant_matches_reference() -> None:
                     assert rel_err(got, ref) < 4e-3, (rows, cols, m, warps, unroll)
 
 
+@pytest.mark.parametrize(("dim", "inner", "bias"), [(3072, 4096, False), (1280, 2048, True)])
+def test_mma_q4_norm_link_equals_add_then_norm(dim: int, inner: int, bias: bool) -> None:
+    """The norm between two matmuls in their epilogues (q4_mma.cu's NORM_OUT, NORM_IN): the first
+    leaves exactly `residual + linear(a)` and bf16(that * gamma) with the partial sums of squares;
+    the next (plain and gated) equals rms_norm(new residual) * gamma through the plain kernel, up
+    to where the bf16 rounding falls. Rows: one (a decoder step), 4 (an encoder step), 70 (two
+    launches of 64 and 6 rows)."""
+    from voxtral_desktop.kernels import fused
+    from voxtral_desktop.kernels.linear import interleave_gate_up
+    from voxtral_desktop.kernels.mma_q4 import mma_linear, mma_linear_to_norm
+
+    backend = CudaMmaQ4Backend()
+    wo, wq = backend.prepare(q4(dim, inner, seed=11), CUDA), backend.prepare(q4(1024, dim, seed=12), CUDA)
+    w1, w3 = q4(2048, dim, seed=13), q4(2048, dim, seed=14)
+    w13 = backend.prepare(Q4Weight(interleave_gate_up(w1.blocks, w3.blocks), (4096, dim)), CUDA)
+    g = torch.Generator(device=CUDA).manual_seed(5)
+    b = torch.randn(dim, device=CUDA, generator=g).bfloat16() if bias else None
+    gamma = 1 + 0.2 * torch.randn(dim, device=CUDA, generator=g)
+    eps = 1e-5
+    for rows in (1, 4, 70):
+        a = torch.randn(rows, inner, device=CUDA, generator=g).bfloat16()
+        residual = (4 * torch.randn(rows, dim, device=CUDA, generator=g)).bfloat16()
+        new_residual, normed = mma_linear_to_norm(a, wo, b, residual, gamma, eps)
+        want = (residual.float() + mma_linear(a, wo, b).float()).bfloat16()
+        assert torch.equal(new_residual, want)
+        assert torch.equal(normed.scaled, (want.float() * gamma).bfloat16())
+        squares = want.float().square().reshape(rows, dim // 16, 16).sum(-1)
+        torch.testing.assert_close(normed.sums, squares, rtol=1e-5, atol=1e-4)
+        rstd = torch.rsqrt(want.float().square().mean(-1, keepdim=True) + eps)
+        plain = fused.rms_norm(want, gamma, eps)  # the norm kernel the link replaces
+        for weight, gated in ((wq, False), (w13, True)):
+            got = mma_linear(normed, weight, gated=gated).float()
+            unlinked = mma_linear(plain, weight, gated=gated).float()
+            assert rel_err(got, unlinked) < 1e-2, (rows, gated)
+            if not gated:
+                ref = q4_linear_reference(normed.scaled.float(), q4(1024, dim, seed=12).to(CUDA)) * rstd
+                assert rel_err(got, ref) < 4e-3, rows
+
+
 @pytest.mark.parametrize(("hidden", "cols"), [(9216, 3072), (5120, 1280)])
 def test_mma_q4_gated_matches_reference(hidden: int, cols: int) -> None:
     """SwiGLU in the epilogue of the interleaved gate/up matmul: silu(x W1^T) * (x W3^T)."""
@@ -197,6 +236,7 @@ def test_mma_q4_compiles_without_a_cuda_toolkit(monkeypatch) -> None:
         12,
         3072,
         4096,
+        *(0, 0, 0, 0, 0, 0.0),  # no norm link
     )
     launch(3072 // 16, 32 * 8, args, torch.cuda.current_device())
     assert rel_err(y, q4_linear_reference(x.float(), w.to(CUDA))) < 4e-3

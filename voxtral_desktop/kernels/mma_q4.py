@@ -24,6 +24,7 @@ import sys
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -156,24 +157,32 @@ def choose_variant(
     return choose_warps(n // TILE_ROWS, k // STEP_COLS, nt), UNROLL
 
 
-SIGNATURE = "ppppippii"  # codes, scales, x, bias, bias_kind, y, M, N, K (p: pointer, i: int)
+# codes, scales, x, bias, bias_kind, y, M, N, K, then the norm links' res, res_out, gamma,
+# part_out, part_in, eps (p: pointer, i: int, f: float)
+SIGNATURE = "ppppippiipppppf"
+NORM_OUT, NORM_IN = 1, 2  # q4_mma.cu's NORM: the matmul ends a residual branch / starts after a norm
 
 
-def _variant_name(warps: int, nt: int, unroll: int, gated: bool) -> str:
-    return f"q4_mma_w{warps}_n{nt}_u{unroll}" + ("_gated" if gated else "")
+def _variant_name(warps: int, nt: int, unroll: int, gated: bool, norm: int = 0) -> str:
+    return f"q4_mma_w{warps}_n{nt}_u{unroll}" + ("_gated" if gated else "") + (f"_norm{norm}" if norm else "")
 
 
 def _source(variants) -> str:
-    """q4_mma.cu plus one extern "C" kernel per (warps, n-tiles, unroll, gated)."""
+    """q4_mma.cu plus one extern "C" kernel per (warps, n-tiles, unroll, gated[, norm])."""
     params = (
         "const uint4* codes, const uint2* scales, const u32* x, const void* bias, int bias_kind,"
-        " u16* y, int M, int N, int K"
+        " u16* y, int M, int N, int K, const u16* res, u16* res_out, const float* gamma, float* part_out,"
+        " const float* part_in, float eps"
     )
-    wrappers = [
-        f'extern "C" __global__ void __launch_bounds__({w * 32}) {_variant_name(w, nt, u, gt)}({params})'
-        f" {{ q4_mma<{w}, {nt}, {u}, {str(gt).lower()}>(codes, scales, x, bias, bias_kind, y, M, N, K); }}"
-        for w, nt, u, gt in variants
-    ]
+    args = "codes, scales, x, bias, bias_kind, y, M, N, K, res, res_out, gamma, part_out, part_in, eps"
+    wrappers = []
+    for w, nt, u, gt, *rest in variants:
+        norm = rest[0] if rest else 0
+        name = _variant_name(w, nt, u, gt, norm)
+        wrappers.append(
+            f'extern "C" __global__ void __launch_bounds__({w * 32}) {name}({params})'
+            f" {{ q4_mma<{w}, {nt}, {u}, {str(gt).lower()}, {norm}>({args}); }}"
+        )
     return SOURCE.read_text(encoding="utf-8") + "\n" + "\n".join(wrappers) + "\n"
 
 
@@ -219,7 +228,8 @@ class _Launcher:
         self.launch = driver.cuLaunchKernel
         self.launch_ex = getattr(driver, "cuLaunchKernelEx", None)  # CUDA 12+
         self.config, self.attribute = pdl.programmatic_config()  # the config points at the attribute
-        self.slots = [ctypes.c_void_p() if kind == "p" else ctypes.c_int() for kind in SIGNATURE]
+        slot_types: dict[str, Any] = {"p": ctypes.c_void_p, "i": ctypes.c_int, "f": ctypes.c_float}
+        self.slots = [slot_types[kind]() for kind in SIGNATURE]
         self.argv = (ctypes.c_void_p * len(self.slots))(*[ctypes.addressof(a) for a in self.slots])
         self.stream = ctypes.c_void_p()
         self.lock = threading.Lock()
@@ -236,7 +246,7 @@ class _Launcher:
         return self.launch(self.func, grid, 1, 1, threads, 1, 1, 0, self.stream, self.argv, None)
 
     def __call__(
-        self, grid: int, threads: int, args: tuple[int, ...], device_index: int, programmatic: bool = False
+        self, grid: int, threads: int, args: tuple[float, ...], device_index: int, programmatic: bool = False
     ) -> None:
         with self.lock:
             for slot, value in zip(self.slots, args, strict=True):
@@ -304,7 +314,7 @@ def nvrtc_cubin(source: str, arch: str, library=None) -> bytes:
         lib.nvrtcDestroyProgram(ctypes.byref(prog))
 
 
-def _compile(variants, device_index: int) -> dict[tuple[int, int, int, bool], _Launcher]:
+def _compile(variants, device_index: int) -> dict[tuple, _Launcher]:
     from torch.cuda._utils import _cuda_load_module
 
     with torch.cuda.device(device_index):
@@ -316,11 +326,11 @@ def _compile(variants, device_index: int) -> dict[tuple[int, int, int, bool], _L
 
 
 @cache
-def _kernel(warps: int, nt: int, unroll: int, gated: bool, device_index: int) -> _Launcher:
+def _kernel(warps: int, nt: int, unroll: int, gated: bool, device_index: int, norm: int = 0) -> _Launcher:
     """One variant, compiled on first use (0.2-1 s on the H100's host; all 22 at once took 12 s,
     so a process compiles only the few its shapes and row counts need, mostly while the
     streaming session captures its CUDA graphs)."""
-    v = (warps, nt, unroll, gated)
+    v = (warps, nt, unroll, gated, norm) if norm else (warps, nt, unroll, gated)
     return _compile((v,), device_index)[v]
 
 
@@ -343,8 +353,28 @@ def mma_unavailable(device: torch.device) -> str | None:
     return None
 
 
+@dataclass(frozen=True, eq=False)  # tensors: compared by identity
+class NormedRows:
+    """Rows x whose RMS norm the matmul that reads them applies (q4_mma.cu's NORM_IN): `scaled` =
+    bf16(x * gamma) [..., K], gamma the norm's weight times its scale; `sums` [M, K / 16] fp32,
+    the partial sums of squares of x, 16 columns each. Made by `mma_linear_to_norm`."""
+
+    scaled: torch.Tensor
+    sums: torch.Tensor
+    eps: float
+
+
+def _bf16_rows(x: torch.Tensor, k: int) -> torch.Tensor:
+    x2 = x.reshape(-1, k)
+    if x2.dtype != torch.bfloat16:
+        x2 = x2.to(torch.bfloat16)
+    if not x2.is_contiguous() or x2.data_ptr() % 16:  # the kernel reads 8 bf16 at a time (16 bytes)
+        x2 = x2.contiguous() if not x2.is_contiguous() else x2.clone()
+    return x2
+
+
 def mma_linear(
-    x: torch.Tensor,
+    x: torch.Tensor | NormedRows,
     prepared: MmaQ4,
     bias: torch.Tensor | None = None,
     warps: int | None = None,
@@ -354,17 +384,52 @@ def mma_linear(
     """x [..., K] -> bf16 x W^T + b [..., N] (rounded once, from fp32); x is taken as bf16.
     gated: W is a gate/up pair packed by `interleave_gate_up`; the output is silu(gate) * up
     [..., N/2]. `warps`, `unroll`: the kernel variant's, each replacing `choose_variant`'s own
-    (given alone, the other stays the chosen one)."""
+    (given alone, the other stays the chosen one). `NormedRows`: rms_norm(x) * gamma W^T + b,
+    the norm's scale applied to the sums."""
+    n = prepared.out_features
+    rows = x.scaled if isinstance(x, NormedRows) else x
+    y = torch.empty(*rows.shape[:-1], n // 2 if gated else n, dtype=torch.bfloat16, device=rows.device)
+    _launch(x, prepared, bias, y, warps, unroll, gated)
+    return y
+
+
+def mma_linear_to_norm(
+    x: torch.Tensor,
+    prepared: MmaQ4,
+    bias: torch.Tensor | None,
+    residual: torch.Tensor,
+    gamma: torch.Tensor,
+    eps: float,
+) -> tuple[torch.Tensor, NormedRows]:
+    """(residual + x W^T + b, the same's RMS norm with weight `gamma` [N] for the next matmul), one
+    kernel: the sum rounded to bf16 like `residual + linear(x)`, then `NormedRows` of it."""
+    n = prepared.out_features
+    lead = residual.shape[:-1]
+    assert residual.shape[-1] == n and gamma.shape == (n,)
+    res = _bf16_rows(residual, n)
+    new_residual = torch.empty_like(res)
+    scaled = torch.empty_like(res)
+    sums = torch.empty(res.shape[0], n // TILE_ROWS, dtype=torch.float32, device=res.device)
+    link = (res, new_residual, gamma.float().contiguous(), sums)
+    _launch(x, prepared, bias, scaled, None, None, False, link)
+    return new_residual.reshape(*lead, n), NormedRows(scaled.reshape(*lead, n), sums, eps)
+
+
+def _launch(
+    x: torch.Tensor | NormedRows,
+    prepared: MmaQ4,
+    bias: torch.Tensor | None,
+    y: torch.Tensor,
+    warps: int | None,
+    unroll: int | None,
+    gated: bool,
+    norm_out: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+) -> None:
     n, k = prepared.out_features, prepared.in_features
-    lead = x.shape[:-1]
-    x2 = x.reshape(-1, k)
-    if x2.dtype != torch.bfloat16:
-        x2 = x2.to(torch.bfloat16)
-    if not x2.is_contiguous() or x2.data_ptr() % 16:  # the kernel reads 8 bf16 at a time (16 bytes)
-        x2 = x2.contiguous() if not x2.is_contiguous() else x2.clone()
+    normed = x if isinstance(x, NormedRows) else None
+    x2 = _bf16_rows(x.scaled if isinstance(x, NormedRows) else x, k)
     m_all = x2.shape[0]
     n_out = n // 2 if gated else n
-    y = torch.empty(m_all, n_out, dtype=torch.bfloat16, device=x.device)
     if bias is None:
         bias_arg, bias_kind = y, 0  # any pointer: not read
     else:
@@ -372,23 +437,35 @@ def mma_linear(
         bias_kind = 1 if bias_arg.dtype == torch.bfloat16 else 2
         if bias_kind == 2 and bias_arg.dtype != torch.float32:
             bias_arg = bias_arg.float()
+    norm, eps = 0, 0.0
+    res = res_out = gamma = part_out = part_in = 0
+    if norm_out is not None:
+        norm = NORM_OUT
+        res, res_out, gamma, part_out = (t.data_ptr() for t in norm_out)
+    elif normed is not None:
+        assert normed.sums.shape == (m_all, k // TILE_ROWS) and normed.sums.is_contiguous()
+        norm, eps, part_in = NORM_IN, normed.eps, normed.sums.data_ptr()
     tiles = n // TILE_ROWS
-    device_index = x.device.index if x.device.index is not None else torch.cuda.current_device()
+    device_index = x2.device.index if x2.device.index is not None else torch.cuda.current_device()
     codes, scales, xp, yp = prepared.codes.data_ptr(), prepared.scales.data_ptr(), x2.data_ptr(), y.data_ptr()
-    programmatic = pdl.enabled(x.device)
+    programmatic = pdl.enabled(x2.device)
     for m0 in range(0, m_all, ROWS_PER_LAUNCH):
         m = min(ROWS_PER_LAUNCH, m_all - m0)
         nt = 1 << max(0, (m - 1) // 8).bit_length()  # 1, 2, 4 or 8 n-tiles of 8 rows
         w, u = choose_variant(n, k, nt, gated, device_index)
         w, u = warps or w, unroll or u
-        launch = _kernel(w, nt, u, gated, device_index)
-        args = (codes, scales, xp + 2 * m0 * k, bias_arg.data_ptr(), bias_kind, yp + 2 * m0 * n_out, m, n, k)
+        launch = _kernel(w, nt, u, gated, device_index, norm)
+        row = 2 * m0 * n  # bytes to this launch's first row of the [M, N] bf16 norm tensors
+        args = (
+            codes, scales, xp + 2 * m0 * k, bias_arg.data_ptr(), bias_kind, yp + 2 * m0 * n_out, m, n, k,
+            res and res + row, res_out and res_out + row, gamma,
+            part_out and part_out + 4 * m0 * tiles, part_in and part_in + 4 * m0 * (k // TILE_ROWS), eps,
+        )  # fmt: skip
         if device_index == torch.cuda.current_device():
             launch(tiles, 32 * w, args, device_index, programmatic)
         else:  # the driver launches in the current context: make it the tensors' device's
             with torch.cuda.device(device_index):
                 launch(tiles, 32 * w, args, device_index, programmatic)
-    return y.reshape(*lead, n_out)
 
 
 class CudaMmaQ4Backend:

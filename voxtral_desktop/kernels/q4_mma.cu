@@ -125,21 +125,39 @@ __device__ __forceinline__ u16 float_to_bf16(float f) {
 // row g + 8), plus the bias.
 template <int WARPS, int NT>
 __device__ __forceinline__ float tile_sum(const float* part, int r, int m, int tile, const void* bias,
-                                         int bias_kind) {
+                                         int bias_kind, float row_scale = 1.f) {
     const int src = (r & 7) * 4 + ((m & 7) >> 1), ci = (m >> 3) * 4 + (r >> 3) * 2 + (m & 1);
     float sum = 0.f;
 #pragma unroll
     for (int w = 0; w < WARPS; ++w) sum += part[(w * NT * 4 + ci) * 32 + src];
+    sum *= row_scale;
     const int n = tile * 16 + r;
     if (bias_kind == 1) sum += bf16_to_float(((const u16*)bias)[n]);
     else if (bias_kind == 2) sum += ((const float*)bias)[n];
     return sum;
 }
 
-template <int WARPS, int NT, int U, bool GATED>
+// RMS norms between matmuls, in their epilogues (template parameter NORM; mma_q4.py), so no norm
+// kernel runs between them and nothing is added before a block's loop:
+// - NORM_OUT (a matmul that ends a residual branch: wo, w2): its output r (rounded to bf16 as
+//   always) is added to the residual res [M, N] (rounded: the new residual, stored to res_out);
+//   y gets bf16(new residual * gamma[n]) (gamma: the next norm's weight times its scale, fp32),
+//   and part_out[m * tiles + tile] the sum of squares of the block's 16 new residual entries;
+// - NORM_IN (the next matmul: wqkv, w1/w3, the head): x is such a product, and every output is
+//   scaled by rsqrt(mean of squares + eps) of its row, the mean from part_in [M, K / 16]
+//   (loaded after the wait, summed in a fixed order: every block gets the same scale).
+// rms_norm(x) * gamma @ W^T = rsqrt(mean x^2 + eps) * ((x * gamma) @ W^T), so what changes is
+// where the bf16 rounding falls: on x * gamma instead of x * rsqrt * gamma.
+#define NORM_OUT 1
+#define NORM_IN 2
+
+template <int WARPS, int NT, int U, bool GATED, int NORM>
 __device__ __forceinline__ void q4_mma(const uint4* __restrict__ codes, const uint2* __restrict__ scales,
                                        const u32* x, const void* bias,
-                                       int bias_kind, u16* __restrict__ y, int M, int N, int K) {
+                                       int bias_kind, u16* __restrict__ y, int M, int N, int K,
+                                       const u16* res, u16* res_out, const float* gamma, float* part_out,
+                                       const float* part_in, float eps) {
+    static_assert(!(GATED && NORM == NORM_OUT), "a SwiGLU pair never ends a residual branch");
     const int tile = blockIdx.x;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int g = lane >> 2, t = lane & 3;
@@ -159,6 +177,19 @@ __device__ __forceinline__ void q4_mma(const uint4* __restrict__ codes, const ui
         }
     }
     x = after_previous_kernel(x);
+    // NORM_IN: the partial sums of squares of the rows this warp scales (loaded now, summed in
+    // the epilogue, so the loads overlap the loop).
+    float sq_in[NT * 8 / WARPS + 1];
+    if (NORM == NORM_IN) {
+#pragma unroll
+        for (int j = 0; j < NT * 8 / WARPS + 1; ++j) {
+            const int m = warp + j * WARPS;
+            float s = 0.f;
+            if (m < M)
+                for (int p = lane; p < (K >> 4); p += 32) s += part_in[(size_t)m * (K >> 4) + p];
+            sq_in[j] = s;
+        }
+    }
     // B operand: activation row 8 nt + g; b0, b1 of k-step j are words 4 t + 2 (j & 1), + 1 of
     // the iteration's 32-column group j >> 1 (see the layout above). Lanes past the last row read
     // row 0 (the same addresses as its lanes: no extra traffic) instead of selecting zeros: a
@@ -204,16 +235,49 @@ __device__ __forceinline__ void q4_mma(const uint4* __restrict__ codes, const ui
     }
 
     __shared__ float part[WARPS][NT * 4][32];
+    __shared__ float row_scale[NT * 8];
+    __shared__ float squares[NT * 8][16];
 #pragma unroll
     for (int nt = 0; nt < NT; ++nt)
 #pragma unroll
         for (int ci = 0; ci < 4; ++ci) part[warp][nt * 4 + ci][lane] = acc[nt][ci];
+    if (NORM == NORM_IN) {
+#pragma unroll
+        for (int j = 0; j < NT * 8 / WARPS + 1; ++j) {
+            float s = sq_in[j];
+#pragma unroll
+            for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+            const int m = warp + j * WARPS;
+            if (lane == 0 && m < M) row_scale[m] = 1.f / sqrtf(s / (float)K + eps);
+        }
+    }
     __syncthreads();
     if (!GATED) {
         for (int o = threadIdx.x; o < 16 * M; o += WARPS * 32) {
             const int r = o & 15, m = o >> 4;
-            const float sum = tile_sum<WARPS, NT>(&part[0][0][0], r, m, tile, bias, bias_kind);
-            y[(size_t)m * N + tile * 16 + r] = float_to_bf16(sum);
+            const float scale = (NORM == NORM_IN) ? row_scale[m] : 1.f;
+            const float sum = tile_sum<WARPS, NT>(&part[0][0][0], r, m, tile, bias, bias_kind, scale);
+            const size_t at = (size_t)m * N + tile * 16 + r;
+            if (NORM == NORM_OUT) {
+                // the new residual, rounded, as `x = x + r` leaves it; then its product with the
+                // next norm's weight for the next matmul, and its square for the norm's mean
+                const float xn = bf16_to_float(float_to_bf16(
+                    bf16_to_float(res[at]) + bf16_to_float(float_to_bf16(sum))));
+                res_out[at] = float_to_bf16(xn);
+                y[at] = float_to_bf16(xn * gamma[tile * 16 + r]);
+                squares[m][r] = xn * xn;
+            } else {
+                y[at] = float_to_bf16(sum);
+            }
+        }
+        if (NORM == NORM_OUT) {
+            __syncthreads();
+            for (int m = threadIdx.x; m < M; m += WARPS * 32) {
+                float s = 0.f;
+#pragma unroll
+                for (int r = 0; r < 16; ++r) s += squares[m][r];
+                part_out[(size_t)m * (N >> 4) + tile] = s;
+            }
         }
     } else {
         // SwiGLU's gate/up pair packed with its rows interleaved by 8 (gate rows j..j+7, then up
@@ -222,8 +286,11 @@ __device__ __forceinline__ void q4_mma(const uint4* __restrict__ codes, const ui
         for (int o = threadIdx.x; o < 8 * M; o += WARPS * 32) {
             const int r = o & 7, m = o >> 3;
             const float* p = &part[0][0][0];
-            const float gate = bf16_to_float(float_to_bf16(tile_sum<WARPS, NT>(p, r, m, tile, bias, bias_kind)));
-            const float up = bf16_to_float(float_to_bf16(tile_sum<WARPS, NT>(p, r + 8, m, tile, bias, bias_kind)));
+            const float scale = (NORM == NORM_IN) ? row_scale[m] : 1.f;
+            const float gate =
+                bf16_to_float(float_to_bf16(tile_sum<WARPS, NT>(p, r, m, tile, bias, bias_kind, scale)));
+            const float up =
+                bf16_to_float(float_to_bf16(tile_sum<WARPS, NT>(p, r + 8, m, tile, bias, bias_kind, scale)));
             y[(size_t)m * (N >> 1) + tile * 8 + r] = float_to_bf16(gate / (1.f + expf(-gate)) * up);
         }
     }

@@ -1,0 +1,169 @@
+"""The RMS norms between the step's matmuls as kernels, or in the matmuls' epilogues (device).
+
+    python bench/ab_norm_epilogue.py [--replays 200]
+
+A go / no-go before the model's layers use `mma_linear_to_norm` and `NormedRows`
+(kernels/mma_q4.py). Two chains of the step's matmuls at the full model's shapes, with random Q4
+weights, each captured in a CUDA graph with programmatic dependent launch and replayed back to
+back (median of 5 x `--replays`), the norms:
+- as now: wqkv -> (a copy of q's columns, standing in for RoPE and attention) -> wo -> add + norm
+  kernel -> w1/w3 (SwiGLU) -> w2 -> add + norm kernel -> the next layer's wqkv;
+- linked: wo and w2 add the residual and ready the next norm in their epilogues, wqkv and w1/w3
+  apply it in theirs: two kernels a layer fewer.
+The decoder (26 layers, 1 row, dim 3072, Ada-scaled ffn norm) and the encoder (32 layers, 4 rows,
+dim 1280, biases). Also printed: how far apart the two chains' last residuals are (they round
+at different places, so not bit for bit).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from voxtral_desktop.kernels import fused
+from voxtral_desktop.kernels.mma_q4 import MmaQ4, NormedRows, mma_linear, mma_linear_to_norm
+
+DEV = torch.device("cuda")
+EPS = 1e-5
+
+
+@dataclass(frozen=True)
+class Shape:
+    name: str
+    layers: int
+    rows: int
+    dim: int
+    q: int  # q's columns: the attention output wo reads
+    qkv: int
+    hidden: int
+    biases: bool
+    ada: bool  # the ffn norm's extra scale (the decoder's Ada scale)
+
+
+DECODER = Shape("decoder", 26, 1, 3072, 4096, 6144, 9216, biases=False, ada=True)
+ENCODER = Shape("encoder", 32, 4, 1280, 2048, 6144, 5120, biases=True, ada=False)
+
+
+def random_mma(n: int, k: int, g: torch.Generator) -> MmaQ4:
+    """Random packed Q4_0 weights (any words are valid codes), outputs of about the input's size."""
+    t, it = n // 16, k // 64
+    codes = torch.randint(-(2**31), 2**31, (t, it, 32, 4), dtype=torch.int32, device=DEV, generator=g)
+    scales = (torch.rand(t, it, 8, 4, device=DEV, generator=g) + 0.5) / (4.6 * k**0.5)
+    return MmaQ4(codes, scales.half(), n, k)
+
+
+def layer_weights(s: Shape, g: torch.Generator) -> dict[str, object]:
+    def bias(n: int) -> torch.Tensor | None:
+        return torch.randn(n, device=DEV, generator=g).bfloat16() * 0.1 if s.biases else None
+
+    return {
+        "wqkv": random_mma(s.qkv, s.dim, g),
+        "bqkv": bias(s.qkv),
+        "wo": random_mma(s.dim, s.q, g),
+        "bo": bias(s.dim),
+        "w13": random_mma(2 * s.hidden, s.dim, g),
+        "w2": random_mma(s.dim, s.hidden, g),
+        "b2": bias(s.dim),
+        "norm_att": 1 + 0.1 * torch.randn(s.dim, device=DEV, generator=g),
+        "norm_ffn": 1 + 0.1 * torch.randn(s.dim, device=DEV, generator=g),
+        "ada": 1 + 0.1 * torch.randn(s.dim, device=DEV, generator=g),
+    }
+
+
+def as_kernels(s: Shape, layers: list[dict], x0: torch.Tensor) -> Callable[[], torch.Tensor]:
+    def run() -> torch.Tensor:
+        x, pending = x0, None
+        for w in layers:
+            if pending is None:
+                normed = fused.rms_norm(x, w["norm_att"], EPS)
+            else:
+                x, normed = fused.add_rms_norm(x, pending, w["norm_att"], EPS)
+            qkv = mma_linear(normed, w["wqkv"], w["bqkv"])
+            o = mma_linear(qkv[:, : s.q].contiguous(), w["wo"], w["bo"])
+            x, normed = fused.add_rms_norm(x, o, w["norm_ffn"], EPS, w["ada"] if s.ada else None)
+            pending = mma_linear(mma_linear(normed, w["w13"], gated=True), w["w2"], w["b2"])
+        assert pending is not None
+        return fused.add_rms_norm(x, pending, layers[0]["norm_att"], EPS)[0]
+
+    return run
+
+
+def linked(s: Shape, layers: list[dict], x0: torch.Tensor) -> Callable[[], torch.Tensor]:
+    gammas = [
+        (w["norm_ffn"] * w["ada"] if s.ada else w["norm_ffn"], layers[(i + 1) % len(layers)]["norm_att"])
+        for i, w in enumerate(layers)
+    ]
+
+    def run() -> torch.Tensor:
+        x = x0
+        normed: torch.Tensor | NormedRows = fused.rms_norm(x0, layers[0]["norm_att"], EPS)
+        for w, (ffn, att_next) in zip(layers, gammas, strict=True):
+            qkv = mma_linear(normed, w["wqkv"], w["bqkv"])
+            x, normed_ffn = mma_linear_to_norm(qkv[:, : s.q].contiguous(), w["wo"], w["bo"], x, ffn, EPS)
+            h = mma_linear(normed_ffn, w["w13"], gated=True)
+            x, normed = mma_linear_to_norm(h, w["w2"], w["b2"], x, att_next, EPS)
+        return x
+
+    return run
+
+
+def graph_of(fn: Callable[[], torch.Tensor]) -> tuple[torch.cuda.CUDAGraph, torch.Tensor]:
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(2):
+            fn()
+    torch.cuda.current_stream().wait_stream(side)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        out = fn()
+    return g, out
+
+
+def replay_us(g: torch.cuda.CUDAGraph, n: int) -> float:
+    times = []
+    for _ in range(5):
+        torch.cuda.synchronize()
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(n):
+            g.replay()
+        end.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(end) * 1e3 / n)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--replays", type=int, default=200)
+    args = parser.parse_args()
+    print(torch.cuda.get_device_name(), flush=True)
+    g = torch.Generator(device=DEV).manual_seed(0)
+    with torch.no_grad():
+        for s in (DECODER, ENCODER):
+            layers = [layer_weights(s, g) for _ in range(s.layers)]
+            x0 = torch.randn(s.rows, s.dim, device=DEV, generator=g).bfloat16()
+            g_old, out_old = graph_of(as_kernels(s, layers, x0))
+            g_new, out_new = graph_of(linked(s, layers, x0))
+            times: dict[str, list[float]] = {"kernels": [], "linked": []}
+            for _ in range(3):
+                times["kernels"].append(replay_us(g_old, args.replays))
+                times["linked"].append(replay_us(g_new, args.replays))
+            torch.cuda.synchronize()
+            diff = (out_new.float() - out_old.float()).norm() / out_old.float().norm()
+            row = "  ".join(f"{k}: {' / '.join(f'{t:.1f}' for t in v)} us" for k, v in times.items())
+            print(
+                f"{s.name} ({s.layers} layers, {s.rows} rows) | {row} | last residual diff {diff:.2e}",
+                flush=True,
+            )
+            del g_old, g_new, layers
+            torch.cuda.empty_cache()
+
+
+if __name__ == "__main__":
+    main()
