@@ -111,6 +111,31 @@ def linked(s: Shape, layers: list[dict], x0: torch.Tensor) -> Callable[[], torch
     return run
 
 
+def per_kind(s: Shape, layers: list[dict], x0: torch.Tensor) -> dict[str, Callable[[], torch.Tensor]]:
+    """Each linked matmul kind alone, layer after layer, beside its plain form: what each link
+    itself costs (the chains' difference is the norms' kernels saved minus these)."""
+    g = torch.Generator(device=DEV).manual_seed(1)
+    a = torch.randn(s.rows, s.q, device=DEV, generator=g).bfloat16()
+    h = torch.randn(s.rows, s.dim, device=DEV, generator=g).bfloat16()
+    rows = NormedRows(h, h.float().square().reshape(s.rows, -1, 16).sum(-1), EPS)
+
+    def plain_wqkv() -> torch.Tensor:
+        return torch.stack([mma_linear(h, w["wqkv"], w["bqkv"])[0, :8] for w in layers])
+
+    def normed_wqkv() -> torch.Tensor:
+        return torch.stack([mma_linear(rows, w["wqkv"], w["bqkv"])[0, :8] for w in layers])
+
+    def plain_wo() -> torch.Tensor:
+        return torch.stack([mma_linear(a, w["wo"], w["bo"])[0, :8] for w in layers])
+
+    def wo_to_norm() -> torch.Tensor:
+        return torch.stack(
+            [mma_linear_to_norm(a, w["wo"], w["bo"], x0, w["norm_ffn"], EPS)[0][0, :8] for w in layers]
+        )
+
+    return {"wqkv": plain_wqkv, "wqkv NORM_IN": normed_wqkv, "wo": plain_wo, "wo NORM_OUT": wo_to_norm}
+
+
 def graph_of(fn: Callable[[], torch.Tensor]) -> tuple[torch.cuda.CUDAGraph, torch.Tensor]:
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
@@ -161,7 +186,10 @@ def main() -> None:
                 f"{s.name} ({s.layers} layers, {s.rows} rows) | {row} | last residual diff {diff:.2e}",
                 flush=True,
             )
-            del g_old, g_new, layers
+            kinds = {name: graph_of(fn)[0] for name, fn in per_kind(s, layers, x0).items()}
+            each = "  ".join(f"{k} {replay_us(gr, args.replays):.1f} us" for k, gr in kinds.items())
+            print(f"  {s.layers} launches of one kind: {each}", flush=True)
+            del g_old, g_new, layers, kinds
             torch.cuda.empty_cache()
 
 

@@ -177,18 +177,30 @@ __device__ __forceinline__ void q4_mma(const uint4* __restrict__ codes, const ui
         }
     }
     x = after_previous_kernel(x);
-    // NORM_IN: the partial sums of squares of the rows this warp scales (loaded now, summed in
-    // the epilogue, so the loads overlap the loop).
-    float sq_in[NT * 8 / WARPS + 1];
-    if (NORM == NORM_IN) {
+    // NORM_IN: the partial sums of squares of the rows this warp scales, loaded now into
+    // registers as independent loads (summed in the epilogue, so they overlap the loop) where a
+    // warp scales at most 2 rows; past 16 * 32 * PIN columns, or for more rows, in the epilogue.
+    // NORM_OUT: this thread's first residual entry and its gamma, loaded now for the same reason.
+    constexpr int RJ = (NT * 8 + WARPS - 1) / WARPS, PIN = 6;
+    constexpr bool EARLY = NORM == NORM_IN && RJ <= 2;
+    const int P = K >> 4;
+    float pin[EARLY ? RJ * PIN : 1];
+    if (EARLY) {
 #pragma unroll
-        for (int j = 0; j < NT * 8 / WARPS + 1; ++j) {
+        for (int j = 0; j < RJ; ++j) {
             const int m = warp + j * WARPS;
-            float s = 0.f;
-            if (m < M)
-                for (int p = lane; p < (K >> 4); p += 32) s += part_in[(size_t)m * (K >> 4) + p];
-            sq_in[j] = s;
+#pragma unroll
+            for (int q = 0; q < PIN; ++q) {
+                const int pp = lane + 32 * q;
+                pin[j * PIN + q] = (m < M && pp < P) ? part_in[(size_t)m * P + pp] : 0.f;
+            }
         }
+    }
+    float res_first = 0.f, gamma_first = 0.f;
+    if (NORM == NORM_OUT && threadIdx.x < 16 * M) {
+        const int r = threadIdx.x & 15, m = threadIdx.x >> 4;
+        res_first = bf16_to_float(res[(size_t)m * N + tile * 16 + r]);
+        gamma_first = gamma[tile * 16 + r];
     }
     // B operand: activation row 8 nt + g; b0, b1 of k-step j are words 4 t + 2 (j & 1), + 1 of
     // the iteration's 32-column group j >> 1 (see the layout above). Lanes past the last row read
@@ -243,11 +255,17 @@ __device__ __forceinline__ void q4_mma(const uint4* __restrict__ codes, const ui
         for (int ci = 0; ci < 4; ++ci) part[warp][nt * 4 + ci][lane] = acc[nt][ci];
     if (NORM == NORM_IN) {
 #pragma unroll
-        for (int j = 0; j < NT * 8 / WARPS + 1; ++j) {
-            float s = sq_in[j];
+        for (int j = 0; j < RJ; ++j) {
+            const int m = warp + j * WARPS;
+            float s = 0.f;
+            if (EARLY) {
+#pragma unroll
+                for (int q = 0; q < PIN; ++q) s += pin[j * PIN + q];
+            }
+            if (m < M)
+                for (int pp = lane + (EARLY ? 32 * PIN : 0); pp < P; pp += 32) s += part_in[(size_t)m * P + pp];
 #pragma unroll
             for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
-            const int m = warp + j * WARPS;
             if (lane == 0 && m < M) row_scale[m] = 1.f / sqrtf(s / (float)K + eps);
         }
     }
@@ -261,10 +279,12 @@ __device__ __forceinline__ void q4_mma(const uint4* __restrict__ codes, const ui
             if (NORM == NORM_OUT) {
                 // the new residual, rounded, as `x = x + r` leaves it; then its product with the
                 // next norm's weight for the next matmul, and its square for the norm's mean
-                const float xn = bf16_to_float(float_to_bf16(
-                    bf16_to_float(res[at]) + bf16_to_float(float_to_bf16(sum))));
+                const bool first = o == (int)threadIdx.x;
+                const float rv = first ? res_first : bf16_to_float(res[at]);
+                const float gv = first ? gamma_first : gamma[tile * 16 + r];
+                const float xn = bf16_to_float(float_to_bf16(rv + bf16_to_float(float_to_bf16(sum))));
                 res_out[at] = float_to_bf16(xn);
-                y[at] = float_to_bf16(xn * gamma[tile * 16 + r]);
+                y[at] = float_to_bf16(xn * gv);
                 squares[m][r] = xn * xn;
             } else {
                 y[at] = float_to_bf16(sum);
