@@ -76,6 +76,18 @@ __device__ __forceinline__ const u32* after_previous_kernel(const u32* x) {
     return ready;
 }
 
+// 4 bytes global -> shared without passing through registers (sm_80+); wait with cp.async.wait_all.
+__device__ __forceinline__ void copy_async4(float* shared, const float* global) {
+    const unsigned to = (unsigned)__cvta_generic_to_shared(shared);
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4;" ::"r"(to), "l"(global) : "memory");
+}
+
+// 16 bytes global -> shared (both 16-byte aligned), the same way.
+__device__ __forceinline__ void copy_async16(void* shared, const void* global) {
+    const unsigned to = (unsigned)__cvta_generic_to_shared(shared);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(to), "l"(global) : "memory");
+}
+
 // 8 bf16 activations (the lane's columns of one 32-column group), 16-byte aligned.
 __device__ __forceinline__ uint4 load_x(const u32* p) {
     uint4 v;
@@ -177,30 +189,29 @@ __device__ __forceinline__ void q4_mma(const uint4* __restrict__ codes, const ui
         }
     }
     x = after_previous_kernel(x);
-    // NORM_IN: the partial sums of squares of the rows this warp scales, loaded now into
-    // registers as independent loads (summed in the epilogue, so they overlap the loop) where a
-    // warp scales at most 2 rows; past 16 * 32 * PIN columns, or for more rows, in the epilogue.
+    // NORM_IN: the partial sums of squares of the rows, copied now into shared memory by
+    // cp.async where they fit (at most 8 rows of K <= 16 * PMAX: the streaming step's), so the
+    // copies overlap the loop and hold no registers across it (registers past 40 cost the
+    // 16-warp tiles a third of their blocks per SM: 384 tiles no longer fit in one wave).
     // NORM_OUT: this thread's first residual entry and its gamma, loaded now for the same reason.
-    constexpr int RJ = (NT * 8 + WARPS - 1) / WARPS, PIN = 6;
-    constexpr bool EARLY = NORM == NORM_IN && RJ <= 2;
+    constexpr int PMAX = 192;
+    constexpr bool EARLY = NORM == NORM_IN && NT == 1;
     const int P = K >> 4;
-    float pin[EARLY ? RJ * PIN : 1];
-    if (EARLY) {
-#pragma unroll
-        for (int j = 0; j < RJ; ++j) {
-            const int m = warp + j * WARPS;
-#pragma unroll
-            for (int q = 0; q < PIN; ++q) {
-                const int pp = lane + 32 * q;
-                pin[j * PIN + q] = (m < M && pp < P) ? part_in[(size_t)m * P + pp] : 0.f;
-            }
-        }
+    __shared__ __align__(16) float pin[EARLY ? 8 * PMAX : 1];
+    const bool early = EARLY && P <= PMAX;
+    if (early) {
+        for (int e = threadIdx.x; e < M * P; e += WARPS * 32) copy_async4(&pin[e], part_in + e);
+        asm volatile("cp.async.commit_group;" ::: "memory");
     }
-    float res_first = 0.f, gamma_first = 0.f;
-    if (NORM == NORM_OUT && threadIdx.x < 16 * M) {
-        const int r = threadIdx.x & 15, m = threadIdx.x >> 4;
-        res_first = bf16_to_float(res[(size_t)m * N + tile * 16 + r]);
-        gamma_first = gamma[tile * 16 + r];
+    __shared__ __align__(16) u16 res_tile[NORM == NORM_OUT ? NT * 8 * 16 : 8];
+    __shared__ __align__(16) float gamma_tile[16];
+    if (NORM == NORM_OUT) {
+        // 16-byte copies: two per row of the tile's 16 residual entries, four for gamma's 16
+        for (int e = threadIdx.x; e < 2 * M + 4; e += WARPS * 32) {
+            if (e < 2 * M) copy_async16(&res_tile[e * 8], res + (size_t)(e >> 1) * N + tile * 16 + (e & 1) * 8);
+            else copy_async16(&gamma_tile[(e - 2 * M) * 4], gamma + tile * 16 + (e - 2 * M) * 4);
+        }
+        asm volatile("cp.async.commit_group;" ::: "memory");
     }
     // B operand: activation row 8 nt + g; b0, b1 of k-step j are words 4 t + 2 (j & 1), + 1 of
     // the iteration's 32-column group j >> 1 (see the layout above). Lanes past the last row read
@@ -253,23 +264,19 @@ __device__ __forceinline__ void q4_mma(const uint4* __restrict__ codes, const ui
     for (int nt = 0; nt < NT; ++nt)
 #pragma unroll
         for (int ci = 0; ci < 4; ++ci) part[warp][nt * 4 + ci][lane] = acc[nt][ci];
+    if (early || NORM == NORM_OUT) asm volatile("cp.async.wait_all;" ::: "memory");
+    __syncthreads();
     if (NORM == NORM_IN) {
-#pragma unroll
-        for (int j = 0; j < RJ; ++j) {
-            const int m = warp + j * WARPS;
+        // every block sums a row's partials in the same order: the same scale in every tile
+        for (int m = warp; m < M; m += WARPS) {
             float s = 0.f;
-            if (EARLY) {
-#pragma unroll
-                for (int q = 0; q < PIN; ++q) s += pin[j * PIN + q];
-            }
-            if (m < M)
-                for (int pp = lane + (EARLY ? 32 * PIN : 0); pp < P; pp += 32) s += part_in[(size_t)m * P + pp];
+            for (int pp = lane; pp < P; pp += 32) s += early ? pin[m * P + pp] : part_in[(size_t)m * P + pp];
 #pragma unroll
             for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
-            if (lane == 0 && m < M) row_scale[m] = 1.f / sqrtf(s / (float)K + eps);
+            if (lane == 0) row_scale[m] = 1.f / sqrtf(s / (float)K + eps);
         }
+        __syncthreads();
     }
-    __syncthreads();
     if (!GATED) {
         for (int o = threadIdx.x; o < 16 * M; o += WARPS * 32) {
             const int r = o & 15, m = o >> 4;
@@ -279,12 +286,10 @@ __device__ __forceinline__ void q4_mma(const uint4* __restrict__ codes, const ui
             if (NORM == NORM_OUT) {
                 // the new residual, rounded, as `x = x + r` leaves it; then its product with the
                 // next norm's weight for the next matmul, and its square for the norm's mean
-                const bool first = o == (int)threadIdx.x;
-                const float rv = first ? res_first : bf16_to_float(res[at]);
-                const float gv = first ? gamma_first : gamma[tile * 16 + r];
-                const float xn = bf16_to_float(float_to_bf16(rv + bf16_to_float(float_to_bf16(sum))));
+                const float xn =
+                    bf16_to_float(float_to_bf16(bf16_to_float(res_tile[o]) + bf16_to_float(float_to_bf16(sum))));
                 res_out[at] = float_to_bf16(xn);
-                y[at] = float_to_bf16(xn * gv);
+                y[at] = float_to_bf16(xn * gamma_tile[r]);
                 squares[m][r] = xn * xn;
             } else {
                 y[at] = float_to_bf16(sum);
