@@ -92,7 +92,11 @@ def as_kernels(s: Shape, layers: list[dict], x0: torch.Tensor) -> Callable[[], t
     return run
 
 
-def linked(s: Shape, layers: list[dict], x0: torch.Tensor) -> Callable[[], torch.Tensor]:
+def linked(
+    s: Shape, layers: list[dict], x0: torch.Tensor, att: bool = True, ffn: bool = True
+) -> Callable[[], torch.Tensor]:
+    """`att`: wo links to the ffn norm; `ffn`: w2 links to the next layer's attention norm
+    (either alone says which link costs what)."""
     gammas = [
         (w["norm_ffn"] * w["ada"] if s.ada else w["norm_ffn"], layers[(i + 1) % len(layers)]["norm_att"])
         for i, w in enumerate(layers)
@@ -101,11 +105,21 @@ def linked(s: Shape, layers: list[dict], x0: torch.Tensor) -> Callable[[], torch
     def run() -> torch.Tensor:
         x = x0
         normed: torch.Tensor | NormedRows = fused.rms_norm(x0, layers[0]["norm_att"], EPS)
-        for w, (ffn, att_next) in zip(layers, gammas, strict=True):
+        for w, (gamma_ffn, att_next) in zip(layers, gammas, strict=True):
             qkv = mma_linear(normed, w["wqkv"], w["bqkv"])
-            x, normed_ffn = mma_linear_to_norm(qkv[:, : s.q].contiguous(), w["wo"], w["bo"], x, ffn, EPS)
+            a = qkv[:, : s.q].contiguous()
+            if att:
+                x, normed_ffn = mma_linear_to_norm(a, w["wo"], w["bo"], x, gamma_ffn, EPS)
+            else:
+                ada = w["ada"] if s.ada else None
+                x, normed_ffn = fused.add_rms_norm(
+                    x, mma_linear(a, w["wo"], w["bo"]), w["norm_ffn"], EPS, ada
+                )
             h = mma_linear(normed_ffn, w["w13"], gated=True)
-            x, normed = mma_linear_to_norm(h, w["w2"], w["b2"], x, att_next, EPS)
+            if ffn:
+                x, normed = mma_linear_to_norm(h, w["w2"], w["b2"], x, att_next, EPS)
+            else:
+                x, normed = fused.add_rms_norm(x, mma_linear(h, w["w2"], w["b2"]), att_next, EPS)
         return x
 
     return run
@@ -133,7 +147,34 @@ def per_kind(s: Shape, layers: list[dict], x0: torch.Tensor) -> dict[str, Callab
             [mma_linear_to_norm(a, w["wo"], w["bo"], x0, w["norm_ffn"], EPS)[0][0, :8] for w in layers]
         )
 
-    return {"wqkv": plain_wqkv, "wqkv NORM_IN": normed_wqkv, "wo": plain_wo, "wo NORM_OUT": wo_to_norm}
+    hid = torch.randn(s.rows, s.hidden, device=DEV, generator=g).bfloat16()
+
+    def plain_w13() -> torch.Tensor:
+        return torch.stack([mma_linear(h, w["w13"], gated=True)[0, :8] for w in layers])
+
+    def normed_w13() -> torch.Tensor:
+        return torch.stack([mma_linear(rows, w["w13"], gated=True)[0, :8] for w in layers])
+
+    def plain_w2() -> torch.Tensor:
+        return torch.stack([mma_linear(hid, w["w2"], w["b2"])[0, :8] for w in layers])
+
+    def w2_to_norm() -> torch.Tensor:
+        return torch.stack(
+            [mma_linear_to_norm(hid, w["w2"], w["b2"], x0, w["norm_att"], EPS)[0][0, :8] for w in layers]
+        )
+
+    return {
+        "wqkv": plain_wqkv, "wqkv NORM_IN": normed_wqkv, "wo": plain_wo, "wo NORM_OUT": wo_to_norm,
+        "w13": plain_w13, "w13 NORM_IN": normed_w13, "w2": plain_w2, "w2 NORM_OUT": w2_to_norm,
+    }  # fmt: skip
+
+
+def kernels_in(fn: Callable[[], torch.Tensor]) -> int:
+    """CUDA kernels one eager run launches (the chains' own count, as a check)."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    return sum(1 for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA)
 
 
 def graph_of(fn: Callable[[], torch.Tensor]) -> tuple[torch.cuda.CUDAGraph, torch.Tensor]:
@@ -173,23 +214,28 @@ def main() -> None:
         for s in (DECODER, ENCODER):
             layers = [layer_weights(s, g) for _ in range(s.layers)]
             x0 = torch.randn(s.rows, s.dim, device=DEV, generator=g).bfloat16()
-            g_old, out_old = graph_of(as_kernels(s, layers, x0))
-            g_new, out_new = graph_of(linked(s, layers, x0))
-            times: dict[str, list[float]] = {"kernels": [], "linked": []}
+            chains = {
+                "kernels": as_kernels(s, layers, x0),
+                "linked": linked(s, layers, x0),
+                "att link only": linked(s, layers, x0, ffn=False),
+                "ffn link only": linked(s, layers, x0, att=False),
+            }
+            counts = {name: kernels_in(fn) for name, fn in chains.items()}
+            graphs = {name: graph_of(fn) for name, fn in chains.items()}
+            times: dict[str, list[float]] = {name: [] for name in chains}
             for _ in range(3):
-                times["kernels"].append(replay_us(g_old, args.replays))
-                times["linked"].append(replay_us(g_new, args.replays))
+                for name, (graph, _) in graphs.items():
+                    times[name].append(replay_us(graph, args.replays))
             torch.cuda.synchronize()
+            out_old, out_new = graphs["kernels"][1], graphs["linked"][1]
             diff = (out_new.float() - out_old.float()).norm() / out_old.float().norm()
-            row = "  ".join(f"{k}: {' / '.join(f'{t:.1f}' for t in v)} us" for k, v in times.items())
-            print(
-                f"{s.name} ({s.layers} layers, {s.rows} rows) | {row} | last residual diff {diff:.2e}",
-                flush=True,
-            )
+            print(f"{s.name} ({s.layers} layers, {s.rows} rows) | last residual diff {diff:.2e}", flush=True)
+            for name, t in times.items():
+                print(f"  {name}: {' / '.join(f'{v:.1f}' for v in t)} us, {counts[name]} kernels", flush=True)
             kinds = {name: graph_of(fn)[0] for name, fn in per_kind(s, layers, x0).items()}
             each = "  ".join(f"{k} {replay_us(gr, args.replays):.1f} us" for k, gr in kinds.items())
             print(f"  {s.layers} launches of one kind: {each}", flush=True)
-            del g_old, g_new, layers, kinds
+            del graphs, chains, layers, kinds
             torch.cuda.empty_cache()
 
 
