@@ -161,6 +161,7 @@ def choose_variant(
 # part_out, part_in, eps (p: pointer, i: int, f: float)
 SIGNATURE = "ppppippiipppppf"
 NORM_OUT, NORM_IN = 1, 2  # q4_mma.cu's NORM: the matmul ends a residual branch / starts after a norm
+NORM_IN_MAX_PARTIALS = 192  # q4_mma.cu's PMAX
 
 
 def _variant_name(warps: int, nt: int, unroll: int, gated: bool, norm: int = 0) -> str:
@@ -234,28 +235,36 @@ class _Launcher:
         self.stream = ctypes.c_void_p()
         self.lock = threading.Lock()
 
-    def _launch(self, grid: int, threads: int, programmatic: bool) -> int:
+    def _launch(self, grid: int, threads: int, programmatic: bool, shared: int) -> int:
         if programmatic and self.launch_ex is not None:
             self.config.grid[0], self.config.block[0], self.config.stream = grid, threads, self.stream.value
+            self.config.shared_bytes = shared
             rc = self.launch_ex(ctypes.byref(self.config), self.func, self.argv, None)
             if rc in (0, CUDA_ERROR_INVALID_CONTEXT):
                 return rc
             # A driver that refuses the attribute: launch as before, and from now on.
             log.warning("cuLaunchKernelEx failed (CUDA error %d); launching without PDL", rc)
             self.launch_ex = None
-        return self.launch(self.func, grid, 1, 1, threads, 1, 1, 0, self.stream, self.argv, None)
+        return self.launch(self.func, grid, 1, 1, threads, 1, 1, shared, self.stream, self.argv, None)
 
     def __call__(
-        self, grid: int, threads: int, args: tuple[float, ...], device_index: int, programmatic: bool = False
+        self,
+        grid: int,
+        threads: int,
+        args: tuple[float, ...],
+        device_index: int,
+        programmatic: bool = False,
+        shared: int = 0,
     ) -> None:
+        """`shared`: bytes of dynamic shared memory (the NORM_IN kernels' partial sums)."""
         with self.lock:
             for slot, value in zip(self.slots, args, strict=True):
                 slot.value = value
             self.stream.value = _current_stream(device_index)
-            rc = self._launch(grid, threads, programmatic)
+            rc = self._launch(grid, threads, programmatic, shared)
             if rc == CUDA_ERROR_INVALID_CONTEXT:  # a thread that has not made a CUDA context current
                 _make_primary_context_current(device_index)
-                rc = self._launch(grid, threads, programmatic)
+                rc = self._launch(grid, threads, programmatic, shared)
         if rc != 0:
             raise RuntimeError(f"cuLaunchKernel failed for the Q4 mma kernel (CUDA error {rc})")
 
@@ -461,11 +470,14 @@ def _launch(
             res and res + row, res_out and res_out + row, gamma,
             part_out and part_out + 4 * m0 * tiles, part_in and part_in + 4 * m0 * (k // TILE_ROWS), eps,
         )  # fmt: skip
+        # NORM_IN copies a launch's partial sums to shared memory where they fit (q4_mma.cu's `early`)
+        early = norm == NORM_IN and nt == 1 and k // TILE_ROWS <= NORM_IN_MAX_PARTIALS
+        shared = 4 * m * (k // TILE_ROWS) if early else 0
         if device_index == torch.cuda.current_device():
-            launch(tiles, 32 * w, args, device_index, programmatic)
+            launch(tiles, 32 * w, args, device_index, programmatic, shared)
         else:  # the driver launches in the current context: make it the tensors' device's
             with torch.cuda.device(device_index):
-                launch(tiles, 32 * w, args, device_index, programmatic)
+                launch(tiles, 32 * w, args, device_index, programmatic, shared)
 
 
 class CudaMmaQ4Backend:

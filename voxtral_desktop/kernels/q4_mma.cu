@@ -192,12 +192,14 @@ __device__ __forceinline__ void q4_mma(const uint4* __restrict__ codes, const ui
     // NORM_IN: the partial sums of squares of the rows, copied now into shared memory by
     // cp.async where they fit (at most 8 rows of K <= 16 * PMAX: the streaming step's), so the
     // copies overlap the loop and hold no registers across it (registers past 40 cost the
-    // 16-warp tiles a third of their blocks per SM: 384 tiles no longer fit in one wave).
+    // 16-warp tiles a third of their blocks per SM: 384 tiles no longer fit in one wave). The
+    // buffer is dynamic shared memory of the rows' size: 6 KB of static buffer made the 4-warp
+    // gate/up matmul 5.6 us slower on the H200 (fewer blocks an SM).
     // NORM_OUT: this thread's first residual entry and its gamma, loaded now for the same reason.
     constexpr int PMAX = 192;
     constexpr bool EARLY = NORM == NORM_IN && NT == 1;
     const int P = K >> 4;
-    __shared__ __align__(16) float pin[EARLY ? 8 * PMAX : 1];
+    extern __shared__ __align__(16) float pin[];  // M * P floats where `early` (mma_q4.py sizes it)
     const bool early = EARLY && P <= PMAX;
     if (early) {
         for (int e = threadIdx.x; e < M * P; e += WARPS * 32) copy_async4(&pin[e], part_in + e);
