@@ -68,9 +68,9 @@ def layer_weights(s: Shape, g: torch.Generator) -> dict[str, object]:
         "w13": random_mma(2 * s.hidden, s.dim, g),
         "w2": random_mma(s.dim, s.hidden, g),
         "b2": bias(s.dim),
-        "norm_att": 1 + 0.1 * torch.randn(s.dim, device=DEV, generator=g),
-        "norm_ffn": 1 + 0.1 * torch.randn(s.dim, device=DEV, generator=g),
-        "ada": 1 + 0.1 * torch.randn(s.dim, device=DEV, generator=g),
+        "norm_att": (1 + 0.1 * torch.randn(s.dim, device=DEV, generator=g)).bfloat16(),
+        "norm_ffn": (1 + 0.1 * torch.randn(s.dim, device=DEV, generator=g)).bfloat16(),
+        "ada": (1 + 0.1 * torch.randn(s.dim, device=DEV, generator=g)).bfloat16(),
     }
 
 
@@ -98,7 +98,10 @@ def linked(
     """`att`: wo links to the ffn norm; `ffn`: w2 links to the next layer's attention norm
     (either alone says which link costs what)."""
     gammas = [
-        (w["norm_ffn"] * w["ada"] if s.ada else w["norm_ffn"], layers[(i + 1) % len(layers)]["norm_att"])
+        (
+            (w["norm_ffn"].float() * w["ada"].float()).bfloat16() if s.ada else w["norm_ffn"],
+            layers[(i + 1) % len(layers)]["norm_att"],
+        )
         for i, w in enumerate(layers)
     ]
 

@@ -125,7 +125,7 @@ def test_mma_q4_norm_link_equals_add_then_norm(dim: int, inner: int, bias: bool)
     w13 = backend.prepare(Q4Weight(interleave_gate_up(w1.blocks, w3.blocks), (4096, dim)), CUDA)
     g = torch.Generator(device=CUDA).manual_seed(5)
     b = torch.randn(dim, device=CUDA, generator=g).bfloat16() if bias else None
-    gamma = 1 + 0.2 * torch.randn(dim, device=CUDA, generator=g)
+    gamma = (1 + 0.2 * torch.randn(dim, device=CUDA, generator=g)).bfloat16()  # a norm's weight
     eps = 1e-5
     for rows in (1, 4, 70):
         a = torch.randn(rows, inner, device=CUDA, generator=g).bfloat16()
@@ -133,7 +133,7 @@ def test_mma_q4_norm_link_equals_add_then_norm(dim: int, inner: int, bias: bool)
         new_residual, normed = mma_linear_to_norm(a, wo, b, residual, gamma, eps)
         want = (residual.float() + mma_linear(a, wo, b).float()).bfloat16()
         assert torch.equal(new_residual, want)
-        assert torch.equal(normed.scaled, (want.float() * gamma).bfloat16())
+        assert torch.equal(normed.scaled, (want.float() * gamma.float()).bfloat16())
         squares = want.float().square().reshape(rows, dim // 16, 16).sum(-1)
         torch.testing.assert_close(normed.sums, squares, rtol=1e-5, atol=1e-4)
         rstd = torch.rsqrt(want.float().square().mean(-1, keepdim=True) + eps)

@@ -172,7 +172,7 @@ def _source(variants) -> str:
     """q4_mma.cu plus one extern "C" kernel per (warps, n-tiles, unroll, gated[, norm])."""
     params = (
         "const uint4* codes, const uint2* scales, const u32* x, const void* bias, int bias_kind,"
-        " u16* y, int M, int N, int K, const u16* res, u16* res_out, const float* gamma, float* part_out,"
+        " u16* y, int M, int N, int K, const u16* res, u16* res_out, const u16* gamma, float* part_out,"
         " const float* part_in, float eps"
     )
     args = "codes, scales, x, bias, bias_kind, y, M, N, K, res, res_out, gamma, part_out, part_in, eps"
@@ -419,7 +419,7 @@ def mma_linear_to_norm(
     new_residual = torch.empty_like(res)
     scaled = torch.empty_like(res)
     sums = torch.empty(res.shape[0], n // TILE_ROWS, dtype=torch.float32, device=res.device)
-    link = (res, new_residual, gamma.float().contiguous(), sums)
+    link = (res, new_residual, _bf16_rows(gamma, n), sums)
     _launch(x, prepared, bias, scaled, None, None, False, link)
     return new_residual.reshape(*lead, n), NormedRows(scaled.reshape(*lead, n), sums, eps)
 

@@ -153,7 +153,7 @@ __device__ __forceinline__ float tile_sum(const float* part, int r, int m, int t
 // kernel runs between them and nothing is added before a block's loop:
 // - NORM_OUT (a matmul that ends a residual branch: wo, w2): its output r (rounded to bf16 as
 //   always) is added to the residual res [M, N] (rounded: the new residual, stored to res_out);
-//   y gets bf16(new residual * gamma[n]) (gamma: the next norm's weight times its scale, fp32),
+//   y gets bf16(new residual * gamma[n]) (gamma: the next norm's weight, bf16, as stored),
 //   and part_out[m * tiles + tile] the sum of squares of the block's 16 new residual entries;
 // - NORM_IN (the next matmul: wqkv, w1/w3, the head): x is such a product, and every output is
 //   scaled by rsqrt(mean of squares + eps) of its row, the mean from part_in [M, K / 16]
@@ -167,7 +167,7 @@ template <int WARPS, int NT, int U, bool GATED, int NORM>
 __device__ __forceinline__ void q4_mma(const uint4* __restrict__ codes, const uint2* __restrict__ scales,
                                        const u32* x, const void* bias,
                                        int bias_kind, u16* __restrict__ y, int M, int N, int K,
-                                       const u16* res, u16* res_out, const float* gamma, float* part_out,
+                                       const u16* res, u16* res_out, const u16* gamma, float* part_out,
                                        const float* part_in, float eps) {
     static_assert(!(GATED && NORM == NORM_OUT), "a SwiGLU pair never ends a residual branch");
     const int tile = blockIdx.x;
@@ -206,12 +206,12 @@ __device__ __forceinline__ void q4_mma(const uint4* __restrict__ codes, const ui
         asm volatile("cp.async.commit_group;" ::: "memory");
     }
     __shared__ __align__(16) u16 res_tile[NORM == NORM_OUT ? NT * 8 * 16 : 8];
-    __shared__ __align__(16) float gamma_tile[16];
+    __shared__ __align__(16) u16 gamma_tile[16];
     if (NORM == NORM_OUT) {
-        // 16-byte copies: two per row of the tile's 16 residual entries, four for gamma's 16
-        for (int e = threadIdx.x; e < 2 * M + 4; e += WARPS * 32) {
+        // 16-byte copies: two per row of the tile's 16 residual entries, two for gamma's 16
+        for (int e = threadIdx.x; e < 2 * M + 2; e += WARPS * 32) {
             if (e < 2 * M) copy_async16(&res_tile[e * 8], res + (size_t)(e >> 1) * N + tile * 16 + (e & 1) * 8);
-            else copy_async16(&gamma_tile[(e - 2 * M) * 4], gamma + tile * 16 + (e - 2 * M) * 4);
+            else copy_async16(&gamma_tile[(e - 2 * M) * 8], gamma + tile * 16 + (e - 2 * M) * 8);
         }
         asm volatile("cp.async.commit_group;" ::: "memory");
     }
@@ -291,7 +291,7 @@ __device__ __forceinline__ void q4_mma(const uint4* __restrict__ codes, const ui
                 const float xn =
                     bf16_to_float(float_to_bf16(bf16_to_float(res_tile[o]) + bf16_to_float(float_to_bf16(sum))));
                 res_out[at] = float_to_bf16(xn);
-                y[at] = float_to_bf16(xn * gamma_tile[r]);
+                y[at] = float_to_bf16(xn * bf16_to_float(gamma_tile[r]));
                 squares[m][r] = xn * xn;
             } else {
                 y[at] = float_to_bf16(sum);
