@@ -246,3 +246,26 @@ def test_dense_weights_inside_the_context_only(backend) -> None:
     assert float((dense_out - kernel_out).norm() / kernel_out.norm()) < (
         1e-6 if backend is REFERENCE else 2e-2
     )
+
+
+def test_normed_rows_reference_is_the_rms_norm() -> None:
+    """What a linked norm carries to the next matmul (kernels/norm_link.py): x * gamma and x's
+    partial sums of squares; its dense form is rms_norm(x) * gamma up to one bf16 rounding, and a
+    Q4 matrix that cannot take the link multiplies that dense form."""
+    from torch.nn import functional as F
+
+    from voxtral_desktop.kernels.norm_link import normed_rows_reference
+
+    g = torch.Generator().manual_seed(3)
+    x = (3 * torch.randn(5, 2, 64, generator=g)).bfloat16()
+    gamma = (1 + 0.2 * torch.randn(64, generator=g)).bfloat16()
+    rows = normed_rows_reference(x, gamma, 1e-5)
+    assert rows.shape == x.shape and rows.sums.shape == (10, 4)
+    want = F.rms_norm(x.float(), (64,), gamma.float(), 1e-5)
+    got = rows.dense()
+    assert got.dtype == torch.bfloat16 and got.shape == x.shape
+    assert float((got.float() - want).abs().max()) <= 2 * float(want.abs().max()) * 2**-8
+    w = Q4Weight(quantize_q4_0(torch.randn(32, 64, generator=g)), (32, 64))
+    module = Q4Linear(w, None, REFERENCE)
+    assert not module.links_norm  # the reference backend has no `linear_to_norm`
+    assert torch.equal(module(rows), module(got))

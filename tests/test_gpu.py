@@ -341,6 +341,47 @@ def test_programmatic_dependent_launch_changes_no_bit(tokenizer_small, monkeypat
     assert ids[True] == ids[False] and len(ids[True]) > 10
 
 
+def test_linked_norms_give_the_unlinked_logits(monkeypatch) -> None:
+    """The RMS norms linked between the mma kernel's matmuls (kernels/norm_link.py: each layer's
+    w2 adds the residual and readies the next layer's attention norm, whose wqkv applies it) are
+    used for a step's rows (one decoder position, an encoder call of 8 mel frames) and give the
+    norm kernels' logits up to where the bf16 rounding falls."""
+    from voxtral_desktop.audio.mel import log_mel
+    from voxtral_desktop.engine.batch import padded_audio
+    from voxtral_desktop.kernels import linear
+
+    config = tiny_config(decoder_vocab_size=VOCAB, encoder_n_layers=4, decoder_n_layers=4)
+    tensors = _q4_tiny(config, 5)
+    backend = CudaMmaQ4Backend()
+    model = build_model(config, tensors, device=CUDA, dtype=torch.bfloat16, q4_backend=backend, fuse=True)
+    links: list[int] = []
+    to_norm = linear.Q4Linear.to_norm
+
+    def counted(self, *args):
+        links.append(self.out_features)
+        return to_norm(self, *args)
+
+    monkeypatch.setattr(linear.Q4Linear, "to_norm", counted)
+    stream = StreamConfig(480)
+    features = torch.from_numpy(log_mel(padded_audio(speechlike(3.0, 5), stream)))[None].to(CUDA)
+    tokens = [(7 * i) % VOCAB for i in range(24)]
+    logits, counts = {}, {}
+    for on in (True, False):
+        monkeypatch.setattr(linear, "NORM_LINKS", on)
+        links.clear()
+        logits[on] = _teacher_forced_logits(model, features, tokens, stream, encoder_chunk=8)
+        counts[on] = list(links)
+    # 3 links per call (4 layers): every encoder call of 4 frames, every decoder position after the
+    # prompt (the prompt's 39 rows take the norm kernels)
+    calls = -(-features.shape[-1] // 8) + len(tokens)
+    assert counts[False] == [] and len(counts[True]) == 3 * calls
+    assert set(counts[True]) == {config.encoder.dim, config.decoder.dim}
+    errors = [rel_err(a, b) for a, b in zip(logits[True], logits[False], strict=True)]
+    agree = float((logits[True].argmax(-1) == logits[False].argmax(-1)).float().mean())
+    print(f"linked norms: max rel logit error {max(errors):.4f}, top-1 agreement {agree:.3f}")
+    assert max(errors) < 2e-2 and agree >= 0.9
+
+
 @pytest.mark.parametrize("backend", [CudaInt4Backend, TritonQ4Backend, CudaMmaQ4Backend])
 def test_dense_form_of_the_q4_layouts(backend) -> None:
     """What `dense_weights` (file batches' encoder phase) uses: tinygemm's matrix recovered by
@@ -685,8 +726,14 @@ def test_a_bf16_batch_keeps_its_encoder_cache_in_bf16_where_it_fits(tokenizer_sm
 
 
 def _teacher_forced_logits(
-    model, features: torch.Tensor, tokens: list[int], stream: StreamConfig, kv_int8: bool = False
+    model,
+    features: torch.Tensor,
+    tokens: list[int],
+    stream: StreamConfig,
+    kv_int8: bool = False,
+    encoder_chunk: int = 256,
 ) -> torch.Tensor:
+    """`encoder_chunk`: mel frames a call of the encoder takes (8: a streaming step's)."""
     cfg = model.config
     enc = EncoderState.allocate(
         cfg.encoder, batch=1, max_chunk_frames=256, device=CUDA, dtype=model.dtype, kv_int8=kv_int8
@@ -696,8 +743,9 @@ def _teacher_forced_logits(
         max_chunk=stream.n_prompt_tokens, device=CUDA, dtype=model.dtype, kv_int8=kv_int8,
     )  # fmt: skip
     with torch.no_grad():
-        audio = torch.cat([model.embed_audio(features[..., i : i + 256].to(model.dtype), enc)
-                           for i in range(0, features.shape[-1], 256)], dim=1)  # fmt: skip
+        c = encoder_chunk
+        audio = torch.cat([model.embed_audio(features[..., i : i + c].to(model.dtype), enc)
+                           for i in range(0, features.shape[-1], c)], dim=1)  # fmt: skip
         n = stream.n_prompt_tokens
         out = [model.decode(torch.tensor([stream.prompt_ids()], device=CUDA), audio[:, :n], dec)]
         for p, tok in enumerate(tokens, start=n):

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from voxtral_desktop.kernels import fused
+from voxtral_desktop.kernels.norm_link import NormedRows
 from voxtral_desktop.kernels.q4 import Q4Weight, dequantize_q4_0, q4_embedding_reference, q4_linear_reference
 
 
@@ -35,7 +36,16 @@ class Q4Backend(Protocol):
 # Optional backend methods, used when present:
 #   linear_swiglu(gate_up, prepared, bias): W (silu(gate) * up) + b from the fused gate/up pair;
 #   embed_rows(prepared, ids, dtype): rows of the matrix, so a tied table is stored once;
-#   dequantize(prepared, dtype): the dense matrix [N, K] (see `dense_weights`).
+#   dequantize(prepared, dtype): the dense matrix [N, K] (see `dense_weights`);
+#   linear_to_norm(x, prepared, bias, residual, gamma, eps): (residual + linear(x), `NormedRows` of
+#   it for the RMS norm of weight gamma), with `linear` / `linear_gated` taking `NormedRows` too
+#   (kernels/norm_link.py).
+
+# Norms linked between matmuls (`Q4Linear.links_norm`) where the rows are at most this many: a
+# streaming step's (one decoder position, 4 encoder frames; q4_mma.cu copies their partial sums
+# to shared memory). False: never (for A/B runs and tests).
+NORM_LINKS = True
+NORM_LINK_MAX_ROWS = 8
 
 
 class ReferenceQ4Backend:
@@ -111,7 +121,14 @@ class Q4Linear(nn.Module):
         self.bias = None if bias is None else nn.Parameter(bias, requires_grad=False)
         self.dense: torch.Tensor | None = None  # set inside `dense_weights` or `DenseCopy.applied`
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor | NormedRows) -> torch.Tensor:
+        if isinstance(x, NormedRows):
+            if not self.links_norm:
+                return self.forward(x.dense())
+            bias = None if self.bias is None else self.bias.to(x.scaled.dtype)
+            if self.gated:
+                return self.backend.linear_gated(x, self.prepared, bias)  # type: ignore[attr-defined]
+            return self.backend.linear(x, self.prepared, bias)  # type: ignore[arg-type]
         bias = None if self.bias is None else self.bias.to(x.dtype)
         if self.gated and self.dense is None and hasattr(self.backend, "linear_gated"):
             return self.backend.linear_gated(x, self.prepared, bias)  # type: ignore[attr-defined]
@@ -120,6 +137,20 @@ class Q4Linear(nn.Module):
         else:
             y = self.backend.linear(x, self.prepared, bias)
         return silu_gate_up(y) if self.gated else y
+
+    @property
+    def links_norm(self) -> bool:
+        """Whether an RMS norm can be linked to this matrix: `to_norm`, `NormedRows` inputs."""
+        gated_ok = not self.gated or hasattr(self.backend, "linear_gated")
+        return self.dense is None and hasattr(self.backend, "linear_to_norm") and gated_ok
+
+    def to_norm(
+        self, x: torch.Tensor, residual: torch.Tensor, gamma: torch.Tensor, eps: float
+    ) -> tuple[torch.Tensor, NormedRows]:
+        """(residual + self(x), `NormedRows` of that for the RMS norm of weight `gamma`), the add
+        and the norm's statistics in the matmul's epilogue (`links_norm` must hold)."""
+        bias = None if self.bias is None else self.bias.to(x.dtype)
+        return self.backend.linear_to_norm(x, self.prepared, bias, residual, gamma, eps)  # type: ignore[attr-defined]
 
     @property
     def fuses_swiglu(self) -> bool:
@@ -150,6 +181,19 @@ def linear_bias_later(module: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor,
     ):
         return module.backend.linear(x, module.prepared, None), module.bias.to(x.dtype)
     return module(x), None
+
+
+def norm_links_apply(x: torch.Tensor, modules: list[nn.Module]) -> bool:
+    """Whether the RMS norms between `modules` (the matmuls that end a residual branch and the
+    ones after the next norm) can be linked for rows x [..., dim] (kernels/norm_link.py)."""
+    rows = x.numel() // x.shape[-1]
+    return (
+        NORM_LINKS
+        and x.dtype == torch.bfloat16
+        and fused.enabled(x)
+        and rows <= NORM_LINK_MAX_ROWS
+        and all(isinstance(m, Q4Linear) and m.links_norm for m in modules)
+    )
 
 
 def add_bias(out: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:

@@ -30,6 +30,7 @@ import torch
 
 from voxtral_desktop.kernels import pdl
 from voxtral_desktop.kernels.int4pack import q4_0_codes
+from voxtral_desktop.kernels.norm_link import NormedRows
 from voxtral_desktop.kernels.q4 import Q4Weight
 
 log = logging.getLogger(__name__)
@@ -362,15 +363,8 @@ def mma_unavailable(device: torch.device) -> str | None:
     return None
 
 
-@dataclass(frozen=True, eq=False)  # tensors: compared by identity
-class NormedRows:
-    """Rows x whose RMS norm the matmul that reads them applies (q4_mma.cu's NORM_IN): `scaled` =
-    bf16(x * gamma) [..., K], gamma the norm's weight times its scale; `sums` [M, K / 16] fp32,
-    the partial sums of squares of x, 16 columns each. Made by `mma_linear_to_norm`."""
-
-    scaled: torch.Tensor
-    sums: torch.Tensor
-    eps: float
+def _dtype(x: torch.Tensor | NormedRows) -> torch.dtype:
+    return x.scaled.dtype if isinstance(x, NormedRows) else x.dtype
 
 
 def _bf16_rows(x: torch.Tensor, k: int) -> torch.Tensor:
@@ -496,14 +490,32 @@ class CudaMmaQ4Backend:
         words, s = pack(codes, scales)
         return MmaQ4(words, s, *weight.shape)
 
-    def linear(self, x: torch.Tensor, prepared: object, bias: torch.Tensor | None) -> torch.Tensor:
+    def linear(
+        self, x: torch.Tensor | NormedRows, prepared: object, bias: torch.Tensor | None
+    ) -> torch.Tensor:
         assert isinstance(prepared, MmaQ4)
-        return mma_linear(x, prepared, bias).to(x.dtype)
+        return mma_linear(x, prepared, bias).to(_dtype(x))
 
-    def linear_gated(self, x: torch.Tensor, prepared: object, bias: torch.Tensor | None) -> torch.Tensor:
+    def linear_gated(
+        self, x: torch.Tensor | NormedRows, prepared: object, bias: torch.Tensor | None
+    ) -> torch.Tensor:
         """silu(gate) * up of an interleaved gate/up pair, in the matmul's epilogue."""
         assert isinstance(prepared, MmaQ4)
-        return mma_linear(x, prepared, bias, gated=True).to(x.dtype)
+        return mma_linear(x, prepared, bias, gated=True).to(_dtype(x))
+
+    def linear_to_norm(
+        self,
+        x: torch.Tensor,
+        prepared: object,
+        bias: torch.Tensor | None,
+        residual: torch.Tensor,
+        gamma: torch.Tensor,
+        eps: float,
+    ) -> tuple[torch.Tensor, NormedRows]:
+        """(residual + linear(x), its RMS norm for the next matmul): kernels/norm_link.py."""
+        assert isinstance(prepared, MmaQ4)
+        new_residual, rows = mma_linear_to_norm(x, prepared, bias, residual, gamma, eps)
+        return new_residual.to(residual.dtype), rows
 
     def dequantize(self, prepared: object, dtype: torch.dtype) -> torch.Tensor:
         """The dense matrix (exact), 256 tiles at a time so the unpacking's int64 temporaries

@@ -12,8 +12,9 @@ import torch
 from torch import nn
 
 from voxtral_desktop.config import DecoderConfig
+from voxtral_desktop.kernels.norm_link import NormedRows
 from voxtral_desktop.model.cache import KeyMask, KVCache
-from voxtral_desktop.model.layers import Attention, FeedForward, RMSNorm, rope_tables
+from voxtral_desktop.model.layers import Attention, FeedForward, RMSNorm, norms_link_layers, rope_tables
 
 
 def delay_embedding(n_delay_tokens: int, dim: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
@@ -86,26 +87,35 @@ class DecoderLayer(nn.Module):
         ada_scale: torch.Tensor,
     ) -> torch.Tensor:
         x, h = self.forward_pending(x, None, rotations, cache, index, mask, ada_scale)
+        assert isinstance(h, torch.Tensor)
         return x + h
 
     def forward_pending(
         self,
         x: torch.Tensor,
-        pending: torch.Tensor | None,
+        pending: torch.Tensor | NormedRows | None,
         rotations: torch.Tensor,
         cache: KVCache,
         index: int,
         mask: KeyMask,
         ada_scale: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+        next_norm: RMSNorm | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | NormedRows]:
         """The layer on x + pending with its own last residual add left pending: (x', h) where
-        x' + h is the layer's output. Each residual add then runs fused with the next norm."""
-        if pending is None:
+        x' + h is the layer's output. Each residual add then runs fused with the next norm.
+        Linked (kernels/norm_link.py): `pending` is `NormedRows`, x already added and normed
+        with this layer's attention norm; with `next_norm` (the next layer's attention norm) the
+        layer returns (its output, `NormedRows` of it) the same way."""
+        if isinstance(pending, NormedRows):
+            normed: torch.Tensor | NormedRows = pending
+        elif pending is None:
             normed = self.attention_norm(x)
         else:
             x, normed = self.attention_norm.add_forward(x, pending)
         h = self.attention(normed, rotations, cache, index, mask)
         x, h = self.ffn_norm.add_forward(x, h, ada_scale)  # x + h and its (Ada-scaled) norm
+        if next_norm is not None:
+            return self.feed_forward.forward_to_norm(h, x, next_norm)
         return x, self.feed_forward(h)
 
 
@@ -128,10 +138,13 @@ class Decoder(nn.Module):
         """Embeddings [B, T, dim] of the next T positions -> normed hidden states [B, T, dim]."""
         positions, mask = state.cache.begin(x.shape[1], self.config.n_heads // self.config.n_kv_heads)
         rotations = rope_tables(positions, self.config.head_dim, self.config.rope_theta)
-        pending = None
+        pending: torch.Tensor | NormedRows | None = None
         layers: list[DecoderLayer] = list(self.layers)  # type: ignore[arg-type]
+        linked = norms_link_layers(x, layers)
         for index, layer in enumerate(layers):
+            next_norm = layers[index + 1].attention_norm if linked and index + 1 < len(layers) else None
             x, pending = layer.forward_pending(
-                x, pending, rotations, state.cache, index, mask, state.ada_scales[index]
+                x, pending, rotations, state.cache, index, mask, state.ada_scales[index], next_norm
             )
+        assert not isinstance(pending, NormedRows)  # the last layer's add goes with the final norm
         return self.norm(x) if pending is None else self.norm.add_forward(x, pending)[1]

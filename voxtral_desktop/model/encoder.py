@@ -16,8 +16,9 @@ from torch.nn import functional as F
 
 from voxtral_desktop.config import CONV_STRIDE, EncoderConfig
 from voxtral_desktop.kernels.linear import add_bias
+from voxtral_desktop.kernels.norm_link import NormedRows
 from voxtral_desktop.model.cache import KeyMask, KVCache
-from voxtral_desktop.model.layers import Attention, FeedForward, RMSNorm, rope_tables
+from voxtral_desktop.model.layers import Attention, FeedForward, RMSNorm, norms_link_layers, rope_tables
 
 
 def _cache_dims(config: EncoderConfig, batch: int, max_chunk_frames: int) -> dict[str, int]:
@@ -126,25 +127,32 @@ class EncoderLayer(nn.Module):
         self, x: torch.Tensor, rotations: torch.Tensor, cache: KVCache, index: int, mask: KeyMask
     ) -> torch.Tensor:
         x, pending = self.forward_pending(x, None, rotations, cache, index, mask)
+        assert not isinstance(pending, NormedRows)
         return x + add_bias(*pending)
 
     def forward_pending(
         self,
         x: torch.Tensor,
-        pending: Pending | None,
+        pending: Pending | NormedRows | None,
         rotations: torch.Tensor,
         cache: KVCache,
         index: int,
         mask: KeyMask,
-    ) -> tuple[torch.Tensor, Pending]:
+        next_norm: RMSNorm | None = None,
+    ) -> tuple[torch.Tensor, Pending | NormedRows]:
         """The layer on x + pending, its last residual add left pending (see the decoder's);
-        a pending branch may carry its matmul's bias too, added inside the next fused norm."""
-        if pending is None:
+        a pending branch may carry its matmul's bias too, added inside the next fused norm.
+        `NormedRows` and `next_norm`: linked norms, as the decoder's."""
+        if isinstance(pending, NormedRows):
+            normed: torch.Tensor | NormedRows = pending
+        elif pending is None:
             normed = self.attention_norm(x)
         else:
             x, normed = self.attention_norm.add_forward(x, pending[0], residual_bias=pending[1])
         h, bias = self.attention.forward_bias_later(normed, rotations, cache, index, mask)
         x, h = self.ffn_norm.add_forward(x, h, residual_bias=bias)  # x + h and its norm
+        if next_norm is not None:
+            return self.feed_forward.forward_to_norm(h, x, next_norm)
         return x, self.feed_forward.forward_bias_later(h)
 
 
@@ -179,9 +187,12 @@ class WhisperEncoder(nn.Module):
 
         positions, mask = state.cache.begin(x.shape[1])
         rotations = rope_tables(positions, self.config.head_dim, self.config.rope_theta)
-        pending = None
+        pending: Pending | NormedRows | None = None
         layers: list[EncoderLayer] = list(self.transformer.layers)  # type: ignore[arg-type]
+        linked = norms_link_layers(x, layers)
         for index, layer in enumerate(layers):
-            x, pending = layer.forward_pending(x, pending, rotations, state.cache, index, mask)
+            next_norm = layers[index + 1].attention_norm if linked and index + 1 < len(layers) else None
+            x, pending = layer.forward_pending(x, pending, rotations, state.cache, index, mask, next_norm)
+        assert not isinstance(pending, NormedRows)  # the last layer's add goes with the final norm
         norm = self.transformer.norm
         return norm(x) if pending is None else norm.add_forward(x, pending[0], residual_bias=pending[1])[1]

@@ -8,13 +8,16 @@ identical numbers.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from voxtral_desktop.kernels import fused
 from voxtral_desktop.kernels.kv_int8 import LayerKV
-from voxtral_desktop.kernels.linear import add_bias, linear_bias_later
+from voxtral_desktop.kernels.linear import Q4Linear, add_bias, linear_bias_later, norm_links_apply
+from voxtral_desktop.kernels.norm_link import NormedRows
 from voxtral_desktop.model.cache import KeyMask, KVCache
 
 
@@ -128,18 +131,19 @@ class Attention(nn.Module):
 
     def forward(
         self,
-        x: torch.Tensor,
+        x: torch.Tensor | NormedRows,
         rotations: torch.Tensor,
         cache: KVCache,
         layer: int,
         mask: KeyMask,
     ) -> torch.Tensor:
-        """`mask`: what the new positions see, from the cache's `begin` (shared by all layers)."""
+        """`mask`: what the new positions see, from the cache's `begin` (shared by all layers);
+        x may be `NormedRows` (the norm before this block linked to the matmul before it)."""
         return add_bias(*self.forward_bias_later(x, rotations, cache, layer, mask))
 
     def forward_bias_later(
         self,
-        x: torch.Tensor,
+        x: torch.Tensor | NormedRows,
         rotations: torch.Tensor,
         cache: KVCache,
         layer: int,
@@ -149,8 +153,15 @@ class Attention(nn.Module):
         takes no bias: the encoder's three bias adds per layer were one kernel each); else
         (output, None). The qkv bias rides in the fused RoPE kernel the same way."""
         B, T, _ = x.shape
-        if self.wqkv is not None and fused.enabled(x):
-            qkv, qkv_bias = linear_bias_later(self.wqkv, x)
+        fast = self.wqkv is not None and fused.enabled(x.scaled if isinstance(x, NormedRows) else x)
+        if isinstance(x, NormedRows) and not (fast and isinstance(self.wqkv, Q4Linear)):
+            x = x.dense()
+        if fast:
+            assert self.wqkv is not None
+            if isinstance(x, NormedRows):  # a linked norm: wqkv applies it (kernels/norm_link.py)
+                qkv, qkv_bias = self.wqkv(x), None
+            else:
+                qkv, qkv_bias = linear_bias_later(self.wqkv, x)
             # One kernel: rotate q and k, q to [B, H, T, D], k and v into the cache slots.
             q = fused.rope_qkv_to_cache(
                 qkv, rotations, cache.slots, cache.layer(layer),
@@ -158,6 +169,7 @@ class Attention(nn.Module):
             )  # fmt: skip
             out = attend(q, cache.used(layer), mask, cache.filled)  # [B, H, T, D]
             return linear_bias_later(self.wo, out.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim))
+        assert not isinstance(x, NormedRows)
         q, k, v = self.project_qkv(x, rotations)
         kv = cache.write(layer, k.transpose(1, 2), v.transpose(1, 2))  # [B, Hkv, S, D]
         out = attend(q.transpose(1, 2), kv, mask)  # [B, H, T, D]
@@ -177,6 +189,19 @@ class FeedForward(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return add_bias(*self.forward_bias_later(x))
 
+    @property
+    def links_norm(self) -> bool:
+        """Whether w2 can end the block with the next RMS norm in its epilogue (`forward_to_norm`)."""
+        return isinstance(self.w13, Q4Linear) and self.w13.gated and isinstance(self.w2, Q4Linear)
+
+    def forward_to_norm(
+        self, x: torch.Tensor, residual: torch.Tensor, norm: RMSNorm
+    ) -> tuple[torch.Tensor, NormedRows]:
+        """(residual + self(x), `NormedRows` of it for `norm`): the residual add and the next
+        norm's statistics in w2's epilogue (kernels/norm_link.py; `links_norm` must hold)."""
+        assert isinstance(self.w13, Q4Linear) and isinstance(self.w2, Q4Linear)
+        return self.w2.to_norm(self.w13(x), residual, norm.weight, norm.eps)
+
     def forward_bias_later(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(output, None), or (output without w2's bias, that bias) as `Attention`'s."""
         if self.w13 is None:
@@ -190,3 +215,17 @@ class FeedForward(nn.Module):
         else:
             gate, up = self.w13(x).chunk(2, dim=-1)
         return self.w2(F.silu(gate) * up), None
+
+
+def norms_link_layers(x: torch.Tensor, layers: Sequence[nn.Module]) -> bool:
+    """Whether each of `layers` (encoder or decoder layers) can end with the next one's attention
+    norm linked: its w2 adds the residual and readies the norm, the next wqkv applies it (two
+    norm kernels fewer a layer pair on CUDA's mma kernel; kernels/norm_link.py)."""
+    blocks = [(layer.feed_forward, layer.attention) for layer in layers]
+    if not all(isinstance(f, FeedForward) and f.links_norm and isinstance(a, Attention) for f, a in blocks):
+        return False
+    modules: list[nn.Module] = []
+    for ffn, att in blocks:
+        assert isinstance(ffn, FeedForward) and isinstance(att, Attention)
+        modules += [ffn.w13, ffn.w2, att.wqkv]  # type: ignore[list-item]
+    return norm_links_apply(x, modules)
