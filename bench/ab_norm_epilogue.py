@@ -2,17 +2,19 @@
 
     python bench/ab_norm_epilogue.py [--replays 200]
 
-A go / no-go before the model's layers use `mma_linear_to_norm` and `NormedRows`
-(kernels/mma_q4.py). Two chains of the step's matmuls at the full model's shapes, with random Q4
-weights, each captured in a CUDA graph with programmatic dependent launch and replayed back to
-back (median of 5 x `--replays`), the norms:
-- as now: wqkv -> (a copy of q's columns, standing in for RoPE and attention) -> wo -> add + norm
-  kernel -> w1/w3 (SwiGLU) -> w2 -> add + norm kernel -> the next layer's wqkv;
+Chains of the step's matmuls at the full model's shapes, with random Q4 weights, each captured in
+a CUDA graph with programmatic dependent launch and replayed back to back (median of 5 x
+`--replays`; `mma_linear_to_norm` and `NormedRows`, kernels/norm_link.py), the norms:
+- as kernels: wqkv -> (a copy of q's columns, standing in for RoPE and attention) -> wo -> add +
+  norm kernel -> w1/w3 (SwiGLU) -> w2 -> add + norm kernel -> the next layer's wqkv;
 - linked: wo and w2 add the residual and ready the next norm in their epilogues, wqkv and w1/w3
-  apply it in theirs: two kernels a layer fewer.
+  apply it in theirs: two kernels a layer fewer;
+- each of the two links alone ("att": wo -> w1/w3; "ffn": w2 -> the next wqkv, the one the model
+  uses: bench/RESULTS.md, twentieth session).
 The decoder (26 layers, 1 row, dim 3072, Ada-scaled ffn norm) and the encoder (32 layers, 4 rows,
-dim 1280, biases). Also printed: how far apart the two chains' last residuals are (they round
-at different places, so not bit for bit).
+dim 1280, biases), with the kernels each chain launches (an eager run under the profiler), then
+each linked matmul kind alone against its plain form (what a link itself costs a launch). Also
+printed: how far apart the chains' last residuals are (they round at different places).
 """
 
 from __future__ import annotations
