@@ -149,15 +149,19 @@ __device__ __forceinline__ float tile_sum(const float* part, int r, int m, int t
     return sum;
 }
 
-// RMS norms between matmuls, in their epilogues (template parameter NORM; mma_q4.py), so no norm
-// kernel runs between them and nothing is added before a block's loop:
+// RMS norms between matmuls, in their epilogues (template parameter NORM; mma_q4.py and
+// kernels/norm_link.py), so no norm kernel runs between them and nothing waits before a block's
+// loop (what they read is copied to shared memory by cp.async under the loop):
 // - NORM_OUT (a matmul that ends a residual branch: wo, w2): its output r (rounded to bf16 as
 //   always) is added to the residual res [M, N] (rounded: the new residual, stored to res_out);
 //   y gets bf16(new residual * gamma[n]) (gamma: the next norm's weight, bf16, as stored),
 //   and part_out[m * tiles + tile] the sum of squares of the block's 16 new residual entries;
 // - NORM_IN (the next matmul: wqkv, w1/w3, the head): x is such a product, and every output is
 //   scaled by rsqrt(mean of squares + eps) of its row, the mean from part_in [M, K / 16]
-//   (loaded after the wait, summed in a fixed order: every block gets the same scale).
+//   (copied after the wait, summed in a fixed order: every block gets the same scale).
+// The model links w2 (NORM_OUT) to the next layer's wqkv (NORM_IN) only: on the H200 the gated
+// w1/w3 pair lost 5.6 us a launch with NORM_IN (4 warps, 1,152 tiles; not understood), more than
+// the norm kernel it saves (bench/RESULTS.md, twentieth session).
 // rms_norm(x) * gamma @ W^T = rsqrt(mean x^2 + eps) * ((x * gamma) @ W^T), so what changes is
 // where the bf16 rounding falls: on x * gamma instead of x * rsqrt * gamma.
 #define NORM_OUT 1
@@ -191,11 +195,10 @@ __device__ __forceinline__ void q4_mma(const uint4* __restrict__ codes, const ui
     x = after_previous_kernel(x);
     // NORM_IN: the partial sums of squares of the rows, copied now into shared memory by
     // cp.async where they fit (at most 8 rows of K <= 16 * PMAX: the streaming step's), so the
-    // copies overlap the loop and hold no registers across it (registers past 40 cost the
-    // 16-warp tiles a third of their blocks per SM: 384 tiles no longer fit in one wave). The
-    // buffer is dynamic shared memory of the rows' size: 6 KB of static buffer made the 4-warp
-    // gate/up matmul 5.6 us slower on the H200 (fewer blocks an SM).
-    // NORM_OUT: this thread's first residual entry and its gamma, loaded now for the same reason.
+    // copies overlap the loop and hold no registers across it. Held in registers, they took the
+    // 16-warp kernel from 40 to 61 registers: 2 blocks an SM instead of 3, and 1.7 us a launch
+    // slower on the H200. The buffer is dynamic shared memory of the rows' size.
+    // NORM_OUT: the tile's residual entries and gamma, copied the same way.
     constexpr int PMAX = 192;
     constexpr bool EARLY = NORM == NORM_IN && NT == 1;
     const int P = K >> 4;
