@@ -219,13 +219,14 @@ class FeedForward(nn.Module):
 
 def norms_link_layers(x: torch.Tensor, layers: Sequence[nn.Module]) -> bool:
     """Whether each of `layers` (encoder or decoder layers) can end with the next one's attention
-    norm linked: its w2 adds the residual and readies the norm, the next wqkv applies it (two
-    norm kernels fewer a layer pair on CUDA's mma kernel; kernels/norm_link.py)."""
-    blocks = [(layer.feed_forward, layer.attention) for layer in layers]
-    if not all(isinstance(f, FeedForward) and f.links_norm and isinstance(a, Attention) for f, a in blocks):
-        return False
+    norm linked: its w2 adds the residual and readies the norm, the next wqkv applies it (one norm
+    kernel fewer a layer pair on CUDA's mma kernel; kernels/norm_link.py)."""
     modules: list[nn.Module] = []
-    for ffn, att in blocks:
-        assert isinstance(ffn, FeedForward) and isinstance(att, Attention)
+    for layer in layers:
+        ffn, att = layer.feed_forward, layer.attention
+        if not (isinstance(ffn, FeedForward) and ffn.links_norm and isinstance(att, Attention)):
+            return False
+        if att.wqkv is None:
+            return False
         modules += [ffn.w13, ffn.w2, att.wqkv]  # type: ignore[list-item]
     return norm_links_apply(x, modules)
