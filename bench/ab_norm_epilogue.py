@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import torch
 
-from voxtral_desktop.kernels import fused
+from voxtral_desktop.kernels import fused, mma_q4
 from voxtral_desktop.kernels.mma_q4 import MmaQ4, NormedRows, mma_linear, mma_linear_to_norm
 
 DEV = torch.device("cuda")
@@ -209,11 +209,40 @@ def replay_us(g: torch.cuda.CUDAGraph, n: int) -> float:
     return statistics.median(times)
 
 
+def gated_variants(replays: int) -> None:
+    """The decoder's gated w1/w3 alone, plain against NORM_IN, for several (warps, unroll): is the
+    NORM_IN variant's loss (5.6 us a launch at the app's 4 warps, unroll 2) the variant's?"""
+    s, g = DECODER, torch.Generator(device=DEV).manual_seed(0)
+    layers = [{"w13": random_mma(2 * s.hidden, s.dim, g)} for _ in range(s.layers)]
+    h = torch.randn(1, s.dim, device=DEV, generator=g).bfloat16()
+    rows = NormedRows(h, h.float().square().reshape(1, -1, 16).sum(-1), EPS)
+    key = (2 * s.hidden, s.dim, 1, True)
+    for variant in [(4, 2), (4, 1), (8, 1), (8, 2), (16, 1)]:
+        mma_q4.OVERRIDES[key] = variant
+        times = {}
+        for name, x in (("plain", h), ("NORM_IN", rows)):
+            graph = graph_of(
+                lambda x=x: torch.stack([mma_linear(x, w["w13"], gated=True)[0, :8] for w in layers])
+            )[0]
+            times[name] = replay_us(graph, replays)
+        print(
+            f"  w1/w3 gated, warps {variant[0]} unroll {variant[1]}: "
+            + "  ".join(f"{k} {v:.1f} us" for k, v in times.items()),
+            flush=True,
+        )
+    mma_q4.OVERRIDES.pop(key)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--replays", type=int, default=200)
+    parser.add_argument("--gated-variants", action="store_true", help="only `gated_variants`")
     args = parser.parse_args()
     print(torch.cuda.get_device_name(), flush=True)
+    if args.gated_variants:
+        with torch.no_grad():
+            gated_variants(args.replays)
+        return
     g = torch.Generator(device=DEV).manual_seed(0)
     with torch.no_grad():
         for s in (DECODER, ENCODER):
