@@ -183,16 +183,14 @@ def linear_bias_later(module: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor,
     return module(x), None
 
 
-def norm_links_apply(x: torch.Tensor, modules: list[nn.Module]) -> bool:
-    """Whether the RMS norms between `modules` (the matmuls that end a residual branch and the
-    ones after the next norm) can be linked for rows x [..., dim] (kernels/norm_link.py)."""
-    rows = x.numel() // x.shape[-1]
+def norm_links_apply(x: torch.Tensor) -> bool:
+    """Whether rows x [..., dim] can take RMS norms linked between Q4 matrices whose
+    `links_norm` holds (kernels/norm_link.py): bf16 on CUDA, a streaming step's few rows."""
     return (
         NORM_LINKS
         and x.dtype == torch.bfloat16
         and fused.enabled(x)
-        and rows <= NORM_LINK_MAX_ROWS
-        and all(isinstance(m, Q4Linear) and m.links_norm for m in modules)
+        and x.numel() // x.shape[-1] <= NORM_LINK_MAX_ROWS
     )
 
 

@@ -192,7 +192,9 @@ class FeedForward(nn.Module):
     @property
     def links_norm(self) -> bool:
         """Whether w2 can end the block with the next RMS norm in its epilogue (`forward_to_norm`)."""
-        return isinstance(self.w13, Q4Linear) and self.w13.gated and isinstance(self.w2, Q4Linear)
+        w13, w2 = self.w13, self.w2
+        gated = isinstance(w13, Q4Linear) and w13.gated and w13.links_norm
+        return gated and isinstance(w2, Q4Linear) and w2.links_norm
 
     def forward_to_norm(
         self, x: torch.Tensor, residual: torch.Tensor, norm: RMSNorm
@@ -220,13 +222,14 @@ class FeedForward(nn.Module):
 def norms_link_layers(x: torch.Tensor, layers: Sequence[nn.Module]) -> bool:
     """Whether each of `layers` (encoder or decoder layers) can end with the next one's attention
     norm linked: its w2 adds the residual and readies the norm, the next wqkv applies it (one norm
-    kernel fewer a layer pair on CUDA's mma kernel; kernels/norm_link.py)."""
-    modules: list[nn.Module] = []
+    kernel fewer a layer pair on CUDA's mma kernel; kernels/norm_link.py). The rows' own
+    conditions come first: on other devices the layers are not looked at."""
+    if not norm_links_apply(x):
+        return False
     for layer in layers:
         ffn, att = layer.feed_forward, layer.attention
         if not (isinstance(ffn, FeedForward) and ffn.links_norm and isinstance(att, Attention)):
             return False
-        if att.wqkv is None:
+        if not (isinstance(att.wqkv, Q4Linear) and att.wqkv.links_norm):
             return False
-        modules += [ffn.w13, ffn.w2, att.wqkv]  # type: ignore[list-item]
-    return norm_links_apply(x, modules)
+    return True
