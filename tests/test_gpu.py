@@ -356,9 +356,7 @@ def test_linked_norms_are_as_close_to_the_reference_as_norm_kernels(monkeypatch)
     from voxtral_desktop.kernels import linear
 
     config = tiny_config(decoder_vocab_size=VOCAB, encoder_n_layers=4, decoder_n_layers=4)
-    t = random_tensors(config, seed=5, std=config.decoder.dim**-0.5, dtype=torch.float32)
-    tensors = {s.name: Q4Weight(quantize_q4_0(t[s.name]), s.shape) if s.quantizable else t[s.name]
-               for s in expected_tensors(config)}  # fmt: skip
+    tensors = _q4_tiny(config, 5, std=config.decoder.dim**-0.5)
     backend = CudaMmaQ4Backend()
     model = build_model(config, tensors, device=CUDA, dtype=torch.bfloat16, q4_backend=backend, fuse=True)
     links: list[int] = []
@@ -430,8 +428,8 @@ def test_triton_q4_matches_reference(rows: int, cols: int) -> None:
         assert rel_err(backend.linear_swiglu(gate_up, prepared, bias), ref) < 1e-5
 
 
-def _q4_tiny(config: ModelConfig, seed: int) -> dict:
-    t = random_tensors(config, seed=seed, dtype=torch.float32)
+def _q4_tiny(config: ModelConfig, seed: int, std: float = 0.5) -> dict:
+    t = random_tensors(config, seed=seed, std=std, dtype=torch.float32)
     return {s.name: Q4Weight(quantize_q4_0(t[s.name]), s.shape) if s.quantizable else t[s.name]
             for s in expected_tensors(config)}  # fmt: skip
 
