@@ -1,6 +1,6 @@
 """The Q4 mma kernel's variant per matrix, chosen inside the streaming step's CUDA graph (device).
 
-    python bench/tune_step_mma.py [--replays 150] [--json OUT.json]
+    python bench/tune_step_mma.py [--replays 150] [--json OUT.json] [--unrolls 0,1,2,3,4]
     python bench/tune_step_mma.py --ab 300   # the app's table against the heuristic, fed steps
 
 `bench/tune_mma.py` times each matrix alone; in the step the matmuls follow each other with
@@ -44,6 +44,9 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--replays", type=int, default=150)
     parser.add_argument("--warm", type=int, default=100, help="positions fed before the state is saved")
     parser.add_argument("--json", default="")
+    parser.add_argument(
+        "--unrolls", default="1,2,3,4", help="unrolls swept (0: weights staged in shared memory)"
+    )
     parser.add_argument(
         "--ab",
         type=int,
@@ -131,12 +134,15 @@ def replay_us(session: StreamingSession, saved: Saved, n: int) -> float:
     return sorted(rounds)[1]
 
 
-def candidates(n: int, k: int, nt: int, gated: bool) -> list[tuple[int, int]]:
+def candidates(
+    n: int, k: int, nt: int, gated: bool, unrolls: tuple[int, ...] = (1, 2, 3, 4)
+) -> list[tuple[int, int]]:
+    """unroll 0: the weights staged in shared memory (q4_mma.cu)."""
     iters = k // mma_q4.STEP_COLS
     return [
         (w, u)
         for w in (4, 8, 16)
-        for u in (1, 2, 3, 4)
+        for u in unrolls
         if w <= max(4, iters) and w * nt <= 64 and (w == 4 or w <= iters)
     ]
 
@@ -239,7 +245,8 @@ def main() -> None:
         for key in sorted(shapes, key=lambda s: -shapes[s] * s[0] * s[1]):
             default = mma_q4.choose_variant(key[0], key[1], key[2], key[3], 0)
             times = {}
-            for variant in candidates(*key):
+            swept = candidates(*key, unrolls=tuple(int(u) for u in args.unrolls.split(",")))
+            for variant in swept if default in swept else [default, *swept]:
                 mma_q4.OVERRIDES[key] = variant
                 recapture(session, saved)
                 times[variant] = replay_us(session, saved, args.replays)

@@ -93,7 +93,8 @@ def test_mma_q4_matches_reference(rows: int, cols: int) -> None:
 
 def test_every_mma_q4_variant_matches_reference() -> None:
     """Each (warps, unroll) a GPU's tuning table may pick (kernels/mma_q4.py: TUNED) computes the
-    same product: unroll 1 and 3 leave a partial group of iterations at the end of the loop."""
+    same product: unroll 1 and 3 leave a partial group of iterations at the end of the loop;
+    unroll 0 stages every weight in shared memory (more than 48 KB of it for 16 warps of w2)."""
     from voxtral_desktop.kernels.mma_q4 import mma_linear
 
     for rows, cols in [(1280, 2048), (3072, 9216)]:
@@ -103,21 +104,32 @@ def test_every_mma_q4_variant_matches_reference() -> None:
             x = torch.randn(m, cols, device=CUDA).bfloat16()
             ref = q4_linear_reference(x.float(), w.to(CUDA))
             for warps in (4, 8, 16):
-                for unroll in (1, 2, 3, 4):
+                for unroll in (0, 1, 2, 3, 4):
                     got = mma_linear(x, prepared, None, warps=warps, unroll=unroll)
                     assert rel_err(got, ref) < 4e-3, (rows, cols, m, warps, unroll)
 
 
+@pytest.mark.parametrize("staged", [False, True])
 @pytest.mark.parametrize(("dim", "inner", "bias"), [(3072, 4096, False), (1280, 2048, True)])
-def test_mma_q4_norm_link_equals_add_then_norm(dim: int, inner: int, bias: bool) -> None:
+def test_mma_q4_norm_link_equals_add_then_norm(
+    dim: int, inner: int, bias: bool, staged: bool, monkeypatch
+) -> None:
     """The norm between two matmuls in their epilogues (q4_mma.cu's NORM_OUT, NORM_IN): the first
     leaves exactly `residual + linear(a)` and bf16(that * gamma) with the partial sums of squares;
     the next (plain and gated) equals rms_norm(new residual) * gamma through the plain kernel, up
     to where the bf16 rounding falls. Rows: one (a decoder step), 4 (an encoder step), 70 (two
-    launches of 64 and 6 rows)."""
-    from voxtral_desktop.kernels import fused
+    launches of 64 and 6 rows). `staged`: every matrix on the variants that stage their weights in
+    shared memory (unroll 0), where NORM_IN's partial sums come first in the same buffer."""
+    from voxtral_desktop.kernels import fused, mma_q4
     from voxtral_desktop.kernels.linear import interleave_gate_up
     from voxtral_desktop.kernels.mma_q4 import mma_linear, mma_linear_to_norm
+
+    if staged:
+        monkeypatch.setattr(
+            mma_q4,
+            "choose_variant",
+            lambda n, k, nt, gated=False, device_index=None: (mma_q4.choose_warps(n // 16, k // 64, nt), 0),
+        )
 
     backend = CudaMmaQ4Backend()
     wo, wq = backend.prepare(q4(dim, inner, seed=11), CUDA), backend.prepare(q4(1024, dim, seed=12), CUDA)

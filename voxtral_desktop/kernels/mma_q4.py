@@ -116,6 +116,9 @@ def choose_warps(tiles: int, iters: int, nt: int) -> int:
 
 
 UNROLL = 2  # iterations loaded before any is used: 2 beat 4 and 8 on most shapes (same sweep)
+# unroll 0 ("staged"): every weight of a warp copied into shared memory by cp.async before the
+# wait for the previous kernel, instead of `unroll` iterations into registers (q4_mma.cu)
+STAGE_BYTES = 512 + 64  # shared memory a staged iteration takes: its codes and scales
 
 # (out_features, in_features, n-tiles, gated) -> (warps, unroll), per GPU name: the streaming
 # step's matrices, chosen inside the step's CUDA graph (bench/tune_step_mma.py), where a
@@ -196,6 +199,30 @@ def _current_stream(device_index: int) -> int:
 
 
 CUDA_ERROR_INVALID_CONTEXT = 201
+CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES = 8
+CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN = 97
+
+
+@cache
+def _shared_per_block(device_index: int) -> int:
+    """The most shared memory a block may have on the device (opted in), 48 KB if unknown."""
+    driver = torch.cuda._utils._get_gpu_runtime_library()
+    value = ctypes.c_int()
+    if driver.cuDeviceGetAttribute(
+        ctypes.byref(value), CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN, device_index
+    ):
+        return 48 * 1024
+    return value.value
+
+
+def staged_shared_bytes(warps: int, k: int) -> int:
+    """Dynamic shared memory of a staged variant (unroll 0): each warp's share of a tile's iterations."""
+    return warps * -(-(k // STEP_COLS) // warps) * STAGE_BYTES
+
+
+def _static_shared_bytes(warps: int, nt: int) -> int:
+    """About what q4_mma.cu's static shared arrays take (the warps' partial tiles and the epilogues')."""
+    return 4 * 32 * 4 * warps * nt + 1024 * nt
 
 
 def _make_primary_context_current(device_index: int) -> None:
@@ -235,8 +262,22 @@ class _Launcher:
         self.argv = (ctypes.c_void_p * len(self.slots))(*[ctypes.addressof(a) for a in self.slots])
         self.stream = ctypes.c_void_p()
         self.lock = threading.Lock()
+        self.allowed = 0  # dynamic shared memory bytes allowed beyond the default 48 KB
+
+    def _allow_shared(self, shared: int) -> int:
+        """More than 48 KB of dynamic shared memory must be allowed per kernel first."""
+        if shared <= max(self.allowed, 48 * 1024):
+            return 0
+        driver = torch.cuda._utils._get_gpu_runtime_library()
+        rc = driver.cuFuncSetAttribute(self.func, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, shared)
+        if rc == 0:
+            self.allowed = shared
+        return rc
 
     def _launch(self, grid: int, threads: int, programmatic: bool, shared: int) -> int:
+        rc = self._allow_shared(shared)
+        if rc != 0:
+            return rc
         if programmatic and self.launch_ex is not None:
             self.config.grid[0], self.config.block[0], self.config.stream = grid, threads, self.stream.value
             self.config.shared_bytes = shared
@@ -456,7 +497,16 @@ def _launch(
         m = min(ROWS_PER_LAUNCH, m_all - m0)
         nt = 1 << max(0, (m - 1) // 8).bit_length()  # 1, 2, 4 or 8 n-tiles of 8 rows
         w, u = choose_variant(n, k, nt, gated, device_index)
-        w, u = warps or w, unroll or u
+        w, u = warps or w, u if unroll is None else unroll
+        # NORM_IN copies a launch's partial sums to shared memory where they fit (q4_mma.cu's `early`)
+        early = norm == NORM_IN and nt == 1 and k // TILE_ROWS <= NORM_IN_MAX_PARTIALS
+        shared = 4 * m * (k // TILE_ROWS) if early else 0
+        if u == 0:
+            staged = shared + staged_shared_bytes(w, k)
+            if staged + _static_shared_bytes(w, nt) <= _shared_per_block(device_index):
+                shared = staged
+            else:  # too large for this GPU's shared memory: registers
+                u = UNROLL
         launch = _kernel(w, nt, u, gated, device_index, norm)
         row = 2 * m0 * n  # bytes to this launch's first row of the [M, N] bf16 norm tensors
         args = (
@@ -464,9 +514,6 @@ def _launch(
             res and res + row, res_out and res_out + row, gamma,
             part_out and part_out + 4 * m0 * tiles, part_in and part_in + 4 * m0 * (k // TILE_ROWS), eps,
         )  # fmt: skip
-        # NORM_IN copies a launch's partial sums to shared memory where they fit (q4_mma.cu's `early`)
-        early = norm == NORM_IN and nt == 1 and k // TILE_ROWS <= NORM_IN_MAX_PARTIALS
-        shared = 4 * m * (k // TILE_ROWS) if early else 0
         if device_index == torch.cuda.current_device():
             launch(tiles, 32 * w, args, device_index, programmatic, shared)
         else:  # the driver launches in the current context: make it the tensors' device's

@@ -130,6 +130,29 @@ __device__ __forceinline__ u16 float_to_bf16(float f) {
     return h;
 }
 
+// One iteration (64 input columns) of the tile for every n-tile: four mmas per n-tile, summed
+// in fp32 per 32-column group and scaled by that group's d.
+template <int NT>
+__device__ __forceinline__ void accumulate(float (&acc)[NT][4], uint4 c, uint2 s, const u32* const (&xrow)[NT],
+                                           int i) {
+    const float zero[4] = {0.f, 0.f, 0.f, 0.f};
+    const float d0 = half_to_float(s.x & 0xFFFF), d1 = half_to_float(s.y & 0xFFFF);
+    const float e0 = half_to_float(s.x >> 16), e1 = half_to_float(s.y >> 16);
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt) {
+        const uint4 b0 = load_x(xrow[nt] + 32 * i), b1 = load_x(xrow[nt] + 32 * i + 16);
+        float p[4], q[4];
+        mma(p, c.x, b0.x, b0.y, zero);
+        mma(p, c.y, b0.z, b0.w, p);
+        mma(q, c.z, b1.x, b1.y, zero);
+        mma(q, c.w, b1.z, b1.w, q);
+        acc[nt][0] += d0 * p[0] + e0 * q[0];
+        acc[nt][1] += d0 * p[1] + e0 * q[1];
+        acc[nt][2] += d1 * p[2] + e1 * q[2];
+        acc[nt][3] += d1 * p[3] + e1 * q[3];
+    }
+}
+
 // y[m, n] = sum_k x[m, k] w[n, k] (+ bias[n]: bias_kind 0 none, 1 bf16, 2 fp32) for
 // m < M <= 8 NT; one block per 16-row tile.
 // Output row r (0..15) of the tile for activation row m: the sum of the warps' partial tiles
@@ -180,16 +203,39 @@ __device__ __forceinline__ void q4_mma(const uint4* __restrict__ codes, const ui
     const int iters = K >> 6;
     const uint4* c_tile = codes + (size_t)tile * iters * 32 + lane;
     const uint2* s_tile = scales + (size_t)tile * iters * 8 + g;
-    // This warp's first U iterations of weights are loaded before waiting for the previous
-    // kernel (they need nothing from it); each pass of the loop uses U and loads the next U.
-    uint4 c[U];
-    uint2 s[U];
+    // U >= 1: this warp's first U iterations of weights are loaded into registers before waiting
+    // for the previous kernel (they need nothing from it); each pass of the loop uses U and loads
+    // the next U. U == 0 (STAGED): all of the warp's iterations are copied into shared memory by
+    // cp.async before the wait, so every weight byte of the block is in flight at once and the
+    // loop waits for no load of weights (dynamic shared memory after NORM_IN's partial sums:
+    // WARPS x ceil(iters / WARPS) x (512 + 64) bytes, mma_q4.py sizes it).
+    constexpr bool STAGED = U == 0;
+    constexpr int UR = STAGED ? 1 : U;
+    constexpr int PMAX = 192;
+    constexpr bool EARLY = NORM == NORM_IN && NT == 1;
+    const int P = K >> 4;
+    extern __shared__ __align__(16) float pin[];  // M * P floats where `early`, then the stage
+    const bool early = EARLY && P <= PMAX;
+    const int per_warp = (iters + WARPS - 1) / WARPS;
+    uint4* staged_codes = (uint4*)(pin + (early ? M * P : 0)) + (size_t)warp * per_warp * 36;
+    uint2* staged_scales = (uint2*)(staged_codes + per_warp * 32);
+    uint4 c[UR];
+    uint2 s[UR];
+    if (STAGED) {
+        const uint4* s_all = (const uint4*)(scales + (size_t)tile * iters * 8);
+        for (int i = warp, j = 0; i < iters; i += WARPS, ++j) {
+            copy_async16(&staged_codes[j * 32 + lane], c_tile + (size_t)i * 32);
+            if (lane < 4) copy_async16((uint4*)(staged_scales + j * 8) + lane, s_all + (size_t)i * 4 + lane);
+        }
+        asm volatile("cp.async.commit_group;" ::: "memory");
+    } else {
 #pragma unroll
-    for (int u = 0; u < U; ++u) {
-        const int i = warp + u * WARPS;
-        if (i < iters) {
-            c[u] = load_stream<true>(c_tile + (size_t)i * 32);
-            s[u] = load_scales<true>(s_tile + (size_t)i * 8);
+        for (int u = 0; u < UR; ++u) {
+            const int i = warp + u * WARPS;
+            if (i < iters) {
+                c[u] = load_stream<true>(c_tile + (size_t)i * 32);
+                s[u] = load_scales<true>(s_tile + (size_t)i * 8);
+            }
         }
     }
     x = after_previous_kernel(x);
@@ -199,11 +245,6 @@ __device__ __forceinline__ void q4_mma(const uint4* __restrict__ codes, const ui
     // 16-warp kernel from 40 to 61 registers: 2 blocks an SM instead of 3, and 1.7 us a launch
     // slower on the H200. The buffer is dynamic shared memory of the rows' size.
     // NORM_OUT: the tile's residual entries and gamma, copied the same way.
-    constexpr int PMAX = 192;
-    constexpr bool EARLY = NORM == NORM_IN && NT == 1;
-    const int P = K >> 4;
-    extern __shared__ __align__(16) float pin[];  // M * P floats where `early` (mma_q4.py sizes it)
-    const bool early = EARLY && P <= PMAX;
     if (early) {
         for (int e = threadIdx.x; e < M * P; e += WARPS * 32) copy_async4(&pin[e], part_in + e);
         asm volatile("cp.async.commit_group;" ::: "memory");
@@ -228,36 +269,30 @@ __device__ __forceinline__ void q4_mma(const uint4* __restrict__ codes, const ui
     float acc[NT][4];
 #pragma unroll
     for (int nt = 0; nt < NT; ++nt) acc[nt][0] = acc[nt][1] = acc[nt][2] = acc[nt][3] = 0.f;
-    const float zero[4] = {0.f, 0.f, 0.f, 0.f};
 
-    for (int base = warp; base < iters; base += WARPS * U) {
-#pragma unroll
-        for (int u = 0; u < U; ++u) {
-            const int i = base + u * WARPS;
-            if (i < iters) {
-                const float d0 = half_to_float(s[u].x & 0xFFFF), d1 = half_to_float(s[u].y & 0xFFFF);
-                const float e0 = half_to_float(s[u].x >> 16), e1 = half_to_float(s[u].y >> 16);
-#pragma unroll
-                for (int nt = 0; nt < NT; ++nt) {
-                    const uint4 b0 = load_x(xrow[nt] + 32 * i), b1 = load_x(xrow[nt] + 32 * i + 16);
-                    float p[4], q[4];
-                    mma(p, c[u].x, b0.x, b0.y, zero);
-                    mma(p, c[u].y, b0.z, b0.w, p);
-                    mma(q, c[u].z, b1.x, b1.y, zero);
-                    mma(q, c[u].w, b1.z, b1.w, q);
-                    acc[nt][0] += d0 * p[0] + e0 * q[0];
-                    acc[nt][1] += d0 * p[1] + e0 * q[1];
-                    acc[nt][2] += d1 * p[2] + e1 * q[2];
-                    acc[nt][3] += d1 * p[3] + e1 * q[3];
-                }
-            }
+    if (STAGED) {
+        // every weight of this warp is in flight since before the wait: wait once for all
+        asm volatile("cp.async.wait_all;" ::: "memory");
+        __syncwarp();  // lanes 0-3 copied the scales every lane reads
+        for (int j = 0; warp + j * WARPS < iters; ++j) {
+            const uint4 cw = staged_codes[j * 32 + lane];
+            const uint2 sw = staged_scales[j * 8 + g];
+            accumulate<NT>(acc, cw, sw, xrow, warp + j * WARPS);
         }
+    } else {
+        for (int base = warp; base < iters; base += WARPS * UR) {
 #pragma unroll
-        for (int u = 0; u < U; ++u) {
-            const int i = base + (U + u) * WARPS;
-            if (i < iters) {
-                c[u] = load_stream<false>(c_tile + (size_t)i * 32);
-                s[u] = load_scales<false>(s_tile + (size_t)i * 8);
+            for (int u = 0; u < UR; ++u) {
+                const int i = base + u * WARPS;
+                if (i < iters) accumulate<NT>(acc, c[u], s[u], xrow, i);
+            }
+#pragma unroll
+            for (int u = 0; u < UR; ++u) {
+                const int i = base + (UR + u) * WARPS;
+                if (i < iters) {
+                    c[u] = load_stream<false>(c_tile + (size_t)i * 32);
+                    s[u] = load_scales<false>(s_tile + (size_t)i * 8);
+                }
             }
         }
     }
