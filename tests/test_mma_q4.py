@@ -180,7 +180,7 @@ def test_supported_shapes_and_warps() -> None:
 def test_variant_choice_tuned_table_and_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
     """A GPU's measured table wins over the heuristic, a sweep's override over both; a gated pair
     and a plain matrix of the same shape are told apart; every table entry is a variant the
-    kernel can run for its shape."""
+    kernel can run for its shape (unroll 0: the weights staged in shared memory)."""
     heuristic = (choose_warps(1280 // 16, 2048 // 64, 1), mma_q4.UNROLL)
     assert mma_q4.choose_variant(1280, 2048, 1) == heuristic  # no device: the heuristic
     table = mma_q4.TUNED["NVIDIA H200"]
@@ -194,7 +194,9 @@ def test_variant_choice_tuned_table_and_overrides(monkeypatch: pytest.MonkeyPatc
     for entries in mma_q4.TUNED.values():
         for (n, k, nt, _gated), (warps, unroll) in entries.items():
             assert mma_supports((n, k)) and warps in (4, 8, 16) and warps * nt <= 64
-            assert (warps == 4 or warps <= k // 64) and 1 <= unroll <= 8
+            assert (warps == 4 or warps <= k // 64) and 0 <= unroll <= 8
+            # unroll 0 stages a warp's weights in shared memory: 576 bytes an iteration
+            assert unroll or mma_q4.staged_shared_bytes(warps, k) == warps * -(-(k // 64) // warps) * 576
 
 
 def test_the_kernel_needs_cuda() -> None:

@@ -124,7 +124,8 @@ STAGE_BYTES = 512 + 64  # shared memory a staged iteration takes: its codes and 
 # step's matrices, chosen inside the step's CUDA graph (bench/tune_step_mma.py), where a
 # variant's first loads overlap the kernel before it. On the H200 these made the step's replay
 # 2,319 -> 2,269 us (bench/h200_session18/tune_step_mma.log); the shapes not listed there were
-# within 2 us.
+# within 2 us. Staged weights (unroll 0) won for the encoder's wo only, 9 us
+# (bench/h200_session21/call3/tune_staged.log; the others lost 2-120 us).
 Variant = tuple[int, int, int, bool]
 TUNED: dict[str, dict[Variant, tuple[int, int]]] = {
     "NVIDIA H200": {
@@ -134,7 +135,7 @@ TUNED: dict[str, dict[Variant, tuple[int, int]]] = {
         (131072, 3072, 1, False): (4, 2),  # the head
         (10240, 1280, 1, True): (8, 1),  # encoder w1/w3
         (6144, 1280, 1, False): (16, 1),  # encoder wqkv
-        (1280, 2048, 1, False): (16, 1),  # encoder wo
+        (1280, 2048, 1, False): (16, 0),  # encoder wo: staged
     },
 }
 # The same for a sweep (bench/tune_step_mma.py sets it and captures the step again); empty in
@@ -199,6 +200,7 @@ def _current_stream(device_index: int) -> int:
 
 
 CUDA_ERROR_INVALID_CONTEXT = 201
+CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES = 1
 CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES = 8
 CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN = 97
 
@@ -218,11 +220,6 @@ def _shared_per_block(device_index: int) -> int:
 def staged_shared_bytes(warps: int, k: int) -> int:
     """Dynamic shared memory of a staged variant (unroll 0): each warp's share of a tile's iterations."""
     return warps * -(-(k // STEP_COLS) // warps) * STAGE_BYTES
-
-
-def _static_shared_bytes(warps: int, nt: int) -> int:
-    """About what q4_mma.cu's static shared arrays take (the warps' partial tiles and the epilogues')."""
-    return 4 * 32 * 4 * warps * nt + 1024 * nt
 
 
 def _make_primary_context_current(device_index: int) -> None:
@@ -262,11 +259,15 @@ class _Launcher:
         self.argv = (ctypes.c_void_p * len(self.slots))(*[ctypes.addressof(a) for a in self.slots])
         self.stream = ctypes.c_void_p()
         self.lock = threading.Lock()
-        self.allowed = 0  # dynamic shared memory bytes allowed beyond the default 48 KB
+        self.allowed = 0  # dynamic shared memory bytes allowed so far (cuFuncSetAttribute)
+        static = ctypes.c_int()
+        rc = driver.cuFuncGetAttribute(ctypes.byref(static), CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES, self.func)
+        self.static_shared = static.value if rc == 0 else 48 * 1024
 
     def _allow_shared(self, shared: int) -> int:
-        """More than 48 KB of dynamic shared memory must be allowed per kernel first."""
-        if shared <= max(self.allowed, 48 * 1024):
+        """Dynamic shared memory that takes a block past 48 KB must be allowed per kernel first
+        (set once to the largest size launched)."""
+        if shared <= self.allowed:
             return 0
         driver = torch.cuda._utils._get_gpu_runtime_library()
         rc = driver.cuFuncSetAttribute(self.func, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, shared)
@@ -298,7 +299,7 @@ class _Launcher:
         programmatic: bool = False,
         shared: int = 0,
     ) -> None:
-        """`shared`: bytes of dynamic shared memory (the NORM_IN kernels' partial sums)."""
+        """`shared`: bytes of dynamic shared memory (NORM_IN's partial sums, staged weights)."""
         with self.lock:
             for slot, value in zip(self.slots, args, strict=True):
                 slot.value = value
@@ -501,13 +502,13 @@ def _launch(
         # NORM_IN copies a launch's partial sums to shared memory where they fit (q4_mma.cu's `early`)
         early = norm == NORM_IN and nt == 1 and k // TILE_ROWS <= NORM_IN_MAX_PARTIALS
         shared = 4 * m * (k // TILE_ROWS) if early else 0
+        launch = _kernel(w, nt, u, gated, device_index, norm)
         if u == 0:
             staged = shared + staged_shared_bytes(w, k)
-            if staged + _static_shared_bytes(w, nt) <= _shared_per_block(device_index):
+            if launch.static_shared + staged <= _shared_per_block(device_index):
                 shared = staged
-            else:  # too large for this GPU's shared memory: registers
-                u = UNROLL
-        launch = _kernel(w, nt, u, gated, device_index, norm)
+            else:  # more than this GPU's shared memory: the weights in registers
+                launch = _kernel(w, nt, UNROLL, gated, device_index, norm)
         row = 2 * m0 * n  # bytes to this launch's first row of the [M, N] bf16 norm tensors
         args = (
             codes, scales, xp + 2 * m0 * k, bias_arg.data_ptr(), bias_kind, yp + 2 * m0 * n_out, m, n, k,
