@@ -25,11 +25,13 @@
 // volatile, which keeps them in that order.
 //
 // Template parameters: WARPS warps split a tile's iterations; NT n-tiles of 8 activation rows
-// each (M <= 8 NT per launch); U iterations loaded before any is used; GATED: the matrix is
-// SwiGLU's gate/up pair with rows interleaved by 8 and the output is silu(gate) * up (computed
-// in the epilogue; computing it on the way into w2 instead, as the Triton GEMV does, made w2
-// 2x slower here: session 6). The loader (mma_q4.py) appends one extern "C" kernel per variant
-// and compiles each on its first use.
+// each (M <= 8 NT per launch); U iterations loaded into registers before any is used, or (U = 0,
+// "staged") all of a warp's iterations copied into shared memory before the wait (on the H200
+// only the encoder's wo gained from that: 9 us a step; bench/RESULTS.md, twenty-first session);
+// GATED: the matrix is SwiGLU's gate/up pair with rows interleaved by 8 and the output is
+// silu(gate) * up (computed in the epilogue; computing it on the way into w2 instead, as the
+// Triton GEMV does, made w2 2x slower here: session 6). The loader (mma_q4.py) appends one
+// extern "C" kernel per variant and compiles each on its first use.
 
 typedef unsigned int u32;
 typedef unsigned short u16;
