@@ -9,8 +9,9 @@ same saved state: the step's graph captured again, replayed back to back, then `
 steps (p50 / p95) and their tokens against the first run's. The links move where the bf16
 rounding falls, so the tokens of random weights may part after a near-tie.
 
---staged: the same for the encoder's wo on weights staged in shared memory (kernels/mma_q4.py's
-H200 table, unroll 0) against registers (unroll 1), the links on; the tokens must be equal.
+--staged: the same for the encoder's wo and w2 on weights and rows staged in shared memory
+(kernels/mma_q4.py's H200 table, unroll 0) against registers (their unroll before: 1 and 2),
+the links on; the tokens must be equal.
 """
 
 from __future__ import annotations
@@ -35,13 +36,14 @@ def links(on: bool) -> Callable[[], None]:
     return apply
 
 
-def encoder_wo(unroll: int | None) -> Callable[[], None]:
-    """None: the app's table; else the encoder's wo (16 warps) at this unroll."""
+def encoder_registers(on: bool) -> Callable[[], None]:
+    """On: the encoder's wo and w2 (16 warps) on registers as before staging; off: the app's table."""
 
     def apply() -> None:
         mma_q4.OVERRIDES.clear()
-        if unroll is not None:
-            mma_q4.OVERRIDES[(1280, 2048, 1, False)] = (16, unroll)
+        if on:
+            mma_q4.OVERRIDES[(1280, 2048, 1, False)] = (16, 1)
+            mma_q4.OVERRIDES[(1280, 5120, 1, False)] = (16, 2)
 
     return apply
 
@@ -50,12 +52,12 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--replays", type=int, default=150)
     parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--staged", action="store_true", help="the encoder's wo staged or not instead")
+    parser.add_argument("--staged", action="store_true", help="the encoder's wo and w2 staged or not")
     args = parser.parse_args()
     session, saved, chunks = warm_session(100)
     arms = {"kernels": links(False), "linked": links(True)}
     if args.staged:
-        arms = {"registers": encoder_wo(1), "staged": encoder_wo(None)}
+        arms = {"registers": encoder_registers(True), "staged": encoder_registers(False)}
     with torch.no_grad():
         alternate_fed(session, saved, chunks[: args.steps], arms, args.replays)
     linear.NORM_LINKS = True

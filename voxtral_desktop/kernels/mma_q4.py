@@ -117,15 +117,16 @@ def choose_warps(tiles: int, iters: int, nt: int) -> int:
 
 UNROLL = 2  # iterations loaded before any is used: 2 beat 4 and 8 on most shapes (same sweep)
 # unroll 0 ("staged"): every weight of a warp copied into shared memory by cp.async before the
-# wait for the previous kernel, instead of `unroll` iterations into registers (q4_mma.cu)
+# wait for the previous kernel, instead of `unroll` iterations into registers, and the activation
+# rows after it (q4_mma.cu)
 STAGE_BYTES = 512 + 64  # shared memory a staged iteration takes: its codes and scales
 
 # (out_features, in_features, n-tiles, gated) -> (warps, unroll), per GPU name: the streaming
 # step's matrices, chosen inside the step's CUDA graph (bench/tune_step_mma.py), where a
 # variant's first loads overlap the kernel before it. On the H200 these made the step's replay
 # 2,319 -> 2,269 us (bench/h200_session18/tune_step_mma.log); the shapes not listed there were
-# within 2 us. Staged weights (unroll 0) won for the encoder's wo only, 9 us
-# (bench/h200_session21/call3/tune_staged.log; the others lost 2-120 us).
+# within 2 us. Staged weights and rows (unroll 0) won for the encoder's wo and w2, 44 us
+# together (bench/h200_session21/xs/; the other matrices lost 7-90 us).
 Variant = tuple[int, int, int, bool]
 TUNED: dict[str, dict[Variant, tuple[int, int]]] = {
     "NVIDIA H200": {
@@ -136,6 +137,7 @@ TUNED: dict[str, dict[Variant, tuple[int, int]]] = {
         (10240, 1280, 1, True): (8, 1),  # encoder w1/w3
         (6144, 1280, 1, False): (16, 1),  # encoder wqkv
         (1280, 2048, 1, False): (16, 0),  # encoder wo: staged
+        (1280, 5120, 1, False): (16, 0),  # encoder w2: staged
     },
 }
 # The same for a sweep (bench/tune_step_mma.py sets it and captures the step again); empty in
@@ -217,9 +219,10 @@ def _shared_per_block(device_index: int) -> int:
     return value.value
 
 
-def staged_shared_bytes(warps: int, k: int) -> int:
-    """Dynamic shared memory of a staged variant (unroll 0): each warp's share of a tile's iterations."""
-    return warps * -(-(k // STEP_COLS) // warps) * STAGE_BYTES
+def staged_shared_bytes(warps: int, k: int, rows: int) -> int:
+    """Dynamic shared memory of a staged variant (unroll 0): each warp's share of a tile's
+    iterations, then the activation rows (bf16)."""
+    return warps * -(-(k // STEP_COLS) // warps) * STAGE_BYTES + 2 * rows * k
 
 
 def _make_primary_context_current(device_index: int) -> None:
@@ -504,7 +507,7 @@ def _launch(
         shared = 4 * m * (k // TILE_ROWS) if early else 0
         launch = _kernel(w, nt, u, gated, device_index, norm)
         if u == 0:
-            staged = shared + staged_shared_bytes(w, k)
+            staged = shared + staged_shared_bytes(w, k, m)
             if launch.static_shared + staged <= _shared_per_block(device_index):
                 shared = staged
             else:  # more than this GPU's shared memory: the weights in registers

@@ -26,8 +26,9 @@
 //
 // Template parameters: WARPS warps split a tile's iterations; NT n-tiles of 8 activation rows
 // each (M <= 8 NT per launch); U iterations loaded into registers before any is used, or (U = 0,
-// "staged") all of a warp's iterations copied into shared memory before the wait (on the H200
-// only the encoder's wo gained from that: 9 us a step; bench/RESULTS.md, twenty-first session);
+// "staged") all of a warp's iterations copied into shared memory before the wait and the
+// activation rows after it (on the H200 the encoder's wo and w2 gained from that, 44 us a step;
+// the others lost: bench/RESULTS.md, twenty-first session);
 // GATED: the matrix is SwiGLU's gate/up pair with rows interleaved by 8 and the output is
 // silu(gate) * up (computed in the epilogue; computing it on the way into w2 instead, as the
 // Triton GEMV does, made w2 2x slower here: session 6). The loader (mma_q4.py) appends one
@@ -134,7 +135,7 @@ __device__ __forceinline__ u16 float_to_bf16(float f) {
 
 // One iteration (64 input columns) of the tile for every n-tile: four mmas per n-tile, summed
 // in fp32 per 32-column group and scaled by that group's d.
-template <int NT>
+template <int NT, bool X_SHARED = false>
 __device__ __forceinline__ void accumulate(float (&acc)[NT][4], uint4 c, uint2 s, const u32* const (&xrow)[NT],
                                            int i) {
     const float zero[4] = {0.f, 0.f, 0.f, 0.f};
@@ -142,7 +143,14 @@ __device__ __forceinline__ void accumulate(float (&acc)[NT][4], uint4 c, uint2 s
     const float e0 = half_to_float(s.x >> 16), e1 = half_to_float(s.y >> 16);
 #pragma unroll
     for (int nt = 0; nt < NT; ++nt) {
-        const uint4 b0 = load_x(xrow[nt] + 32 * i), b1 = load_x(xrow[nt] + 32 * i + 16);
+        uint4 b0, b1;
+        if (X_SHARED) {
+            b0 = *(const uint4*)(xrow[nt] + 32 * i);
+            b1 = *(const uint4*)(xrow[nt] + 32 * i + 16);
+        } else {
+            b0 = load_x(xrow[nt] + 32 * i);
+            b1 = load_x(xrow[nt] + 32 * i + 16);
+        }
         float p[4], q[4];
         mma(p, c.x, b0.x, b0.y, zero);
         mma(p, c.y, b0.z, b0.w, p);
@@ -208,9 +216,10 @@ __device__ __forceinline__ void q4_mma(const uint4* __restrict__ codes, const ui
     // U >= 1: this warp's first U iterations of weights are loaded into registers before waiting
     // for the previous kernel (they need nothing from it); each pass of the loop uses U and loads
     // the next U. U == 0 (STAGED): all of the warp's iterations are copied into shared memory by
-    // cp.async before the wait, so every weight byte of the block is in flight at once and the
-    // loop waits for no load of weights (dynamic shared memory after NORM_IN's partial sums:
-    // WARPS x ceil(iters / WARPS) x (512 + 64) bytes, mma_q4.py sizes it).
+    // cp.async before the wait, so every weight byte of the block is in flight at once, and the
+    // activation rows after the wait; the loop then reads shared memory only (dynamic shared
+    // memory after NORM_IN's partial sums: WARPS x ceil(iters / WARPS) x (512 + 64) bytes of
+    // weights, then M x K bf16; mma_q4.staged_shared_bytes).
     constexpr bool STAGED = U == 0;
     constexpr int UR = STAGED ? 1 : U;
     constexpr int PMAX = 192;
@@ -273,13 +282,21 @@ __device__ __forceinline__ void q4_mma(const uint4* __restrict__ codes, const ui
     for (int nt = 0; nt < NT; ++nt) acc[nt][0] = acc[nt][1] = acc[nt][2] = acc[nt][3] = 0.f;
 
     if (STAGED) {
-        // every weight of this warp is in flight since before the wait: wait once for all
+        // the activation rows follow the warps' weights in shared memory, copied once for the
+        // block after the wait (read from global memory in the loop instead, an L1/L2 round
+        // trip an iteration, the staged form lost to registers on all but one matrix)
+        u32* xs = (u32*)(pin + (early ? M * P : 0)) + (size_t)WARPS * per_warp * 36 * 4;
+        for (int e = threadIdx.x; e < M * (K >> 3); e += WARPS * 32) copy_async16(xs + 4 * e, x + 4 * e);
+        asm volatile("cp.async.commit_group;" ::: "memory");
         asm volatile("cp.async.wait_all;" ::: "memory");
-        __syncwarp();  // lanes 0-3 copied the scales every lane reads
+        __syncthreads();  // the rows and the scales were copied by other threads
+        const u32* xsrow[NT];
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt) xsrow[nt] = xs + (size_t)(8 * nt + g < M ? 8 * nt + g : 0) * (K >> 1) + 4 * t;
         for (int j = 0; warp + j * WARPS < iters; ++j) {
             const uint4 cw = staged_codes[j * 32 + lane];
             const uint2 sw = staged_scales[j * 8 + g];
-            accumulate<NT>(acc, cw, sw, xrow, warp + j * WARPS);
+            accumulate<NT, true>(acc, cw, sw, xsrow, warp + j * WARPS);
         }
     } else {
         for (int base = warp; base < iters; base += WARPS * UR) {
