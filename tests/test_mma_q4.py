@@ -200,6 +200,41 @@ def test_variant_choice_tuned_table_and_overrides(monkeypatch: pytest.MonkeyPatc
             assert unroll or mma_q4.staged_shared_bytes(warps, k, 8 * nt) == staged < 200 * 1024
 
 
+def test_staged_launch_sizes_its_shared_memory_or_falls_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The launch of a staged variant (unroll 0) asks for its weights' and rows' shared memory
+    (after NORM_IN's partial sums), and where the GPU has not that much per block it launches the
+    register variant instead. The kernels are stand-ins that record their launches."""
+    launches: list[tuple] = []
+
+    class Recorder:
+        static_shared = 8192  # what the 16-warp kernel's own arrays take
+
+        def __init__(self, variant: tuple) -> None:
+            self.variant = variant
+
+        def __call__(self, grid, threads, args, device_index, programmatic=False, shared=0) -> None:
+            launches.append((self.variant, grid, threads, shared))
+
+    monkeypatch.setattr(mma_q4, "_kernel", lambda *variant: Recorder(variant))
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(mma_q4, "_tuned_for", lambda index: {})
+    w = packed(q4(64, 3072, seed=4))  # 4 tiles of 48 iterations: 3 a warp at 16 warps
+    x = torch.randn(4, 3072).bfloat16()
+    per_block = {"per_block": 227 * 1024}
+    monkeypatch.setattr(mma_q4, "_shared_per_block", lambda index: per_block["per_block"])
+    mma_q4.mma_linear(x, w, warps=16, unroll=0)
+    staged = 16 * 3 * 576 + 2 * 4 * 3072
+    assert mma_q4.staged_shared_bytes(16, 3072, 4) == staged
+    # (warps, n-tiles, unroll, gated, device, norm), blocks, threads, dynamic shared bytes
+    assert launches.pop() == ((16, 1, 0, False, 0, 0), 4, 512, staged)
+    normed = mma_q4.NormedRows(x, torch.ones(4, 3072 // 16), 1e-5)
+    mma_q4.mma_linear(normed, w, warps=16, unroll=0)  # the partial sums first: 4 rows x 192
+    assert launches.pop() == ((16, 1, 0, False, 0, mma_q4.NORM_IN), 4, 512, 4 * 4 * 192 + staged)
+    per_block["per_block"] = 8192 + staged - 1  # one byte short
+    mma_q4.mma_linear(x, w, warps=16, unroll=0)
+    assert launches.pop() == ((16, 1, mma_q4.UNROLL, False, 0, 0), 4, 512, 0)
+
+
 def test_the_kernel_needs_cuda() -> None:
     """On a machine with no GPU the backend is never chosen (kernels/select.py): asking for it
     is a clear error, not a crash inside NVRTC."""
