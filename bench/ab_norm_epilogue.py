@@ -233,6 +233,22 @@ def gated_variants(replays: int) -> None:
     mma_q4.OVERRIDES.pop(key)
 
 
+def the_chains(
+    s: Shape, g: torch.Generator
+) -> tuple[list[dict], torch.Tensor, dict[str, Callable[[], torch.Tensor]]]:
+    """Random layers of `s`, an input, and the four chains over them: norm kernels, both links,
+    each link alone."""
+    layers = [layer_weights(s, g) for _ in range(s.layers)]
+    x0 = torch.randn(s.rows, s.dim, device=DEV, generator=g).bfloat16()
+    chains = {
+        "kernels": as_kernels(s, layers, x0),
+        "linked": linked(s, layers, x0),
+        "att link only": linked(s, layers, x0, ffn=False),
+        "ffn link only": linked(s, layers, x0, att=False),
+    }
+    return layers, x0, chains
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--replays", type=int, default=200)
@@ -246,14 +262,7 @@ def main() -> None:
     g = torch.Generator(device=DEV).manual_seed(0)
     with torch.no_grad():
         for s in (DECODER, ENCODER):
-            layers = [layer_weights(s, g) for _ in range(s.layers)]
-            x0 = torch.randn(s.rows, s.dim, device=DEV, generator=g).bfloat16()
-            chains = {
-                "kernels": as_kernels(s, layers, x0),
-                "linked": linked(s, layers, x0),
-                "att link only": linked(s, layers, x0, ffn=False),
-                "ffn link only": linked(s, layers, x0, att=False),
-            }
+            layers, x0, chains = the_chains(s, g)
             counts = {name: kernels_in(fn) for name, fn in chains.items()}
             graphs = {name: graph_of(fn) for name, fn in chains.items()}
             times: dict[str, list[float]] = {name: [] for name in chains}

@@ -19,7 +19,7 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
-from ab_norm_epilogue import DECODER, DEV, ENCODER, as_kernels, graph_of, layer_weights, linked
+from ab_norm_epilogue import DECODER, DEV, ENCODER, graph_of, the_chains
 
 
 def main() -> None:
@@ -31,14 +31,7 @@ def main() -> None:
     g = torch.Generator(device=DEV).manual_seed(0)
     with torch.no_grad():
         for s in (DECODER, ENCODER):
-            layers = [layer_weights(s, g) for _ in range(s.layers)]
-            x0 = torch.randn(s.rows, s.dim, device=DEV, generator=g).bfloat16()
-            chains = {
-                "kernels": as_kernels(s, layers, x0),
-                "linked": linked(s, layers, x0),
-                "att link only": linked(s, layers, x0, ffn=False),
-                "ffn link only": linked(s, layers, x0, att=False),
-            }
+            layers, _, chains = the_chains(s, g)
             graphs = {name: graph_of(fn) for name, fn in chains.items()}
             first = {}
             for name, (graph, out) in graphs.items():
