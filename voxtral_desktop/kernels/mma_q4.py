@@ -256,6 +256,7 @@ class _Launcher:
         driver = torch.cuda._utils._get_gpu_runtime_library()
         self.launch = driver.cuLaunchKernel
         self.launch_ex = getattr(driver, "cuLaunchKernelEx", None)  # CUDA 12+
+        self.set_attribute = driver.cuFuncSetAttribute
         self.config, self.attribute = pdl.programmatic_config()  # the config points at the attribute
         slot_types: dict[str, Any] = {"p": ctypes.c_void_p, "i": ctypes.c_int, "f": ctypes.c_float}
         self.slots = [slot_types[kind]() for kind in SIGNATURE]
@@ -272,8 +273,7 @@ class _Launcher:
         (set once to the largest size launched)."""
         if shared <= self.allowed:
             return 0
-        driver = torch.cuda._utils._get_gpu_runtime_library()
-        rc = driver.cuFuncSetAttribute(self.func, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, shared)
+        rc = self.set_attribute(self.func, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, shared)
         if rc == 0:
             self.allowed = shared
         return rc

@@ -193,8 +193,10 @@ __device__ __forceinline__ float tile_sum(const float* part, int r, int m, int t
 //   scaled by rsqrt(mean of squares + eps) of its row, the mean from part_in [M, K / 16]
 //   (copied after the wait, summed in a fixed order: every block gets the same scale).
 // The model links w2 (NORM_OUT) to the next layer's wqkv (NORM_IN) only: on the H200 the gated
-// w1/w3 pair lost 5.6 us a launch with NORM_IN (4 warps, 1,152 tiles; not understood), more than
-// the norm kernel it saves (bench/RESULTS.md, twentieth session).
+// w1/w3 pair lost 5.6 us a launch with NORM_IN (4 warps, 1,152 tiles), more than the norm kernel
+// it saves. About 2 us of it is ptxas issuing that variant's activation loads one after another
+// (nvdisasm); tied together, the best NORM_IN variant still lost 2.7 us a launch to the best plain
+// one (bench/RESULTS.md, twentieth and twenty-first sessions).
 // rms_norm(x) * gamma @ W^T = rsqrt(mean x^2 + eps) * ((x * gamma) @ W^T), so what changes is
 // where the bf16 rounding falls: on x * gamma instead of x * rsqrt * gamma.
 #define NORM_OUT 1
