@@ -20,6 +20,7 @@ from voxtral_desktop.engine.session import StreamingSession
 from voxtral_desktop.engine.tokenizer import TekkenTokenizer
 from voxtral_desktop.engine.transcribe import Transcript
 from voxtral_desktop.kernels.mma_q4 import CudaMmaQ4Backend
+from voxtral_desktop.kernels.select import choose_kv_int8
 from voxtral_desktop.model.build import build_model
 from voxtral_desktop.model.voxtral import VoxtralModel
 from voxtral_desktop.synthetic.tekken import build_tekken_json
@@ -27,7 +28,7 @@ from voxtral_desktop.synthetic.tekken import build_tekken_json
 
 def full_size_model(*, dense: bool = False) -> tuple[VoxtralModel, TekkenTokenizer]:
     """(model, tokenizer) on CUDA in bf16: the mma Q4 kernel, or dense bf16 weights (`dense`, as
-    the bench's folder batch runs); fused projections either way."""
+    the bench's folder batch runs); fused projections either way; the app's KV cache kind."""
     config = ModelConfig()
     backend = None if dense else CudaMmaQ4Backend()
     model = build_model(
@@ -38,6 +39,9 @@ def full_size_model(*, dense: bool = False) -> tuple[VoxtralModel, TekkenTokeniz
         q4_backend=backend,
         fuse=True,
     )
+    # the KV caches the app chooses on this GPU (int8 in bf16 on CUDA), as `voxtral-desktop bench`
+    # sets them; until the twenty-second session these scripts ran bf16 caches
+    model.kv_int8 = choose_kv_int8(torch.device("cuda"), torch.bfloat16)
     return model, TekkenTokenizer.from_dict(build_tekken_json(2000))
 
 

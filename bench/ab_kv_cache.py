@@ -1,0 +1,66 @@
+"""The live step over int8 KV caches (the app's choice on CUDA) against bf16 caches, one process
+(device).
+
+    python bench/ab_kv_cache.py [--warm 100] [--replays 150] [--steps 150]
+
+The full-size random model (bench/full_model.py) with two live sessions (CUDA graphs), one per
+cache kind (`VoxtralModel.kv_int8` is read when a session allocates its caches), each fed the
+same `--warm` chunks of noise and saved; then, alternated 3x, each session's step graph replayed
+back to back from its saved state and `--steps` fed steps (p50 / p95) with their tokens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.dirname(__file__))
+from full_model import full_size_model
+from tune_step_mma import Saved, fed_steps, replay_us
+
+from voxtral_desktop.benchmark import noise
+from voxtral_desktop.config import SAMPLES_PER_TOKEN, StreamConfig
+from voxtral_desktop.device import host_threads_for
+from voxtral_desktop.engine.session import StreamingSession
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--warm", type=int, default=100)
+    parser.add_argument("--replays", type=int, default=150)
+    parser.add_argument("--steps", type=int, default=150)
+    args = parser.parse_args()
+    torch.set_num_threads(host_threads_for(torch.device("cuda")))
+    print(torch.cuda.get_device_name(), flush=True)
+    model, tok = full_size_model()
+    audio = noise(60.0)
+    chunks = [audio[i : i + SAMPLES_PER_TOKEN] for i in range(0, len(audio), SAMPLES_PER_TOKEN)]
+    sessions = {}
+    with torch.no_grad():
+        for name, int8 in (("int8", True), ("bf16", False)):
+            model.kv_int8 = int8
+            session = StreamingSession(model, tok, StreamConfig(480), cuda_graphs=True)
+            for c in chunks[: args.warm]:
+                session.feed(c)
+            torch.cuda.synchronize()
+            sessions[name] = (session, Saved.of(session))
+        first: list[int] = []
+        for _ in range(3):
+            for name, (session, saved) in sessions.items():
+                replay = replay_us(session, saved, args.replays)
+                ms, tokens = fed_steps(session, saved, chunks[args.warm : args.warm + args.steps])
+                first = first or tokens
+                same = sum(x == y for x, y in zip(first, tokens, strict=False))
+                print(
+                    f"{name} caches: replay {replay:7.1f} us | feed p50 {np.percentile(ms, 50):.3f} ms,"
+                    f" p95 {np.percentile(ms, 95):.3f} ms | {len(tokens)} tokens, {same} as the first run's",
+                    flush=True,
+                )
+
+
+if __name__ == "__main__":
+    main()
