@@ -15,12 +15,11 @@ import argparse
 import os
 import sys
 
-import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
 from full_model import full_size_model
-from tune_step_mma import Saved, fed_steps, replay_us
+from tune_step_mma import Saved, measure_arm
 
 from voxtral_desktop.benchmark import noise
 from voxtral_desktop.config import SAMPLES_PER_TOKEN, StreamConfig
@@ -49,17 +48,10 @@ def main() -> None:
             torch.cuda.synchronize()
             sessions[name] = (session, Saved.of(session))
         first: list[int] = []
+        fed = chunks[args.warm : args.warm + args.steps]
         for _ in range(3):
             for name, (session, saved) in sessions.items():
-                replay = replay_us(session, saved, args.replays)
-                ms, tokens = fed_steps(session, saved, chunks[args.warm : args.warm + args.steps])
-                first = first or tokens
-                same = sum(x == y for x, y in zip(first, tokens, strict=False))
-                print(
-                    f"{name} caches: replay {replay:7.1f} us | feed p50 {np.percentile(ms, 50):.3f} ms,"
-                    f" p95 {np.percentile(ms, 95):.3f} ms | {len(tokens)} tokens, {same} as the first run's",
-                    flush=True,
-                )
+                first = measure_arm(f"{name} caches", session, saved, fed, args.replays, first)
 
 
 if __name__ == "__main__":

@@ -193,15 +193,30 @@ def alternate_fed(
         for name, apply in arms.items():
             apply()
             recapture(session, saved)
-            replay = replay_us(session, saved, replays)
-            ms, tokens = fed_steps(session, saved, chunks)
-            first = first or tokens
-            same = sum(x == y for x, y in zip(first, tokens, strict=False))
-            print(
-                f"{name:9s} replay {replay:7.1f} us | feed p50 {np.percentile(ms, 50):.3f} ms,"
-                f" p95 {np.percentile(ms, 95):.3f} ms | {len(tokens)} tokens, {same} as the first run's",
-                flush=True,
-            )
+            first = measure_arm(name, session, saved, chunks, replays, first)
+
+
+def measure_arm(
+    name: str,
+    session: StreamingSession,
+    saved: Saved,
+    chunks: list[np.ndarray],
+    replays: int,
+    first: list[int],
+) -> list[int]:
+    """One arm's step graph replayed back to back from `saved`, then the chunks fed (p50 / p95)
+    and their tokens against `first` (the first run's), printed; returns `first`, or these
+    tokens if it is empty."""
+    replay = replay_us(session, saved, replays)
+    ms, tokens = fed_steps(session, saved, chunks)
+    first = first or tokens
+    same = sum(x == y for x, y in zip(first, tokens, strict=False))
+    print(
+        f"{name:9s} replay {replay:7.1f} us | feed p50 {np.percentile(ms, 50):.3f} ms,"
+        f" p95 {np.percentile(ms, 95):.3f} ms | {len(tokens)} tokens, {same} as the first run's",
+        flush=True,
+    )
+    return first
 
 
 def heuristic_variants(shapes: Counter) -> dict[mma_q4.Variant, tuple[int, int]]:
