@@ -2,6 +2,7 @@
 (device).
 
     python bench/ab_kv_cache.py [--warm 100] [--replays 150] [--steps 150]
+    python bench/ab_kv_cache.py --warm 8000   # near the decoder's full window (8,192 positions)
 
 The full-size random model (bench/full_model.py) with two live sessions (CUDA graphs), one per
 cache kind (`VoxtralModel.kv_int8` is read when a session allocates its caches), each fed the
@@ -22,21 +23,21 @@ from full_model import full_size_model
 from tune_step_mma import Saved, measure_arm
 
 from voxtral_desktop.benchmark import noise
-from voxtral_desktop.config import SAMPLES_PER_TOKEN, StreamConfig
+from voxtral_desktop.config import SAMPLE_RATE, SAMPLES_PER_TOKEN, StreamConfig
 from voxtral_desktop.device import host_threads_for
 from voxtral_desktop.engine.session import StreamingSession
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--warm", type=int, default=100)
+    parser.add_argument("--warm", type=int, default=100, help="positions fed before the state is saved")
     parser.add_argument("--replays", type=int, default=150)
     parser.add_argument("--steps", type=int, default=150)
     args = parser.parse_args()
     torch.set_num_threads(host_threads_for(torch.device("cuda")))
     print(torch.cuda.get_device_name(), flush=True)
     model, tok = full_size_model()
-    audio = noise(60.0)
+    audio = noise((args.warm + args.steps + 1) * SAMPLES_PER_TOKEN / SAMPLE_RATE)
     chunks = [audio[i : i + SAMPLES_PER_TOKEN] for i in range(0, len(audio), SAMPLES_PER_TOKEN)]
     sessions = {}
     with torch.no_grad():
