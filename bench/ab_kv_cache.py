@@ -20,12 +20,11 @@ import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
 from full_model import full_size_model
-from tune_step_mma import Saved, measure_arm
+from tune_step_mma import measure_arm, warmed
 
 from voxtral_desktop.benchmark import noise
-from voxtral_desktop.config import SAMPLE_RATE, SAMPLES_PER_TOKEN, StreamConfig
+from voxtral_desktop.config import SAMPLE_RATE, SAMPLES_PER_TOKEN
 from voxtral_desktop.device import host_threads_for
-from voxtral_desktop.engine.session import StreamingSession
 
 
 def main() -> None:
@@ -43,11 +42,7 @@ def main() -> None:
     with torch.no_grad():
         for name, int8 in (("int8", True), ("bf16", False)):
             model.kv_int8 = int8
-            session = StreamingSession(model, tok, StreamConfig(480), cuda_graphs=True)
-            for c in chunks[: args.warm]:
-                session.feed(c)
-            torch.cuda.synchronize()
-            sessions[name] = (session, Saved.of(session))
+            sessions[name] = warmed(model, tok, chunks[: args.warm])
         first: list[int] = []
         fed = chunks[args.warm : args.warm + args.steps]
         for _ in range(3):

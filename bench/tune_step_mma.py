@@ -36,7 +36,9 @@ from voxtral_desktop.benchmark import noise
 from voxtral_desktop.config import SAMPLES_PER_TOKEN, StreamConfig
 from voxtral_desktop.device import host_threads_for
 from voxtral_desktop.engine.session import StreamingSession
+from voxtral_desktop.engine.tokenizer import TekkenTokenizer
 from voxtral_desktop.kernels import mma_q4
+from voxtral_desktop.model.voxtral import VoxtralModel
 
 
 def arguments() -> argparse.Namespace:
@@ -155,12 +157,19 @@ def warm_session(warm: int) -> tuple[StreamingSession, Saved, list[np.ndarray]]:
     model, tok = full_size_model()
     audio = noise(120.0)
     chunks = [audio[i : i + SAMPLES_PER_TOKEN] for i in range(0, len(audio), SAMPLES_PER_TOKEN)]
+    return (*warmed(model, tok, chunks[:warm]), chunks[warm:])
+
+
+def warmed(
+    model: VoxtralModel, tok: TekkenTokenizer, chunks: list[np.ndarray]
+) -> tuple[StreamingSession, Saved]:
+    """A new live session of `model` (CUDA graphs) fed `chunks`, and its saved state."""
     session = StreamingSession(model, tok, StreamConfig(480), cuda_graphs=True)
     with torch.no_grad():
-        for c in chunks[:warm]:
+        for c in chunks:
             session.feed(c)
     torch.cuda.synchronize()
-    return session, Saved.of(session), chunks[warm:]
+    return session, Saved.of(session)
 
 
 def fed_steps(
