@@ -86,6 +86,51 @@ def test_fused_attention_paths_match_torch(
     torch.testing.assert_close(got.float(), want, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.filterwarnings("ignore:invalid value encountered in divide:RuntimeWarning")
+@pytest.mark.parametrize("int8", [False, True])
+@pytest.mark.parametrize("filled", [40, 290, 1100])
+def test_a_step_split_for_the_whole_ring_reads_the_slices_in_use(
+    monkeypatch: pytest.MonkeyPatch, filled: int, int8: bool
+) -> None:
+    """One stream's step over a ring of 1,100 slots is split among 9 programs a KV head (the
+    step's graph is captured once for the whole ring), and the fill on the device decides how
+    many hold keys: 2 at 40 slots, 5 at 290, 9 at 1,100. The others store nothing, and the
+    combine reads only the slices in use, so the partial buffers' stale contents never count."""
+    monkeypatch.setattr(fused, "SPLIT_STEP", ((32, 4, None), 64))
+    monkeypatch.setattr(fused, "_programs_to_fill", lambda device: 64)
+    B, T, H, HKV, D, S = 1, 1, 8, 2, 16, 1100
+    g = torch.Generator().manual_seed(5)
+    q = torch.randn(B, H, T, D, generator=g).to(DEVICE)
+    k, v = (torch.randn(B, HKV, S, D, generator=g).to(DEVICE) for _ in range(2))
+    k[:, :, filled:] = float("nan")
+    v[:, :, filled:] = float("nan")
+    kv = LayerKV(k, v)
+    if int8:
+        (kq, ks), (vq, vs) = quantize_kv(k), quantize_kv(v)
+        kv = LayerKV(kq, vq, ks, vs)
+    held = torch.arange(S, device=DEVICE)
+    held[filled:] = -1
+    positions = torch.tensor([filled - 1], device=DEVICE)
+    window = 1000
+    empty = torch.empty
+
+    def stale(*shape, **kw):  # the partial buffers hold NaN from an earlier replay, say
+        return (
+            empty(*shape, **kw).fill_(float("nan"))
+            if kw.get("dtype") == torch.float32
+            else empty(*shape, **kw)
+        )
+
+    monkeypatch.setattr(torch, "empty", stale)
+    got = fused.attention(q, kv, positions, held, window, torch.tensor(filled, device=DEVICE))
+    monkeypatch.setattr(torch, "empty", empty)
+    ring = LayerKV(*(t[:, :, :filled] for t in (kv.k, kv.v)), *(
+        (None, None) if kv.k_scale is None else (kv.k_scale[:, :, :filled], kv.v_scale[:, :, :filled])
+    ))  # fmt: skip
+    want = _reference(q, ring, KeyMask(positions, held[:filled], window, H // HKV))
+    torch.testing.assert_close(got.float(), want, rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 @pytest.mark.parametrize(("log2", "full"), [(False, False), (True, True)])
 @pytest.mark.parametrize("half_tile", [False, True])

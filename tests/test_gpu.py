@@ -653,18 +653,24 @@ def test_fused_kernels_match_torch(dtype: torch.dtype, B: int, T: int, H: int, H
 
 
 @pytest.mark.parametrize(
-    ("seed", "overrides", "delay_ms", "seconds"),
+    ("seed", "overrides", "delay_ms", "seconds", "deep"),
     [
-        (0, {}, 480, 4.0),
-        (1, {}, 80, 3.0),
-        (2, {}, 2400, 3.0),
-        # decoder capacity 300 + 38: graphs for buckets 256 and 338, then the wrapped ring
-        (3, {"decoder_sliding_window": 300, "encoder_sliding_window": 40}, 480, 30.0),
+        (0, {}, 480, 4.0, None),
+        (1, {}, 80, 3.0, None),
+        (2, {}, 2400, 3.0, None),
+        # decoder capacity 300 + 38: one graph over the whole ring, which wraps
+        (3, {"decoder_sliding_window": 300, "encoder_sliding_window": 40}, 480, 30.0, None),
+        # ... and two, the keys split among more programs past 128 slots (fused.SPLIT_STEP_DEEP)
+        (4, {"decoder_sliding_window": 300, "encoder_sliding_window": 40}, 480, 30.0, (128, 32)),
     ],
 )
 def test_graphs_fused_triton_fp32_tokens_equal_reference(
-    seed, overrides, delay_ms, seconds, tokenizer_small
+    seed, overrides, delay_ms, seconds, deep, tokenizer_small, monkeypatch
 ) -> None:
+    from voxtral_desktop.kernels import fused
+
+    if deep is not None:
+        monkeypatch.setattr(fused, "SPLIT_STEP_DEEP", deep)
     config = tiny_config(decoder_vocab_size=VOCAB, **overrides)
     tensors = _q4_tiny(config, seed)
     stream = StreamConfig(delay_ms)
@@ -675,6 +681,8 @@ def test_graphs_fused_triton_fp32_tokens_equal_reference(
     )
     session = StreamingSession(model, tokenizer_small, stream, cuda_graphs=True)
     assert session.graph is not None
+    if "decoder_sliding_window" in overrides:
+        assert session.graph.buckets == ([338] if deep is None else [deep[0], 338])
     for chunk in (1280, 16000, None):
         chunks = [audio] if chunk is None else [audio[i : i + chunk] for i in range(0, len(audio), chunk)]
         assert [t.id for t in transcribe_stream(session, chunks).tokens] == expected

@@ -311,7 +311,9 @@ def _kernels() -> Any:
             o_row = (b * T + rows % T) * (HKV * G) + h * G + rows // T
             dst = out_ptr + o_row[:, None] * D + d[None, :]
             tl.store(dst, out.to(out_ptr.dtype.element_ty), mask=rmask[:, None])
-        else:
+        elif (start < n_valid) | (sp == 0):
+            # A slice past the filled slots stores nothing: the grid has NS programs for the
+            # whole ring and the fill decides how many hold keys; the combine reads only those.
             part = (bh * NS + sp) * R_PAD + rows
             keep = rows < R_PAD
             tl.store(m_ptr + part, m, mask=keep)
@@ -397,8 +399,8 @@ def _kernels() -> Any:
 
     @triton.jit
     def attn_combine_kernel(
-        m_ptr, l_ptr, acc_ptr, out_ptr, R, T, HKV, NS,
-        R_PAD: tl.constexpr, D: tl.constexpr, NS_PAD: tl.constexpr, PDL: tl.constexpr,
+        m_ptr, l_ptr, acc_ptr, out_ptr, valid_ptr, S, R, T, HKV, NS,
+        R_PAD: tl.constexpr, D: tl.constexpr, NS_PAD: tl.constexpr, BS: tl.constexpr, PDL: tl.constexpr,
     ):  # fmt: skip
         if PDL:  # wait for the previous kernel, then let the next one launch (kernels/pdl.py)
             gdc_wait()
@@ -408,7 +410,10 @@ def _kernels() -> Any:
         r = pid % R
         sp = tl.arange(0, NS_PAD)
         d = tl.arange(0, D)
-        smask = sp < NS
+        # the slices that hold keys, split as attn_split_kernel splits the fill (BS: its keys a step)
+        n_valid = tl.minimum(tl.load(valid_ptr).to(tl.int32), S)
+        split = tl.cdiv(tl.cdiv(n_valid, NS), BS) * BS
+        smask = sp < tl.maximum(1, tl.cdiv(n_valid, tl.maximum(split, 1)))
         part = (bh * NS + sp) * R_PAD + r
         m = tl.load(m_ptr + part, mask=smask, other=-1e30)
         l = tl.load(l_ptr + part, mask=smask, other=0.0)
@@ -620,6 +625,15 @@ CHUNK_FULL = True
 SPLIT_TILE: tuple[int, int, int | None] = (64, 4, None)
 SPLIT_MAX = 16
 SPLIT_STEP: tuple[tuple[int, int, int | None], int] = ((32, 4, None), 8)
+# (slots, slices): a one-stream step over more slots than this splits them among more programs.
+# The slices' count is fixed when a graph is captured and the fill on the device sizes them, so
+# the step's graphs are captured once for the first slots and once for the whole ring
+# (model/graph_step.py). On the H200, from one saved state each (bench/ab_split_depth.py, replay):
+# 100 positions deep, 8 slices 2,084-2,090 us, 16 / 32 / 64: +32 / +59 / +100 us (the programs
+# past the fill still launch); 1,000 deep, 8: 2,215-2,218, 16: -17 us; 8,000 deep (the decoder's
+# window is 8,192), 8: 2,921-2,923, 16 / 32 / 64: -318 / -459 / -467 us: 8 slices of 1,000 keys
+# each ran 32 tiles one after another (bench/RESULTS.md, twenty-third session).
+SPLIT_STEP_DEEP: tuple[int, int] = (2048, 32)
 COMBINE_WARPS = 4  # the combine kernel's warps (Triton's default; 1, 2 and 8 were within 3 us of it)
 
 
@@ -696,10 +710,12 @@ def attention(
         return out.transpose(1, 2)
     block = 64
     # Split the keys among programs until the GPU is full (up to SPLIT_STEP's cap of slices for a
-    # one-stream step, SPLIT_MAX otherwise; each of at least 2 blocks of keys); many streams fill
-    # it on their own and need no combine.
+    # one-stream step, SPLIT_STEP_DEEP's past its slots, SPLIT_MAX otherwise; each of at least 2
+    # blocks of keys); many streams fill it on their own and need no combine.
     fill = triton_cdiv(_programs_to_fill(q.device), B * Hkv)
     split_tile, most = SPLIT_STEP if _one_stream_step(B, T) else (SPLIT_TILE, SPLIT_MAX)
+    if _one_stream_step(B, T) and S > SPLIT_STEP_DEEP[0]:
+        most = SPLIT_STEP_DEEP[1]
     n_split = max(1, min(most, triton_cdiv(S, 2 * block), fill))
     if n_split == 1 and KEYS_TILE is not None:
         keys, warps, stages = KEYS_TILE
@@ -727,7 +743,7 @@ def attention(
         LOG2=False, FULL=False,
     )  # fmt: skip
     combine_kernel[(B * Hkv * R,)](
-        m, l, acc, out, R, T, Hkv, n_split,
-        R_PAD=r_pad, D=D, NS_PAD=_next_pow2(n_split), **launch, **_tiling(COMBINE_WARPS, None),
+        m, l, acc, out, valid, S, R, T, Hkv, n_split,
+        R_PAD=r_pad, D=D, NS_PAD=_next_pow2(n_split), BS=keys, **launch, **_tiling(COMBINE_WARPS, None),
     )  # fmt: skip
     return out.transpose(1, 2)

@@ -2,10 +2,11 @@
 
 Eager PyTorch launches ~1,000 small kernels per step; replaying a captured graph removes the
 launch overhead, which is most of the step time on a fast GPU. Graphs need static shapes: the
-fused attention kernel reads the cache fill from the device, so one graph over the whole ring
-serves every position; the plain torch attention reads a fixed prefix of the cache instead, so
-without it there is one graph per prefix length ("bucket"), chosen by the current position. All
-graphs share the session's state tensors; the next token is fed back on the device.
+fused attention kernel reads the cache fill from the device, so two graphs serve every position
+(the first 2,048 slots, then the whole ring, where the keys are split among more programs); the
+plain torch attention reads a fixed prefix of the cache instead, so without it there is one
+graph per prefix length ("bucket"). The current position chooses the graph. All graphs share
+the session's state tensors; the next token is fed back on the device.
 
 The step's input and output cross to the host inside the graph: the samples of the position's
 8 frames are copied in from a pinned host buffer and the log-mel computed on the GPU, and the
@@ -39,6 +40,14 @@ def decoder_buckets(capacity: int) -> list[int]:
         buckets.append(size)
         size *= 2
     return [*buckets, capacity]
+
+
+def ring_buckets(capacity: int) -> list[int]:
+    """Graphs of the fused attention, which reads the whole ring up to its fill: one for the first
+    slots, one past them, where a step splits its keys among more programs
+    (`fused.SPLIT_STEP_DEEP`: the split is fixed at capture)."""
+    first = fused.SPLIT_STEP_DEEP[0]
+    return [first, capacity] if capacity > first else [capacity]
 
 
 class GraphStep:
@@ -83,7 +92,8 @@ class GraphStep:
         dcfg = model.config.decoder
         probe = torch.empty(batch, dcfg.n_heads, 1, dcfg.head_dim, device=device, dtype=model.dtype)
         whole_ring = fused.attention_applies(probe)
-        self.buckets = [decoder.cache.capacity] if whole_ring else decoder_buckets(decoder.cache.capacity)
+        capacity = decoder.cache.capacity
+        self.buckets = ring_buckets(capacity) if whole_ring else decoder_buckets(capacity)
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
         self.pool = torch.cuda.graph_pool_handle()
         self._capture_all()
