@@ -191,16 +191,18 @@ def test_bench_runs_end_to_end_on_a_tiny_model() -> None:
     result = run_bench(
         device="cpu",
         steps=20,
+        full_window_steps=5,
         file_seconds=4.0,
         batch_files=(3, 2),
         batch_seconds=2.0,
         segment_seconds=1.5,
         segment_batch=3,
         folder_batch=2,
-        config=tiny_config(),
+        config=tiny_config(decoder_sliding_window=60),  # full after 98 positions
         report=lines.append,
     )
     assert result.steps == 20 and result.step_ms["p50"] > 0 and result.step_ms["p99"] >= result.step_ms["p50"]
+    assert result.full_window_steps == 5 and result.step_full_window_ms["p50"] > 0
     assert result.file_rtfx > 0 and result.load_s >= 0 and not result.pdl  # a CUDA feature
     assert result.batch_files == (3, 2) and len(result.batch_rtfx) == 2 and min(result.batch_rtfx) > 0
     assert result.file_segmented_rtfx > 0 and result.segment_batch == 3
@@ -209,6 +211,7 @@ def test_bench_runs_end_to_end_on_a_tiny_model() -> None:
     table = format_table(result)
     assert (
         "streaming step (20 steps)" in table
+        and "the same, decoder window full (5 steps)" in table
         and "folder batch 3 x 2 s" in table
         and "folder batch 2 x 2 s" in table
     )

@@ -54,6 +54,9 @@ class BenchResult:
     graph_capture_s: float = 0.0
     step_ms: dict[str, float] = field(default_factory=dict)  # p50/p95/p99/mean of a streaming step
     steps: int = 0
+    # the same with the decoder's cache full (its whole sliding window: a long caption session)
+    step_full_window_ms: dict[str, float] = field(default_factory=dict)
+    full_window_steps: int = 0
     first_token_ms: float = 0.0  # compute from the audio that completes the prompt to the first token
     file_seconds: float = 0.0
     file_rtfx: float = 0.0  # seconds of audio per second of compute, one stream
@@ -151,12 +154,37 @@ def measure_streaming(
     return _percentiles(times), first_token_ms
 
 
+def measure_full_window(session: StreamingSession, steps: int, device: torch.device) -> dict[str, float]:
+    """`steps` feeds timed as in `measure_streaming` once the decoder's cache is full: its ring
+    holds the whole sliding window (8,192 positions: a caption session after 11 minutes), where
+    every step's attention reads all of it. Noise is fed from where the session is until then."""
+    cache = session.state.decoder.cache
+    times: list[float] = []
+    seed = 3
+    while len(times) < steps:
+        audio = noise(60.0, seed=seed)
+        seed += 1
+        for i in range(0, len(audio) - SAMPLES_PER_TOKEN + 1, SAMPLES_PER_TOKEN):
+            full, before = cache.next_pos >= cache.capacity, session.state.n_decoded
+            if full:
+                _sync(device)
+            t0 = time.perf_counter()
+            session.feed(audio[i : i + SAMPLES_PER_TOKEN])
+            if full and session.state.n_decoded > before:
+                _sync(device)
+                times.append((time.perf_counter() - t0) * 1e3)
+                if len(times) >= steps:
+                    break
+    return _percentiles(times)
+
+
 def run_bench(
     *,
     device: str = "auto",
     kernel: str = "auto",
     kv_cache: str = "auto",
     steps: int = 1000,
+    full_window_steps: int = 0,
     file_seconds: float = 600.0,
     batch_files: int | Sequence[int] = 64,
     batch_seconds: float = 60.0,
@@ -222,6 +250,11 @@ def run_bench(
     report(
         f"streaming step over {steps} steps: {result.step_ms} ms; first token {result.first_token_ms:.2f} ms"
     )
+    if full_window_steps > 0:
+        result.step_full_window_ms = measure_full_window(session, full_window_steps, dev)
+        result.full_window_steps = full_window_steps
+        window = result.step_full_window_ms
+        report(f"streaming step with the decoder's window full, {full_window_steps} steps: {window} ms")
     if is_cuda:
         result.gpu_session_gb = round(torch.cuda.memory_allocated(dev) / 1024**3, 3)
         result.peak_gpu_gb = round(torch.cuda.max_memory_allocated(dev) / 1024**3, 3)
@@ -416,6 +449,10 @@ def format_table(result: BenchResult) -> str:
          " ".join(f"{k} {v} ms" for k, v in result.step_ms.items() if k in ("p50", "p95", "p99"))),
         ("first token after the prompt's audio", f"{result.first_token_ms:.2f} ms"),
     ]  # fmt: skip
+    if result.full_window_steps > 0:
+        rows.insert(-1, (f"the same, decoder window full ({result.full_window_steps} steps)",
+                         " ".join(f"{k} {v} ms" for k, v in result.step_full_window_ms.items()
+                                  if k in ("p50", "p95", "p99"))))  # fmt: skip
     if result.file_seconds > 0:
         rows.append((f"one {result.file_seconds:.0f} s file, one stream", f"{result.file_rtfx}x real time"))
     if result.segment_batch > 0:

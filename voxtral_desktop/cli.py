@@ -164,6 +164,13 @@ def build_parser() -> argparse.ArgumentParser:
     bn.add_argument("--kv-cache", choices=KV_CACHES, default="auto", help=KV_HELP)
     bn.add_argument("--steps", type=int, default=1000, help="streaming steps to time (default: 1000)")
     bn.add_argument(
+        "--full-window-steps",
+        type=int,
+        default=200,
+        help="then steps to time with the decoder's whole window cached (noise fills it first: ~8,200 "
+        "steps); 0 to skip (default: 200)",
+    )
+    bn.add_argument(
         "--file-seconds", type=float, default=600.0, help="long file length, 0 to skip (default: 600)"
     )
     bn.add_argument(
@@ -551,6 +558,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         kernel=args.kernel,
         kv_cache=args.kv_cache,
         steps=args.steps,
+        full_window_steps=args.full_window_steps,
         file_seconds=args.file_seconds,
         batch_files=args.batch_files,
         batch_seconds=args.batch_seconds,
