@@ -1,11 +1,11 @@
 """Where the time of one streaming step goes (device machine): graph replay timing + a profile.
 
-    python bench/profile_step.py [int4|triton|mma] [--unfused] [--no-pdl]
+    python bench/profile_step.py [int4|triton|mma] [--unfused] [--no-pdl] [--rows N]
 
 Captures the step (with the Triton fusions of kernels/fused.py; also without them given
 --unfused; also without programmatic dependent launch given --no-pdl, kernels/pdl.py) and
 prints the bare replay time and the kernels per step; then a profile of ten fed steps, by
-kernel.
+kernel (the `--rows` kernels with the most CUDA time, 30 unless given).
 """
 
 from __future__ import annotations
@@ -81,4 +81,5 @@ with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
     for i in range(100 * SAMPLES_PER_TOKEN, 110 * SAMPLES_PER_TOKEN, SAMPLES_PER_TOKEN):
         session.feed(audio[i : i + SAMPLES_PER_TOKEN])
     torch.cuda.synchronize()
-print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=30, max_name_column_width=70))
+rows = int(args[args.index("--rows") + 1]) if "--rows" in args else 30
+print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=rows, max_name_column_width=70))

@@ -1,0 +1,95 @@
+"""A step matmul with its weights in L2 against the same from DRAM (device).
+
+    python bench/l2_resident.py [--replays 20]
+
+For each of the streaming step's matrix shapes (random packed Q4 weights, the app's kernel
+variant, the step's rows: 1 for the decoder, 4 for the encoder), a CUDA graph of n launches with
+programmatic dependent launch, replayed back to back (median of 5 x `--replays`):
+- DRAM: n distinct matrices, n chosen so that they hold over 3x the GPU's L2 (each is evicted
+  before its next use);
+- L2: one matrix launched n times (after its first launch it is in L2).
+The difference is what a matmul could gain if the next matrix's weights were in L2 when it
+starts (bench/ab_read_ahead.py asks for them ahead, kernels/mma_q4.link_ahead).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+
+import torch
+
+from voxtral_desktop.kernels.mma_q4 import MmaQ4, mma_linear
+
+DEV = torch.device("cuda")
+SHAPES = [  # (name, out, in, rows, gated)
+    ("decoder wqkv", 6144, 3072, 1, False),
+    ("decoder wo", 3072, 4096, 1, False),
+    ("decoder w1/w3", 18432, 3072, 1, True),
+    ("decoder w2", 3072, 9216, 1, False),
+    ("encoder wqkv", 6144, 1280, 4, False),
+    ("encoder wo", 1280, 2048, 4, False),
+    ("encoder w1/w3", 10240, 1280, 4, True),
+    ("encoder w2", 1280, 5120, 4, False),
+]
+
+
+def random_mma(n: int, k: int, g: torch.Generator) -> MmaQ4:
+    t, it = n // 16, k // 64
+    codes = torch.randint(-(2**31), 2**31, (t, it, 32, 4), dtype=torch.int32, device=DEV, generator=g)
+    scales = (torch.rand(t, it, 8, 4, device=DEV, generator=g) + 0.5) / (4.6 * k**0.5)
+    return MmaQ4(codes, scales.half(), n, k)
+
+
+def graph_us(mats: list[MmaQ4], x: torch.Tensor, gated: bool, replays: int) -> float:
+    """Mean GPU time of one launch in a graph of launches over `mats` (median of 5 rounds)."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for m in mats[:2]:
+            mma_linear(x, m, None, gated=gated)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, stream=stream):
+            for m in mats:
+                mma_linear(x, m, None, gated=gated)
+    torch.cuda.current_stream().wait_stream(stream)
+    rounds = []
+    for _ in range(5):
+        graph.replay()
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(replays):
+            graph.replay()
+        end.record()
+        torch.cuda.synchronize()
+        rounds.append(start.elapsed_time(end) * 1e3 / replays / len(mats))
+    return statistics.median(rounds)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--replays", type=int, default=20)
+    args = parser.parse_args()
+    l2 = torch.cuda.get_device_properties(DEV).L2_cache_size
+    print(f"{torch.cuda.get_device_name()}, L2 {l2 / 2**20:.0f} MiB", flush=True)
+    g = torch.Generator(device=DEV).manual_seed(0)
+    with torch.no_grad():
+        for name, n, k, rows, gated in SHAPES:
+            one = random_mma(n, k, g)
+            count = max(8, -(-3 * l2 // one.nbytes))
+            mats = [one] + [random_mma(n, k, g) for _ in range(count - 1)]
+            x = torch.randn(rows, k, device=DEV).bfloat16()
+            dram = graph_us(mats, x, gated, args.replays)
+            cached = graph_us([one] * count, x, gated, args.replays)
+            mb, tb = one.nbytes / 2**20, one.nbytes / 1e6
+            print(
+                f"{name:14s} {mb:6.2f} MiB x {count:3d}: DRAM {dram:6.2f} us ({tb / dram:5.2f} TB/s),"
+                f" L2 {cached:6.2f} us ({tb / cached:5.2f} TB/s)",
+                flush=True,
+            )
+            del mats, one
+            torch.cuda.empty_cache()
+
+
+if __name__ == "__main__":
+    main()
