@@ -15,9 +15,13 @@ starts (bench/ab_read_ahead.py asks for them ahead, kernels/mma_q4.link_ahead).
 from __future__ import annotations
 
 import argparse
-import statistics
+import os
+import sys
 
 import torch
+
+sys.path.insert(0, os.path.dirname(__file__))
+from ab_norm_epilogue import random_mma, replay_us
 
 from voxtral_desktop.kernels.mma_q4 import MmaQ4, mma_linear
 
@@ -34,13 +38,6 @@ SHAPES = [  # (name, out, in, rows, gated)
 ]
 
 
-def random_mma(n: int, k: int, g: torch.Generator) -> MmaQ4:
-    t, it = n // 16, k // 64
-    codes = torch.randint(-(2**31), 2**31, (t, it, 32, 4), dtype=torch.int32, device=DEV, generator=g)
-    scales = (torch.rand(t, it, 8, 4, device=DEV, generator=g) + 0.5) / (4.6 * k**0.5)
-    return MmaQ4(codes, scales.half(), n, k)
-
-
 def graph_us(mats: list[MmaQ4], x: torch.Tensor, gated: bool, replays: int) -> float:
     """Mean GPU time of one launch in a graph of launches over `mats` (median of 5 rounds)."""
     stream = torch.cuda.Stream()
@@ -53,17 +50,8 @@ def graph_us(mats: list[MmaQ4], x: torch.Tensor, gated: bool, replays: int) -> f
             for m in mats:
                 mma_linear(x, m, None, gated=gated)
     torch.cuda.current_stream().wait_stream(stream)
-    rounds = []
-    for _ in range(5):
-        graph.replay()
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        for _ in range(replays):
-            graph.replay()
-        end.record()
-        torch.cuda.synchronize()
-        rounds.append(start.elapsed_time(end) * 1e3 / replays / len(mats))
-    return statistics.median(rounds)
+    graph.replay()
+    return replay_us(graph, replays) / len(mats)
 
 
 def main() -> None:
