@@ -166,9 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
     bn.add_argument(
         "--full-window-steps",
         type=int,
-        default=200,
         help="then steps to time with the decoder's whole window cached (noise fills it first: ~8,200 "
-        "steps); 0 to skip (default: 200)",
+        "steps); 0 to skip (default: 200 on a GPU, 0 on the CPU, where filling takes many minutes)",
     )
     bn.add_argument(
         "--file-seconds", type=float, default=600.0, help="long file length, 0 to skip (default: 600)"
