@@ -42,12 +42,13 @@ def decoder_buckets(capacity: int) -> list[int]:
     return [*buckets, capacity]
 
 
-def ring_buckets(capacity: int) -> list[int]:
-    """Graphs of the fused attention, which reads the whole ring up to its fill: one for the first
-    slots, one past them, where a step splits its keys among more programs
-    (`fused.SPLIT_STEP_DEEP`: the split is fixed at capture)."""
+def ring_buckets(capacity: int, batch: int) -> list[int]:
+    """Graphs of the fused attention, which reads the whole ring up to its fill: for one stream,
+    one for the first slots and one past them, where its step splits the keys among more
+    programs (`fused.SPLIT_STEP_DEEP`: the split is fixed at capture); several streams split
+    alike at any depth, so one graph."""
     first = fused.SPLIT_STEP_DEEP[0]
-    return [first, capacity] if capacity > first else [capacity]
+    return [first, capacity] if batch == 1 and capacity > first else [capacity]
 
 
 class GraphStep:
@@ -93,7 +94,7 @@ class GraphStep:
         probe = torch.empty(batch, dcfg.n_heads, 1, dcfg.head_dim, device=device, dtype=model.dtype)
         whole_ring = fused.attention_applies(probe)
         capacity = decoder.cache.capacity
-        self.buckets = ring_buckets(capacity) if whole_ring else decoder_buckets(capacity)
+        self.buckets = ring_buckets(capacity, batch) if whole_ring else decoder_buckets(capacity)
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
         self.pool = torch.cuda.graph_pool_handle()
         self._capture_all()
