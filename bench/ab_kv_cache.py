@@ -20,10 +20,8 @@ import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
 from full_model import full_size_model
-from tune_step_mma import measure_arm, warmed
+from tune_step_mma import measure_arm, noise_chunks, warmed
 
-from voxtral_desktop.benchmark import noise
-from voxtral_desktop.config import SAMPLE_RATE, SAMPLES_PER_TOKEN
 from voxtral_desktop.device import host_threads_for
 
 
@@ -36,8 +34,7 @@ def main() -> None:
     torch.set_num_threads(host_threads_for(torch.device("cuda")))
     print(torch.cuda.get_device_name(), flush=True)
     model, tok = full_size_model()
-    audio = noise((args.warm + args.steps + 1) * SAMPLES_PER_TOKEN / SAMPLE_RATE)
-    chunks = [audio[i : i + SAMPLES_PER_TOKEN] for i in range(0, len(audio), SAMPLES_PER_TOKEN)]
+    chunks = noise_chunks(args.warm + args.steps + 1)
     sessions = {}
     with torch.no_grad():
         for name, int8 in (("int8", True), ("bf16", False)):

@@ -22,10 +22,8 @@ import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
 from full_model import full_size_model
-from tune_step_mma import measure_arm, recapture, warmed
+from tune_step_mma import measure_arm, noise_chunks, recapture, warmed
 
-from voxtral_desktop.benchmark import noise
-from voxtral_desktop.config import SAMPLE_RATE, SAMPLES_PER_TOKEN
 from voxtral_desktop.device import host_threads_for
 from voxtral_desktop.kernels import fused
 
@@ -42,8 +40,7 @@ def main() -> None:
     torch.set_num_threads(host_threads_for(torch.device("cuda")))
     print(torch.cuda.get_device_name(), flush=True)
     model, tok = full_size_model()
-    audio = noise((max(depths) + args.steps + 1) * SAMPLES_PER_TOKEN / SAMPLE_RATE)
-    chunks = [audio[i : i + SAMPLES_PER_TOKEN] for i in range(0, len(audio), SAMPLES_PER_TOKEN)]
+    chunks = noise_chunks(max(depths) + args.steps + 1)
     tile, app_cap = fused.SPLIT_STEP
     with torch.no_grad():
         for depth in depths:

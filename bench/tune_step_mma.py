@@ -33,7 +33,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from full_model import full_size_model
 
 from voxtral_desktop.benchmark import noise
-from voxtral_desktop.config import SAMPLES_PER_TOKEN, StreamConfig
+from voxtral_desktop.config import SAMPLE_RATE, SAMPLES_PER_TOKEN, StreamConfig
 from voxtral_desktop.device import host_threads_for
 from voxtral_desktop.engine.session import StreamingSession
 from voxtral_desktop.engine.tokenizer import TekkenTokenizer
@@ -155,9 +155,14 @@ def warm_session(warm: int) -> tuple[StreamingSession, Saved, list[np.ndarray]]:
     torch.set_num_threads(host_threads_for(torch.device("cuda")))
     print(torch.cuda.get_device_name(), flush=True)
     model, tok = full_size_model()
-    audio = noise(120.0)
-    chunks = [audio[i : i + SAMPLES_PER_TOKEN] for i in range(0, len(audio), SAMPLES_PER_TOKEN)]
+    chunks = noise_chunks(1500)  # 120 s
     return (*warmed(model, tok, chunks[:warm]), chunks[warm:])
+
+
+def noise_chunks(positions: int) -> list[np.ndarray]:
+    """`positions` chunks of 80 ms of the bench's noise (seed 0), in order."""
+    audio = noise(positions * SAMPLES_PER_TOKEN / SAMPLE_RATE)
+    return [audio[i : i + SAMPLES_PER_TOKEN] for i in range(0, len(audio), SAMPLES_PER_TOKEN)]
 
 
 def warmed(
