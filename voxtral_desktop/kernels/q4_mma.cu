@@ -202,6 +202,31 @@ __device__ __forceinline__ float tile_sum(const float* part, int r, int m, int t
 #define NORM_OUT 1
 #define NORM_IN 2
 
+// bench/step_timeline.py only (Q4_TIMELINE is never defined in the app): thread 0 of every block
+// notes the global timer (ns) and its SM's clock when the block starts, when the wait for the
+// previous kernel returns, when its loop ends and when it is done (in shared memory: no registers
+// held across the loop), and appends them as one record of 8 words to the buffer whose device
+// address Q4_TIMELINE is (word 0 counts the records, which start at word 8).
+#ifdef Q4_TIMELINE
+__device__ __forceinline__ unsigned long long timer_ns() {
+    unsigned long long t;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+    return t;
+}
+__device__ __forceinline__ unsigned long long timer_clock() {
+    unsigned long long t;
+    asm volatile("mov.u64 %0, %%clock64;" : "=l"(t));
+    return t;
+}
+#define TIMELINE_MARK(i)                                  \
+    if (threadIdx.x == 0) {                               \
+        tl[i] = timer_ns();                               \
+        tl[4 + i] = timer_clock();                        \
+    }
+#else
+#define TIMELINE_MARK(i)
+#endif
+
 template <int WARPS, int NT, int U, bool GATED, int NORM>
 __device__ __forceinline__ void q4_mma(const uint4* __restrict__ codes, const uint2* __restrict__ scales,
                                        const u32* x, const void* bias,
@@ -209,6 +234,10 @@ __device__ __forceinline__ void q4_mma(const uint4* __restrict__ codes, const ui
                                        const u16* res, u16* res_out, const u16* gamma, float* part_out,
                                        const float* part_in, float eps) {
     static_assert(!(GATED && NORM == NORM_OUT), "a SwiGLU pair never ends a residual branch");
+#ifdef Q4_TIMELINE
+    __shared__ unsigned long long tl[8];  // in shared memory: no registers held across the loop
+#endif
+    TIMELINE_MARK(0)
     const int tile = blockIdx.x;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int g = lane >> 2, t = lane & 3;
@@ -252,6 +281,7 @@ __device__ __forceinline__ void q4_mma(const uint4* __restrict__ codes, const ui
         }
     }
     x = after_previous_kernel(x);
+    TIMELINE_MARK(1)
     // NORM_IN: the partial sums of squares of the rows, copied now into shared memory by
     // cp.async where they fit (at most 8 rows of K <= 16 * PMAX: the streaming step's), so the
     // copies overlap the loop and hold no registers across it. Held in registers, they took the
@@ -318,6 +348,7 @@ __device__ __forceinline__ void q4_mma(const uint4* __restrict__ codes, const ui
         }
     }
 
+    TIMELINE_MARK(2)
     __shared__ float part[WARPS][NT * 4][32];
     __shared__ float row_scale[NT * 8];
     __shared__ float squares[NT * 8][16];
@@ -380,4 +411,20 @@ __device__ __forceinline__ void q4_mma(const uint4* __restrict__ codes, const ui
             y[(size_t)m * (N >> 1) + tile * 8 + r] = float_to_bf16(gate / (1.f + expf(-gate)) * up);
         }
     }
+#ifdef Q4_TIMELINE
+    TIMELINE_MARK(3)
+    if (threadIdx.x == 0) {
+        unsigned long long* buf = (unsigned long long*)Q4_TIMELINE;
+        unsigned long long at;
+        asm volatile("atom.global.add.u64 %0, [%1], 1;" : "=l"(at) : "l"(buf));
+        unsigned long long* rec = buf + 8 + 8 * at;
+        unsigned smid;
+        asm volatile("mov.u32 %0, %%smid;" : "=r"(smid));
+        for (int i = 0; i < 4; ++i) rec[i] = tl[i];
+        rec[4] = (unsigned long long)codes;
+        rec[5] = ((unsigned long long)N << 32) | (unsigned)K;
+        rec[6] = ((unsigned long long)smid << 32) | ((unsigned)WARPS << 24) | blockIdx.x;
+        rec[7] = (tl[5] - tl[4]) | ((tl[6] - tl[5]) << 21) | ((tl[7] - tl[6]) << 42);
+    }
+#endif
 }
