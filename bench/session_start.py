@@ -3,7 +3,7 @@
     python bench/session_start.py
 
 The full-size random model (bench/full_model.py); a live session (CUDA graphs) is created three
-times, alternating: the app's graphs (`fused.SPLIT_STEP_DEEP`: one for the first 2,048 decoder
+times, alternating: the app's graphs (`fused.SPLIT_STEP_DEEP`: one for the first 1,024 decoder
 slots, one for the whole ring) and one graph for the whole ring (the threshold set past it). The
 first creation also compiles the kernels; the later ones show what the capture itself takes.
 """

@@ -20,10 +20,14 @@ if not torch.cuda.is_available():
 
 import triton  # noqa: F401  (a missing Triton must fail, not skip)
 
+from voxtral_desktop.config import ModelConfig, StreamConfig
+from voxtral_desktop.engine.session import MAX_CHUNK_TOKENS
 from voxtral_desktop.kernels import fused
 from voxtral_desktop.kernels.kv_int8 import LayerKV, quantize_kv
 from voxtral_desktop.model import layers
 from voxtral_desktop.model.cache import KeyMask
+from voxtral_desktop.model.encoder import _cache_dims
+from voxtral_desktop.model.graph_step import ring_buckets
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -129,6 +133,34 @@ def test_a_step_split_for_the_whole_ring_reads_the_slices_in_use(
     ))  # fmt: skip
     want = _reference(q, ring, KeyMask(positions, held[:filled], window, H // HKV))
     torch.testing.assert_close(got.float(), want, rtol=1e-4, atol=1e-4)
+
+
+def test_one_stream_gets_a_graph_for_a_shallow_and_one_for_a_deep_step() -> None:
+    """The decoder's ring of a live session (its window plus the prompt) gets two graphs, split
+    8 and 32 ways; a batch of streams one; the encoder's ring, fixed by its window and largest
+    chunk, stays within the first graph's slots, so its 4-frame step keeps the 8-way split."""
+    config = ModelConfig()
+    slots, _ = fused.SPLIT_STEP_DEEP
+    decoder_ring = config.decoder.sliding_window + StreamConfig().n_prompt_tokens - 1  # DecoderState's
+    assert ring_buckets(decoder_ring, 1) == [slots, decoder_ring]
+    assert ring_buckets(decoder_ring, 4) == [decoder_ring]
+    assert ring_buckets(slots, 1) == [slots]
+    encoder_ring = _cache_dims(config.encoder, 1, MAX_CHUNK_TOKENS * config.downsample_factor)["capacity"]
+    assert encoder_ring <= slots
+
+
+def test_how_many_ways_a_step_splits_its_keys() -> None:
+    """On a GPU of 132 SMs (528 programs fill it): the decoder's one-position step 8 ways in its
+    first graph and 32 in the whole ring's; the encoder's 4-frame step 16 ways over its ring, and
+    never more than one slice per 32-key tile or than fill the GPU; several streams by SPLIT_MAX."""
+    fill_decoder, fill_encoder = 528 // 8, -(-528 // 32)  # as `attention` rounds: up
+    assert fused.split_count(1, 1, 1024, fill_decoder) == 8
+    assert fused.split_count(1, 1, 8230, fill_decoder) == 32
+    assert fused.split_count(1, 1, 200, fill_decoder) == 2  # at least 128 keys a slice
+    assert fused.split_count(1, 4, 1005, fill_encoder) == 16
+    assert fused.split_count(1, 4, 100, fill_encoder) == 4  # one 32-key tile a slice at least
+    assert fused.split_count(1, 4, 1005, 4) == 4  # a small GPU
+    assert fused.split_count(8, 1, 8230, -(-528 // 64)) == 9
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])

@@ -632,8 +632,18 @@ SPLIT_STEP: tuple[tuple[int, int, int | None], int] = ((32, 4, None), 8)
 # 100 positions deep, 8 slices 2,084-2,090 us, 16 / 32 / 64: +32 / +59 / +100 us (the programs
 # past the fill still launch); 1,000 deep, 8: 2,215-2,218, 16: -17 us; 8,000 deep (the decoder's
 # window is 8,192), 8: 2,921-2,923, 16 / 32 / 64: -318 / -459 / -467 us: 8 slices of 1,000 keys
-# each ran 32 tiles one after another (bench/RESULTS.md, twenty-third session).
-SPLIT_STEP_DEEP: tuple[int, int] = (2048, 32)
+# each ran 32 tiles one after another (bench/RESULTS.md, twenty-third session). Where 32 slices
+# overtake 8: 1,100 deep, 8: 2,214-2,216, 16 and 32: -14 to -16 us; 1,500 deep, 8: 2,272-2,276,
+# 16 and 32: -39 to -45 us (twenty-fourth session), so the second graph starts past 1,024 slots
+# (the encoder's ring, 1,005 slots, keeps 8).
+SPLIT_STEP_DEEP: tuple[int, int] = (1024, 32)
+# The slices of a one-stream step of T query positions, in place of the above (at most one per
+# 32-key tile of the ring, and no more than fill the GPU). T = 4 is the encoder's step: its 4
+# frames over a ring of 1,005 slots (the decoder's 4-position steps take the chunk kernel, 16
+# rows a KV head). The rule above gave it 8 slices (each at least 128 keys); on the H200 16 took
+# 19-22 us off the step's replay (4 / 12 / 20 / 24 / 32: +50 / +7 / +7 / +10 / +51 us against 8,
+# 300 decoder positions deep, with the encoder's window full; bench/ab_split_rows.py).
+SPLIT_STEP_ROWS: dict[int, int] = {4: 16}
 COMBINE_WARPS = 4  # the combine kernel's warps (Triton's default; 1, 2 and 8 were within 3 us of it)
 
 
@@ -643,6 +653,20 @@ def _tiling(warps: int, stages: int | None) -> dict[str, int]:
 
 
 @cache
+def split_count(batch: int, positions: int, slots: int, fill: int) -> int:
+    """Programs a (stream, KV head)'s keys are split among in a step of `positions` over a ring of
+    `slots`, where `fill` programs a KV head fill the GPU: up to SPLIT_STEP's cap for a one-stream
+    step (SPLIT_STEP_DEEP's past its slots), SPLIT_MAX otherwise, each slice at least 2 blocks of
+    64 keys; SPLIT_STEP_ROWS's for the encoder's step, each slice at least one tile."""
+    block = 64
+    if not _one_stream_step(batch, positions):
+        return max(1, min(SPLIT_MAX, triton_cdiv(slots, 2 * block), fill))
+    if positions in SPLIT_STEP_ROWS:
+        return max(1, min(SPLIT_STEP_ROWS[positions], triton_cdiv(slots, SPLIT_STEP[0][0]), fill))
+    most = SPLIT_STEP_DEEP[1] if slots > SPLIT_STEP_DEEP[0] else SPLIT_STEP[1]
+    return max(1, min(most, triton_cdiv(slots, 2 * block), fill))
+
+
 def _programs_to_fill(device: torch.device) -> int:
     """About 4 resident programs per SM: the split kernel needs no more to fill the GPU."""
     return 4 * torch.cuda.get_device_properties(device).multi_processor_count
@@ -708,15 +732,11 @@ def attention(
             LOG2=CHUNK_LOG2 and not flags["IEEE"], FULL=CHUNK_FULL,
         )  # fmt: skip
         return out.transpose(1, 2)
-    block = 64
-    # Split the keys among programs until the GPU is full (up to SPLIT_STEP's cap of slices for a
-    # one-stream step, SPLIT_STEP_DEEP's past its slots, SPLIT_MAX otherwise; each of at least 2
-    # blocks of keys); many streams fill it on their own and need no combine.
+    # Split the keys among programs until the GPU is full (`split_count`); many streams fill it on
+    # their own and need no combine.
     fill = triton_cdiv(_programs_to_fill(q.device), B * Hkv)
-    split_tile, most = SPLIT_STEP if _one_stream_step(B, T) else (SPLIT_TILE, SPLIT_MAX)
-    if _one_stream_step(B, T) and S > SPLIT_STEP_DEEP[0]:
-        most = SPLIT_STEP_DEEP[1]
-    n_split = max(1, min(most, triton_cdiv(S, 2 * block), fill))
+    split_tile = SPLIT_STEP[0] if _one_stream_step(B, T) else SPLIT_TILE
+    n_split = split_count(B, T, S, fill)
     if n_split == 1 and KEYS_TILE is not None:
         keys, warps, stages = KEYS_TILE
         _kernels()[5][(B * Hkv,)](

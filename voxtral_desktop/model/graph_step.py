@@ -3,7 +3,7 @@
 Eager PyTorch launches ~1,000 small kernels per step; replaying a captured graph removes the
 launch overhead, which is most of the step time on a fast GPU. Graphs need static shapes: the
 fused attention kernel reads the cache fill from the device, so one graph over the whole ring
-serves every position (for one stream two: the first 2,048 slots, then the whole ring, where its
+serves every position (for one stream two: the first 1,024 slots, then the whole ring, where its
 keys are split among more programs); the
 plain torch attention reads a fixed prefix of the cache instead, so without it there is one
 graph per prefix length ("bucket"). The current position chooses the graph. All graphs share
