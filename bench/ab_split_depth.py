@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
 
 import torch
 
@@ -28,12 +29,14 @@ from voxtral_desktop.device import host_threads_for
 from voxtral_desktop.kernels import fused
 
 
-def main() -> None:
+def alternate_caps(depths_: str, caps_: str, steps: int, set_cap: Callable[[int], None]) -> None:
+    """The command line's depths and caps (defaults `depths_`, `caps_`), each cap set by `set_cap`
+    and alternated 3x per depth as the module docstring says; the caller restores the app's."""
     parser = argparse.ArgumentParser()
-    parser.add_argument("--depths", default="100,1000,8000", help="positions fed before the state is saved")
-    parser.add_argument("--caps", default="8,16,32,64", help="most programs a KV head's keys are split among")
+    parser.add_argument("--depths", default=depths_, help="positions fed before the state is saved")
+    parser.add_argument("--caps", default=caps_, help="programs a head's keys are split among (at most)")
     parser.add_argument("--replays", type=int, default=100)
-    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--steps", type=int, default=steps)
     args = parser.parse_args()
     depths = [int(d) for d in args.depths.split(",")]
     caps = [int(c) for c in args.caps.split(",")]
@@ -41,7 +44,6 @@ def main() -> None:
     print(torch.cuda.get_device_name(), flush=True)
     model, tok = full_size_model()
     chunks = noise_chunks(max(depths) + args.steps + 1)
-    tile, app_cap = fused.SPLIT_STEP
     with torch.no_grad():
         for depth in depths:
             session, saved = warmed(model, tok, chunks[:depth])
@@ -49,12 +51,21 @@ def main() -> None:
             first: list[int] = []
             for _ in range(3):
                 for cap in caps:
-                    fused.SPLIT_STEP = (tile, cap)
+                    set_cap(cap)
                     recapture(session, saved)
                     name = f"{depth:5d} deep, {cap:2d} slices"
                     first = measure_arm(name, session, saved, fed, args.replays, first)
             del session, saved
             torch.cuda.empty_cache()
+
+
+def main() -> None:
+    tile, app_cap = fused.SPLIT_STEP
+
+    def set_cap(cap: int) -> None:
+        fused.SPLIT_STEP = (tile, cap)
+
+    alternate_caps("100,1000,8000", "8,16,32,64", 100, set_cap)
     fused.SPLIT_STEP = (tile, app_cap)
 
 

@@ -14,49 +14,24 @@ back to back, then `--steps` fed steps and their tokens against the first arm's.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
-import torch
-
 sys.path.insert(0, os.path.dirname(__file__))
-from full_model import full_size_model
-from tune_step_mma import measure_arm, noise_chunks, recapture, warmed
+from ab_split_depth import alternate_caps
 
-from voxtral_desktop.device import host_threads_for
 from voxtral_desktop.kernels import fused
 
 ENCODER_ROWS = 4  # frames a step adds to the encoder
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--depths", default="100,300", help="positions fed before the state is saved")
-    parser.add_argument("--caps", default="8,4,16,32", help="programs a head's keys are split among")
-    parser.add_argument("--replays", type=int, default=100)
-    parser.add_argument("--steps", type=int, default=50)
-    args = parser.parse_args()
-    depths = [int(d) for d in args.depths.split(",")]
-    caps = [int(c) for c in args.caps.split(",")]
-    torch.set_num_threads(host_threads_for(torch.device("cuda")))
-    print(torch.cuda.get_device_name(), flush=True)
-    model, tok = full_size_model()
-    chunks = noise_chunks(max(depths) + args.steps + 1)
     app = fused.SPLIT_STEP_ROWS[ENCODER_ROWS]
-    with torch.no_grad():
-        for depth in depths:
-            session, saved = warmed(model, tok, chunks[:depth])
-            fed = chunks[depth : depth + args.steps]
-            first: list[int] = []
-            for _ in range(3):
-                for cap in caps:
-                    fused.SPLIT_STEP_ROWS[ENCODER_ROWS] = cap
-                    recapture(session, saved)
-                    name = f"{depth:4d} deep, {cap:2d} slices"
-                    first = measure_arm(name, session, saved, fed, args.replays, first)
-            del session, saved
-            torch.cuda.empty_cache()
+
+    def set_cap(cap: int) -> None:
+        fused.SPLIT_STEP_ROWS[ENCODER_ROWS] = cap
+
+    alternate_caps("100,300", "8,4,16,32", 50, set_cap)
     fused.SPLIT_STEP_ROWS[ENCODER_ROWS] = app
 
 
