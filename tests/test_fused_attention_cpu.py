@@ -138,7 +138,7 @@ def test_a_step_split_for_the_whole_ring_reads_the_slices_in_use(
 def test_one_stream_gets_a_graph_for_a_shallow_and_one_for_a_deep_step() -> None:
     """The decoder's ring of a live session (its window plus the prompt) gets two graphs, split
     8 and 32 ways; a batch of streams one; the encoder's ring, fixed by its window and largest
-    chunk, stays within the first graph's slots, so its 4-frame step keeps the 8-way split."""
+    chunk, stays within the first graph's slots."""
     config = ModelConfig()
     slots, _ = fused.SPLIT_STEP_DEEP
     decoder_ring = config.decoder.sliding_window + StreamConfig().n_prompt_tokens - 1  # DecoderState's
@@ -149,7 +149,7 @@ def test_one_stream_gets_a_graph_for_a_shallow_and_one_for_a_deep_step() -> None
     assert encoder_ring <= slots
 
 
-def test_how_many_ways_a_step_splits_its_keys() -> None:
+def test_how_many_ways_a_step_splits_its_keys(monkeypatch: pytest.MonkeyPatch) -> None:
     """On a GPU of 132 SMs (528 programs fill it): the decoder's one-position step 8 ways in its
     first graph and 32 in the whole ring's; the encoder's 4-frame step 16 ways over its ring, and
     never more than one slice per 32-key tile or than fill the GPU; several streams by SPLIT_MAX."""
@@ -161,6 +161,11 @@ def test_how_many_ways_a_step_splits_its_keys() -> None:
     assert fused.split_count(1, 4, 100, fill_encoder) == 4  # one 32-key tile a slice at least
     assert fused.split_count(1, 4, 1005, 4) == 4  # a small GPU
     assert fused.split_count(8, 1, 8230, -(-528 // 64)) == 9
+    # the settings are read on every call (the bench scripts change them between captures)
+    monkeypatch.setitem(fused.SPLIT_STEP_ROWS, 4, 8)
+    assert fused.split_count(1, 4, 1005, fill_encoder) == 8
+    monkeypatch.setattr(fused, "SPLIT_STEP_DEEP", (8230, 32))
+    assert fused.split_count(1, 1, 8230, fill_decoder) == 8
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])

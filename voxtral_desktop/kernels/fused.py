@@ -635,7 +635,7 @@ SPLIT_STEP: tuple[tuple[int, int, int | None], int] = ((32, 4, None), 8)
 # each ran 32 tiles one after another (bench/RESULTS.md, twenty-third session). Where 32 slices
 # overtake 8: 1,100 deep, 8: 2,214-2,216, 16 and 32: -14 to -16 us; 1,500 deep, 8: 2,272-2,276,
 # 16 and 32: -39 to -45 us (twenty-fourth session), so the second graph starts past 1,024 slots
-# (the encoder's ring, 1,005 slots, keeps 8).
+# (the encoder's ring, 1,005 slots, is below it; its step takes SPLIT_STEP_ROWS's count).
 SPLIT_STEP_DEEP: tuple[int, int] = (1024, 32)
 # The slices of a one-stream step of T query positions, in place of the above (at most one per
 # 32-key tile of the ring, and no more than fill the GPU). T = 4 is the encoder's step: its 4
@@ -652,7 +652,6 @@ def _tiling(warps: int, stages: int | None) -> dict[str, int]:
     return {"num_warps": warps} if stages is None else {"num_warps": warps, "num_stages": stages}
 
 
-@cache
 def split_count(batch: int, positions: int, slots: int, fill: int) -> int:
     """Programs a (stream, KV head)'s keys are split among in a step of `positions` over a ring of
     `slots`, where `fill` programs a KV head fill the GPU: up to SPLIT_STEP's cap for a one-stream
@@ -667,6 +666,7 @@ def split_count(batch: int, positions: int, slots: int, fill: int) -> int:
     return max(1, min(most, triton_cdiv(slots, 2 * block), fill))
 
 
+@cache
 def _programs_to_fill(device: torch.device) -> int:
     """About 4 resident programs per SM: the split kernel needs no more to fill the GPU."""
     return 4 * torch.cuda.get_device_properties(device).multi_processor_count
