@@ -1,6 +1,7 @@
 """The Q4 mma kernel's variant per matrix, chosen inside the streaming step's CUDA graph (device).
 
     python bench/tune_step_mma.py [--replays 150] [--json OUT.json] [--unrolls 0,1,2,3,4]
+        [--warps 2,4,8,16] [--shapes 18432x3072,131072x3072]
     python bench/tune_step_mma.py --ab 300   # the app's table against the heuristic, fed steps
 
 `bench/tune_mma.py` times each matrix alone; in the step the matmuls follow each other with
@@ -49,6 +50,8 @@ def arguments() -> argparse.Namespace:
     parser.add_argument(
         "--unrolls", default="1,2,3,4", help="unrolls swept (0: weights staged in shared memory)"
     )
+    parser.add_argument("--warps", default="4,8,16", help="warps a tile swept")
+    parser.add_argument("--shapes", default="", help="only these matrices, e.g. 18432x3072,3072x9216 (N x K)")
     parser.add_argument(
         "--ab",
         type=int,
@@ -137,16 +140,17 @@ def replay_us(session: StreamingSession, saved: Saved, n: int) -> float:
 
 
 def candidates(
-    n: int, k: int, nt: int, gated: bool, unrolls: tuple[int, ...] = (1, 2, 3, 4)
+    n: int,
+    k: int,
+    nt: int,
+    gated: bool,
+    unrolls: tuple[int, ...] = (1, 2, 3, 4),
+    warps: tuple[int, ...] = (4, 8, 16),
 ) -> list[tuple[int, int]]:
     """unroll 0: the weights staged in shared memory (q4_mma.cu)."""
     iters = k // mma_q4.STEP_COLS
-    return [
-        (w, u)
-        for w in (4, 8, 16)
-        for u in unrolls
-        if w <= max(4, iters) and w * nt <= 64 and (w == 4 or w <= iters)
-    ]
+    fits = [w for w in warps if w <= max(4, iters) and w * nt <= 64 and (w <= 4 or w <= iters)]
+    return [(w, u) for w in fits for u in unrolls]
 
 
 def warm_session(warm: int) -> tuple[StreamingSession, Saved, list[np.ndarray]]:
@@ -271,10 +275,14 @@ def main() -> None:
         base = replay_us(session, saved, args.replays)
         print(f"default: {base:.1f} us a replay", flush=True)
         results: dict[str, dict[str, float]] = {}
+        only = {tuple(int(d) for d in s.split("x")) for s in args.shapes.split(",") if s}
         for key in sorted(shapes, key=lambda s: -shapes[s] * s[0] * s[1]):
+            if only and key[:2] not in only:
+                continue
             default = mma_q4.choose_variant(key[0], key[1], key[2], key[3], 0)
             times = {}
-            swept = candidates(*key, unrolls=tuple(int(u) for u in args.unrolls.split(",")))
+            unrolls = tuple(int(u) for u in args.unrolls.split(","))
+            swept = candidates(*key, unrolls=unrolls, warps=tuple(int(w) for w in args.warps.split(",")))
             for variant in swept if default in swept else [default, *swept]:
                 mma_q4.OVERRIDES[key] = variant
                 recapture(session, saved)
