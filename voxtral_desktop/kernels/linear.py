@@ -36,6 +36,7 @@ class Q4Backend(Protocol):
 # Optional backend methods, used when present:
 #   linear_swiglu(gate_up, prepared, bias): W (silu(gate) * up) + b from the fused gate/up pair;
 #   embed_rows(prepared, ids, dtype): rows of the matrix, so a tied table is stored once;
+#   embed_rows_plus(prepared, ids, add): embed_rows(...) + add in add's dtype, in one kernel;
 #   dequantize(prepared, dtype): the dense matrix [N, K] (see `dense_weights`);
 #   linear_to_norm(x, prepared, bias, residual, gamma, eps): (residual + linear(x), `NormedRows` of
 #   it for the RMS norm of weight gamma), with `linear` / `linear_gated` taking `NormedRows` too
@@ -280,8 +281,15 @@ class TiedEmbedding(nn.Module):
         self.out_features, self.in_features = weight.shape  # vocab, dim
         self.dense: torch.Tensor | None = None  # the head's dense form, inside a `DenseCopy`
 
-    def embed(self, ids: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-        """[...] int64 -> [..., dim]."""
+    def embed(self, ids: torch.Tensor, dtype: torch.dtype, add: torch.Tensor | None = None) -> torch.Tensor:
+        """[...] int64 -> [..., dim]; with `add` [..., dim], the rows in its dtype plus it (in one
+        kernel where the backend has `embed_rows_plus`)."""
+        if add is not None:
+            plus = self.rows_from_prepared and hasattr(self.backend, "embed_rows_plus")
+            plus = plus and not isinstance(self.prepared, Q4Weight)
+            if plus and add.shape == (*ids.shape, self.in_features):
+                return self.backend.embed_rows_plus(self.prepared, ids, add)  # type: ignore[attr-defined]
+            return self.embed(ids, add.dtype) + add
         if self.rows_from_prepared:
             if isinstance(self.prepared, Q4Weight):
                 return q4_embedding_reference(ids, self.prepared, dtype)

@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from voxtral_desktop.kernels import pdl
+from voxtral_desktop.kernels import pdl, tokens
 from voxtral_desktop.kernels.int4pack import q4_0_codes
 from voxtral_desktop.kernels.norm_link import NormedRows
 from voxtral_desktop.kernels.q4 import Q4Weight
@@ -582,9 +582,20 @@ class CudaMmaQ4Backend:
         return out
 
     def embed_rows(self, prepared: object, ids: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-        """Rows `ids` of the matrix from the packed layout (the tied table is stored once)."""
+        """Rows `ids` of the matrix from the packed layout (the tied table is stored once): one
+        Triton kernel on CUDA (kernels/tokens.py), else `embed_rows`."""
         assert isinstance(prepared, MmaQ4)
+        if tokens.embed_applies(ids):
+            return tokens.embed_q4_rows(prepared.codes, prepared.scales, prepared.in_features, ids, dtype)
         return embed_rows(prepared, ids, dtype)
+
+    def embed_rows_plus(self, prepared: object, ids: torch.Tensor, add: torch.Tensor) -> torch.Tensor:
+        """embed_rows(ids) + add [..., K] (in add's dtype), the add in the same kernel on CUDA."""
+        assert isinstance(prepared, MmaQ4)
+        if tokens.embed_applies(ids):
+            k = prepared.in_features
+            return tokens.embed_q4_rows(prepared.codes, prepared.scales, k, ids, add.dtype, add)
+        return embed_rows(prepared, ids, add.dtype) + add
 
 
 def embed_rows(prepared: MmaQ4, ids: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

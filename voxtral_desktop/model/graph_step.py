@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from voxtral_desktop.config import MEL_FRAMES_PER_TOKEN
-from voxtral_desktop.kernels import fused
+from voxtral_desktop.kernels import fused, tokens
 from voxtral_desktop.model.decoder import DecoderState
 from voxtral_desktop.model.encoder import EncoderState
 from voxtral_desktop.model.voxtral import VoxtralModel
@@ -109,11 +109,15 @@ class GraphStep:
             mel = self.front_end(self.samples)  # [B, n_mels, 8] fp32
             audio = self.model.embed_audio(mel.to(self.model.dtype), self.encoder)  # [B, 1, dim]
         logits = self.model.decode(self.token, audio, self.decoder)  # [B, V]
-        nxt = logits.argmax(-1)
-        self.next_token.copy_(nxt)
-        self.token.copy_(nxt[:, None])
+        if tokens.greedy_applies(logits) and self.token.is_contiguous():
+            # two kernels write the token and its fed-back copy (kernels/tokens.py)
+            tokens.greedy_into(logits, self.next_token, self.token.view(-1))
+        else:
+            nxt = logits.argmax(-1)
+            self.next_token.copy_(nxt)
+            self.token.copy_(nxt[:, None])
         if self.encoder is not None:
-            self.token_host.copy_(nxt, non_blocking=True)
+            self.token_host.copy_(self.next_token, non_blocking=True)
 
     def _capture_all(self) -> None:
         """Warm up, then capture one graph per bucket; the state is reset afterwards."""

@@ -67,6 +67,6 @@ class VoxtralModel(nn.Module):
 
     def decode(self, token_ids: torch.Tensor, audio: torch.Tensor, state: DecoderState) -> torch.Tensor:
         """Run T positions: ids [B, T] and audio vectors [B, T, dim] -> logits of the last position [B, V]."""
-        x = self.tok_embeddings.embed(token_ids, audio.dtype) + audio  # [B, T, dim]
+        x = self.tok_embeddings.embed(token_ids, audio.dtype, add=audio)  # [B, T, dim]
         h = self.decoder(x, state)  # [B, T, dim]
         return self.tok_embeddings.logits(h[:, -1])  # [B, V]
