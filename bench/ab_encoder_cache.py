@@ -37,7 +37,7 @@ from voxtral_desktop.engine.batch import BatchDecoder
 from voxtral_desktop.engine.long_file import transcribe_segmented
 from voxtral_desktop.kernels import fused
 from voxtral_desktop.kernels.kv_int8 import LayerKV, quantize_kv
-from voxtral_desktop.model.layers import rope_tables
+from voxtral_desktop.kernels.positions import rope_tables
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--rounds", type=int, default=2)

@@ -1,15 +1,21 @@
-"""The step's two ends as the twenty-fifth session made them (rotations from cached frequencies,
-the token's row and the audio vector in one Triton kernel, the argmax in two) against the torch
-ops they replace, one process (device).
+"""The step's small kernels outside its layers as the twenty-fifth session made them against the
+torch ops they replace, one process (device).
 
     python bench/ab_step_ends.py [--warm 100] [--replays 150] [--steps 150]
 
-The full-size random model (bench/full_model.py) with two live sessions (CUDA graphs): one
-captured with the torch forms put back (`rope_tables` computing its frequencies each call,
-`mma_q4.embed_rows` then an add, `torch.argmax` then two copies), one as the app runs. Each is fed
-the same `--warm` chunks of noise and saved; then, alternated 3x, each session's step graph is
-replayed back to back from its saved state and `--steps` fed steps timed (p50 / p95) with their
-tokens, which must be the same in both.
+The full-size random model (bench/full_model.py) with four live sessions (CUDA graphs), each
+captured with:
+- "torch": the torch forms put back (the caches' `begin` then `rope_tables` making its
+  frequencies each call, `mma_q4.embed_rows` then an add, `torch.argmax` then two copies, the
+  log-mel's squares, add, clamps, log10, add, division and cast);
+- "ends": the token's row and the audio vector in one Triton kernel and the argmax in two
+  (kernels/tokens.py), the rotations from cached frequencies;
+- "positions": also each cache's positions, slots and rotations in one kernel
+  (kernels/positions.py);
+- "kernels": as the app runs, also the log-mel's elementwise work in two (kernels/mel_tail.py).
+Each is fed the same `--warm` chunks of noise and saved; then, alternated 3x, each session's step
+graph is replayed back to back from its saved state and `--steps` fed steps timed (p50 / p95)
+with their tokens, which must be the same in all three.
 """
 
 from __future__ import annotations
@@ -26,27 +32,42 @@ from full_model import full_size_model
 from tune_step_mma import measure_arm, noise_chunks, warmed
 
 from voxtral_desktop.device import host_threads_for
-from voxtral_desktop.kernels import tokens
-from voxtral_desktop.model import decoder, encoder
+from voxtral_desktop.kernels import mel_tail, positions, tokens
+from voxtral_desktop.model import cache
 
 
-def rope_tables_each_call(positions: torch.Tensor, head_dim: int, theta: float) -> torch.Tensor:
-    """`layers.rope_tables` as it was: the frequencies and the ones made on every call."""
-    steps = torch.arange(0, head_dim, 2, dtype=torch.float32, device=positions.device)
+def rope_tables_each_call(pos: torch.Tensor, head_dim: int, theta: float) -> torch.Tensor:
+    """`rope_tables` as it was: the frequencies and the ones made on every call."""
+    steps = torch.arange(0, head_dim, 2, dtype=torch.float32, device=pos.device)
     inv_freq = 1.0 / (theta ** (steps / head_dim))
-    angles = positions.to(torch.float32)[:, None] * inv_freq[None, :]
+    angles = pos.to(torch.float32)[:, None] * inv_freq[None, :]
     return torch.polar(torch.ones_like(angles), angles)
 
 
+SWITCHES = (
+    (cache, "rope_tables"),
+    (cache, "advance_applies"),
+    (tokens, "embed_applies"),
+    (tokens, "greedy_applies"),
+    (mel_tail, "applies"),
+)
+
+
 @contextmanager
-def torch_ends():
-    saved = encoder.rope_tables, decoder.rope_tables, tokens.embed_applies, tokens.greedy_applies
-    encoder.rope_tables = decoder.rope_tables = rope_tables_each_call
-    tokens.embed_applies = tokens.greedy_applies = lambda x: False
+def torch_forms(ends: bool, positions_too: bool, mel_too: bool):
+    saved = [getattr(module, name) for module, name in SWITCHES]
+    if ends:
+        cache.rope_tables = rope_tables_each_call
+        tokens.embed_applies = tokens.greedy_applies = lambda x: False
+    if positions_too:
+        cache.advance_applies = lambda x: False
+    if mel_too:
+        mel_tail.applies = lambda x: False
     try:
         yield
     finally:
-        encoder.rope_tables, decoder.rope_tables, tokens.embed_applies, tokens.greedy_applies = saved
+        for (module, name), value in zip(SWITCHES, saved, strict=True):
+            setattr(module, name, value)
 
 
 def main() -> None:
@@ -59,10 +80,18 @@ def main() -> None:
     print(torch.cuda.get_device_name(), flush=True)
     model, tok = full_size_model()
     chunks = noise_chunks(args.warm + args.steps + 1)
+    arms = {
+        "torch": (True, True, True),
+        "ends": (False, True, True),
+        "positions": (False, False, True),
+        "kernels": (False, False, False),
+    }
+    assert positions.advance_applies(torch.zeros((), device="cuda"))
     with torch.no_grad():
-        with torch_ends():  # captured (and warmed) with the torch forms
-            sessions = {"torch": warmed(model, tok, chunks[: args.warm])}
-        sessions["kernels"] = warmed(model, tok, chunks[: args.warm])
+        sessions = {}
+        for name, forms in arms.items():
+            with torch_forms(*forms):  # captured (and warmed) so
+                sessions[name] = warmed(model, tok, chunks[: args.warm])
         first: list[int] = []
         fed = chunks[args.warm : args.warm + args.steps]
         for _ in range(3):

@@ -22,7 +22,7 @@ from tune_q4 import graph_time_us as timed  # a CUDA graph of 20 calls: host lau
 
 from voxtral_desktop.kernels import fused
 from voxtral_desktop.kernels.kv_int8 import LayerKV, quantize_kv
-from voxtral_desktop.model.layers import rope_tables
+from voxtral_desktop.kernels.positions import rope_tables
 
 CHOICES = [  # (query rows, keys per step, warps, stages)
     (64, 64, 4, None), (64, 64, 4, 2), (64, 64, 4, 3), (128, 64, 4, None), (128, 64, 8, None),

@@ -29,7 +29,7 @@ from tune_q4 import graph_time_us as timed  # a CUDA graph of 20 calls: host lau
 
 from voxtral_desktop.kernels import fused
 from voxtral_desktop.kernels.kv_int8 import LayerKV, quantize_kv
-from voxtral_desktop.model.layers import rope_tables
+from voxtral_desktop.kernels.positions import rope_tables
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--quick", action="store_true", help="fewer tiles")

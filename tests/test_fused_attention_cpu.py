@@ -214,7 +214,8 @@ def test_rope_to_cache_matches_torch(
     """q rotated into [B, H, T, D], k rotated and v as it is into their cache slots (the rest of
     the ring untouched), against `apply_rope` in fp32. `step`: a one-stream step's (elements,
     warps) other than the app's (fused.ROPE_STEP), so that blocks of several positions are run."""
-    from voxtral_desktop.model.layers import apply_rope, rope_tables
+    from voxtral_desktop.kernels.positions import rope_tables
+    from voxtral_desktop.model.layers import apply_rope
 
     if step is not None:
         monkeypatch.setattr(fused, "ROPE_STEP", step)

@@ -583,7 +583,8 @@ def test_fused_kernels_match_torch(dtype: torch.dtype, B: int, T: int, H: int, H
 
     from voxtral_desktop.kernels import fused
     from voxtral_desktop.kernels.kv_int8 import LayerKV, quantize_kv
-    from voxtral_desktop.model.layers import apply_rope, rope_tables
+    from voxtral_desktop.kernels.positions import rope_tables
+    from voxtral_desktop.model.layers import apply_rope
 
     assert fused.enabled(torch.zeros(1, device=CUDA))
     g = torch.Generator(device=CUDA).manual_seed(0)

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from voxtral_desktop.config import HOP_LENGTH, N_FFT, SAMPLE_RATE
+from voxtral_desktop.kernels import mel_tail
 
 N_MELS = 128
 N_FREQ_BINS = N_FFT // 2 + 1  # 201
@@ -143,12 +144,15 @@ def window_span(n_frames: int) -> int:
     return (n_frames - 1) * HOP_LENGTH + N_FFT
 
 
-def frames_to_log_mel(segment: torch.Tensor, n_frames: int) -> torch.Tensor:
+def frames_to_log_mel(
+    segment: torch.Tensor, n_frames: int, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
     """Log-mel of `n_frames` consecutive frames whose windows tile `segment`, on its device.
 
     segment: float32 [..., window_span(n_frames)], frame j = segment[..., j*160 : j*160 + 400]
-    (batch dimensions allowed). Returns float32 [..., n_mels, n_frames] on the same device: the
-    CPU for `LogMelStream`, the GPU inside a streaming session's CUDA graph step.
+    (batch dimensions allowed). Returns [..., n_mels, n_frames] on the same device, computed in
+    float32 and rounded once to `dtype`: the CPU for `LogMelStream`, the GPU inside a streaming
+    session's CUDA graph step (the elementwise work there in two kernels: kernels/mel_tail.py).
 
     On the CPU the spectrum is torch.stft's, which keeps the frames within 1e-7 of HF. On a
     CUDA GPU it is a matmul with the windowed DFT basis instead of cuFFT: a CUDA graph that
@@ -160,12 +164,12 @@ def frames_to_log_mel(segment: torch.Tensor, n_frames: int) -> torch.Tensor:
         raise ValueError(f"{n_frames} frames need {window_span(n_frames)} samples, got {segment.shape[-1]}")
     window, filters = _constants_on(segment.device)
     if segment.device.type == "cuda":
-        return _power_to_log_mel(dft_power(segment), filters)  # [..., 128, n_frames] float32
+        return _power_to_log_mel(dft_power(segment), filters, dtype)  # [..., 128, n_frames]
     rows = segment.reshape(-1, segment.shape[-1])  # torch.stft takes at most one batch dimension
     spec = torch.stft(rows, N_FFT, HOP_LENGTH, window=window, center=False, return_complex=True)
     spec = spec.reshape(*segment.shape[:-1], N_FREQ_BINS, n_frames)  # [..., 201, n_frames] complex64
     # abs() then square, like HF, rather than re^2 + im^2: keeps the rounding identical.
-    return _power_to_log_mel(spec.abs() ** 2, filters)  # [..., 128, n_frames] float32
+    return _power_to_log_mel(spec.abs() ** 2, filters, dtype)  # [..., 128, n_frames]
 
 
 def dft_power(segment: torch.Tensor) -> torch.Tensor:
@@ -174,6 +178,8 @@ def dft_power(segment: torch.Tensor) -> torch.Tensor:
     CPU tests check it against torch.stft)."""
     frames = segment.unfold(-1, N_FFT, HOP_LENGTH)  # [..., n, 400], a view
     spec = frames @ _dft_basis_on(segment.device)  # [..., n, 402]: re | im
+    if mel_tail.applies(spec):  # one kernel, each square rounded before the add as below
+        return mel_tail.power(spec).transpose(-1, -2)
     return (spec[..., :N_FREQ_BINS].square() + spec[..., N_FREQ_BINS:].square()).transpose(-1, -2)
 
 
@@ -190,12 +196,17 @@ def _dft_basis_on(device: torch.device) -> torch.Tensor:
     return basis.float().to(device)
 
 
-def _power_to_log_mel(power: torch.Tensor, filters: torch.Tensor) -> torch.Tensor:
-    """Power spectrum [..., 201, frames] -> the normalised log-mel [..., 128, frames] float32."""
+def _power_to_log_mel(
+    power: torch.Tensor, filters: torch.Tensor, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """Power spectrum [..., 201, frames] -> the normalised log-mel [..., 128, frames], computed
+    in float32 and rounded once to `dtype`."""
     mel = filters @ power  # [128, 201] @ [..., 201, n_frames] -> [..., 128, n_frames]
+    if mel_tail.applies(mel):  # one kernel, the same arithmetic
+        return mel_tail.log_mel(mel, _LOG_FLOOR, GLOBAL_LOG_MEL_MAX - _DYNAMIC_RANGE, dtype)
     log_spec = torch.clamp(mel, min=_LOG_FLOOR).log10()
     log_spec = torch.clamp(log_spec, min=GLOBAL_LOG_MEL_MAX - _DYNAMIC_RANGE)
-    return (log_spec + 4.0) / 4.0
+    return ((log_spec + 4.0) / 4.0).to(dtype)
 
 
 class FrameWindows:

@@ -14,6 +14,7 @@ Feeding any chunking (1 sample .. minutes) runs the same positions in the same o
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 from dataclasses import dataclass, field
 
@@ -48,9 +49,10 @@ MAX_CHUNK_TOKENS = 64
 MEL_LOOKAHEAD = N_FFT // 2 - HOP_LENGTH
 
 
-def _position_log_mel(samples: torch.Tensor) -> torch.Tensor:
-    """The step graph's front end: [B, 1520] samples -> the log-mel of their 8 frames."""
-    return frames_to_log_mel(samples, MEL_FRAMES_PER_TOKEN)
+def _position_log_mel(samples: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """The step graph's front end: [B, 1520] samples -> the log-mel of their 8 frames, in the
+    model's dtype (rounded once from float32, in the same kernel on CUDA)."""
+    return frames_to_log_mel(samples, MEL_FRAMES_PER_TOKEN, dtype)
 
 
 @dataclass
@@ -121,7 +123,8 @@ class StreamingSession:
         self.graph = (
             GraphStep(
                 model, self.state.encoder, self.state.decoder,
-                front_end=_position_log_mel, front_end_samples=window_span(MEL_FRAMES_PER_TOKEN),
+                front_end=functools.partial(_position_log_mel, dtype=dtype),
+                front_end_samples=window_span(MEL_FRAMES_PER_TOKEN),
             )
             if cuda_graphs
             else None

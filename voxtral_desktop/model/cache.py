@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import torch
 
 from voxtral_desktop.kernels.kv_int8 import LayerKV, quantize_kv
+from voxtral_desktop.kernels.positions import advance_and_rotate, advance_applies, rope_tables
 
 
 @dataclass(frozen=True, eq=False)  # tensors: compared by identity
@@ -112,14 +113,17 @@ class KVCache:
         self.next_pos = 0
         self._used = 0
 
-    def begin(self, n_new: int, groups: int = 1) -> tuple[torch.Tensor, KeyMask]:
-        """Reserve slots for the next `n_new` positions; return (positions [T], what they see).
-        `groups`: query heads per KV head of the attention that reads the cache."""
+    def _check_fits(self, n_new: int) -> None:
         # A cache smaller than window + T - 1 is fine for a stream that never wraps it (file batches).
         if n_new + self.window - 1 > self.capacity and self.next_pos + n_new > self.capacity:
             raise ValueError(
                 f"{n_new} new positions do not fit a window of {self.window} in {self.capacity} slots"
             )
+
+    def begin(self, n_new: int, groups: int = 1) -> tuple[torch.Tensor, KeyMask]:
+        """Reserve slots for the next `n_new` positions; return (positions [T], what they see).
+        `groups`: query heads per KV head of the attention that reads the cache."""
+        self._check_fits(n_new)
         if self.graph_view is None:
             positions = self._arange[:n_new] + self.next_pos  # [T]
             # Slots fill in order 0..capacity-1, so before the first wrap only a prefix is in use.
@@ -133,6 +137,21 @@ class KVCache:
         self.slot_pos.index_copy_(0, self._slots, positions)
         self.next_pos += n_new
         return positions, KeyMask(positions, self.slot_pos[: self._used], self.window, groups)
+
+    def begin_rotated(
+        self, n_new: int, head_dim: int, theta: float, groups: int = 1
+    ) -> tuple[torch.Tensor, KeyMask, torch.Tensor]:
+        """`begin`, and the rotations of its positions (`rope_tables`): in a captured graph on
+        CUDA one kernel does both (kernels/positions.py), else the torch ops."""
+        if self.graph_view is None or not advance_applies(self.pos_t):
+            positions, mask = self.begin(n_new, groups)
+            return positions, mask, rope_tables(positions, head_dim, theta)
+        self._check_fits(n_new)
+        positions, slots, rotations = advance_and_rotate(self.pos_t, self.slot_pos, n_new, head_dim, theta)
+        self._slots = slots
+        self._used = self.graph_view
+        self.next_pos += n_new
+        return positions, KeyMask(positions, self.slot_pos[: self._used], self.window, groups), rotations
 
     def advance_host(self, n_new: int) -> None:
         """Account on the host for `n_new` positions a replayed graph reserved on the device."""

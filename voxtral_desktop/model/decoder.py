@@ -14,7 +14,7 @@ from torch import nn
 from voxtral_desktop.config import DecoderConfig
 from voxtral_desktop.kernels.norm_link import NormedRows
 from voxtral_desktop.model.cache import KeyMask, KVCache
-from voxtral_desktop.model.layers import Attention, FeedForward, RMSNorm, norms_link_layers, rope_tables
+from voxtral_desktop.model.layers import Attention, FeedForward, RMSNorm, norms_link_layers
 
 
 def delay_embedding(n_delay_tokens: int, dim: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
@@ -136,8 +136,9 @@ class Decoder(nn.Module):
 
     def forward(self, x: torch.Tensor, state: DecoderState) -> torch.Tensor:
         """Embeddings [B, T, dim] of the next T positions -> normed hidden states [B, T, dim]."""
-        positions, mask = state.cache.begin(x.shape[1], self.config.n_heads // self.config.n_kv_heads)
-        rotations = rope_tables(positions, self.config.head_dim, self.config.rope_theta)
+        cfg = self.config
+        groups = cfg.n_heads // cfg.n_kv_heads
+        _, mask, rotations = state.cache.begin_rotated(x.shape[1], cfg.head_dim, cfg.rope_theta, groups)
         pending: torch.Tensor | NormedRows | None = None
         layers: list[DecoderLayer] = list(self.layers)  # type: ignore[arg-type]
         linked = norms_link_layers(x, layers)

@@ -18,7 +18,7 @@ from voxtral_desktop.config import CONV_STRIDE, EncoderConfig
 from voxtral_desktop.kernels.linear import add_bias
 from voxtral_desktop.kernels.norm_link import NormedRows
 from voxtral_desktop.model.cache import KeyMask, KVCache
-from voxtral_desktop.model.layers import Attention, FeedForward, RMSNorm, norms_link_layers, rope_tables
+from voxtral_desktop.model.layers import Attention, FeedForward, RMSNorm, norms_link_layers
 
 
 def _cache_dims(config: EncoderConfig, batch: int, max_chunk_frames: int) -> dict[str, int]:
@@ -185,8 +185,8 @@ class WhisperEncoder(nn.Module):
         x = conv2(x)  # [B, dim, T/2]
         x = x.transpose(1, 2)  # [B, T/2, dim]
 
-        positions, mask = state.cache.begin(x.shape[1])
-        rotations = rope_tables(positions, self.config.head_dim, self.config.rope_theta)
+        cfg = self.config
+        _, mask, rotations = state.cache.begin_rotated(x.shape[1], cfg.head_dim, cfg.rope_theta)
         pending: Pending | NormedRows | None = None
         layers: list[EncoderLayer] = list(self.transformer.layers)  # type: ignore[arg-type]
         linked = norms_link_layers(x, layers)

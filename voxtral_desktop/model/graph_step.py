@@ -71,9 +71,9 @@ class GraphStep:
         front_end_samples: int = 0,
     ) -> None:
         """Encoder graphs take `front_end`: the samples behind a position's 8 mel frames,
-        float32 [B, front_end_samples] on the device -> their log-mel [B, n_mels, 8] (the
-        session passes the audio package's `frames_to_log_mel`; the model package does not
-        import it)."""
+        float32 [B, front_end_samples] on the device -> their log-mel [B, n_mels, 8] in any
+        float dtype (the session passes the audio package's `frames_to_log_mel`; the model
+        package does not import it)."""
         if encoder is not None and (front_end is None or front_end_samples <= 0):
             raise ValueError("an encoder graph needs its front end and its input length")
         self.front_end = front_end
@@ -106,7 +106,7 @@ class GraphStep:
         else:
             self.samples.copy_(self.samples_host, non_blocking=True)
             assert self.front_end is not None
-            mel = self.front_end(self.samples)  # [B, n_mels, 8] fp32
+            mel = self.front_end(self.samples)  # [B, n_mels, 8] (in the model's dtype: no cast then)
             audio = self.model.embed_audio(mel.to(self.model.dtype), self.encoder)  # [B, 1, dim]
         logits = self.model.decode(self.token, audio, self.decoder)  # [B, V]
         if tokens.greedy_applies(logits) and self.token.is_contiguous():

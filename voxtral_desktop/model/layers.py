@@ -53,29 +53,6 @@ class RMSNorm(nn.Module):
         return x, self.forward(x, scale)
 
 
-# (head_dim, theta, device) -> (the frequencies f_k [head_dim / 2], a 0-d one): made once, so a
-# streaming step's graph runs two kernels for its rotations instead of eight (on the H200 each
-# small torch kernel there costs ~1.8 us: bench/RESULTS.md, twenty-fifth session). Kept for the
-# process: captured graphs read them.
-_FREQUENCIES: dict[tuple[int, float, torch.device], tuple[torch.Tensor, torch.Tensor]] = {}
-
-
-def _frequencies(head_dim: int, theta: float, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    key = (head_dim, theta, device)
-    if key not in _FREQUENCIES:
-        steps = torch.arange(0, head_dim, 2, dtype=torch.float32, device=device)
-        inv_freq = 1.0 / (theta ** (steps / head_dim))
-        _FREQUENCIES[key] = inv_freq, torch.ones((), dtype=torch.float32, device=device)
-    return _FREQUENCIES[key]
-
-
-def rope_tables(positions: torch.Tensor, head_dim: int, theta: float) -> torch.Tensor:
-    """Unit complex rotations e^(i p f_k) of shape [T, head_dim // 2] for integer positions [T]
-    (the angle p f_k in fp32: the position converted, then multiplied)."""
-    inv_freq, one = _frequencies(head_dim, theta, positions.device)
-    return torch.polar(one, positions[:, None] * inv_freq[None, :])  # [T, D/2]
-
-
 def apply_rope(x: torch.Tensor, rotations: torch.Tensor) -> torch.Tensor:
     """Rotate interleaved pairs (x[2i], x[2i+1]) of x [B, T, H, D], in fp32, by [T, D/2] rotations."""
     pairs = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))  # [B, T, H, D/2] complex

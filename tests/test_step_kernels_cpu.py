@@ -1,0 +1,105 @@
+"""The step's small Triton kernels outside its layers (kernels/tokens.py, positions.py, mel_tail.py)
+in Triton's interpreter, on any machine: the token rows dequantised from the mma layout equal
+`mma_q4.embed_rows` bit for bit (with and without the audio vector added), the two-pass argmax
+equals torch.argmax, ties included, a captured step's positions, slots and rotations equal
+`KVCache.begin` and `rope_tables`, and the log-mel's elementwise kernels equal the torch ops. On
+a GPU the same runs on CUDA, bit for bit (and tests/test_gpu.py runs the step's graphs with them).
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+if not torch.cuda.is_available():
+    os.environ["TRITON_INTERPRET"] = "1"
+
+import triton  # noqa: F401  (a missing Triton must fail, not skip)
+
+from voxtral_desktop.kernels import mel_tail, positions, tokens
+from voxtral_desktop.kernels.int4pack import q4_0_codes
+from voxtral_desktop.kernels.mma_q4 import MmaQ4, embed_rows, pack
+from voxtral_desktop.kernels.q4 import Q4Weight, quantize_q4_0
+
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _table(rows: int, cols: int) -> MmaQ4:
+    g = torch.Generator().manual_seed(3)
+    w = Q4Weight(quantize_q4_0(torch.randn(rows, cols, generator=g)), (rows, cols))
+    codes, scales = q4_0_codes(w)
+    return MmaQ4(*(t.to(DEVICE) for t in pack(codes, scales)), rows, cols)
+
+
+def _same(got: torch.Tensor, want: torch.Tensor) -> None:
+    """Bit for bit, but for the interpreter's bf16 casts, which truncate where CUDA rounds to
+    nearest (checked: 0.30468 -> 0.30273 there, 0.30469 in torch): a bf16 step or two then."""
+    assert got.dtype == want.dtype and got.shape == want.shape
+    if DEVICE.type == "cpu" and got.dtype == torch.bfloat16:
+        step = 2**-7 * float(want.float().abs().max())
+        assert float((got.float() - want.float()).abs().max()) <= 2 * step
+    else:
+        assert torch.equal(got, want)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_embed_rows_from_the_mma_layout(dtype: torch.dtype) -> None:
+    table = _table(48, 1088)  # 3 tiles, 17 iterations: a row takes two programs, the second partly
+    ids = torch.tensor([[0, 7, 8, 15], [16, 31, 40, 47]], device=DEVICE)  # both halves of tiles
+    want = embed_rows(table, ids, dtype)
+    _same(tokens.embed_q4_rows(table.codes, table.scales, 1088, ids, dtype), want)
+    audio = torch.randn(2, 4, 1088, generator=torch.Generator().manual_seed(4)).to(DEVICE, dtype)
+    _same(tokens.embed_q4_rows(table.codes, table.scales, 1088, ids, dtype, audio), want + audio)
+
+
+def test_greedy_is_torch_argmax_ties_included() -> None:
+    g = torch.Generator().manual_seed(5)
+    v = 2 * tokens.ARGMAX_BLOCK + 300  # three first-pass programs, the last partly
+    logits = torch.randn(3, v, generator=g).bfloat16()
+    logits[0, 5] = logits[0, v - 7] = 9.0  # a tie across programs: the first index wins
+    logits[1, tokens.ARGMAX_BLOCK + 1] = logits[1, tokens.ARGMAX_BLOCK + 9] = 7.5  # within one
+    logits[2, v - 1] = 11.0  # the very last logit
+    logits = logits.to(DEVICE)
+    out = torch.full((3,), -1, dtype=torch.long, device=DEVICE)
+    also = torch.full((3,), -1, dtype=torch.long, device=DEVICE)
+    tokens.greedy_into(logits, out, also)
+    want = logits.argmax(-1)
+    assert out.tolist() == want.tolist() == also.tolist() == [5, tokens.ARGMAX_BLOCK + 1, v - 1]
+
+
+def test_positions_slots_and_rotations_of_a_captured_step() -> None:
+    capacity, head_dim, theta = 1005, 64, 1e6
+    counter = torch.tensor(1003, device=DEVICE)  # the ring wraps within these 4 positions
+    slot_pos = torch.full((capacity,), -1, dtype=torch.long, device=DEVICE)
+    pos, slots, rot = positions.advance_and_rotate(counter, slot_pos, 4, head_dim, theta)
+    assert pos.tolist() == [1003, 1004, 1005, 1006] and slots.tolist() == [1003, 1004, 0, 1]
+    assert int(counter) == 1007
+    assert slot_pos[[1003, 1004, 0, 1]].tolist() == pos.tolist() and int((slot_pos >= 0).sum()) == 4
+    want = positions.rope_tables(pos, head_dim, theta)
+    assert rot.dtype == want.dtype == torch.complex64 and rot.shape == want.shape == (4, head_dim // 2)
+    if DEVICE.type == "cuda":  # libdevice's cos and sin are the ones torch.polar calls
+        assert torch.equal(torch.view_as_real(rot), torch.view_as_real(want))
+    else:  # the interpreter's are numpy's
+        torch.testing.assert_close(rot, want, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_log_mel_elementwise_kernels(dtype: torch.dtype) -> None:
+    from voxtral_desktop.audio import mel
+
+    g = torch.Generator().manual_seed(6)
+    spec = (torch.randn(2, 8, 402, generator=g) * 30).to(DEVICE)
+    power = mel_tail.power(spec)
+    want_power = spec[..., :201].square() + spec[..., 201:].square()
+    assert torch.equal(power, want_power)  # each square rounded before the add: no FMA
+    mels = torch.rand(2, 128, 8, generator=g).to(DEVICE) ** 8  # down to ~1e-20: both clamps bite
+    low = mel.GLOBAL_LOG_MEL_MAX - mel._DYNAMIC_RANGE
+    got = mel_tail.log_mel(mels, mel._LOG_FLOOR, low, dtype)
+    want = ((torch.clamp(torch.clamp(mels, min=mel._LOG_FLOOR).log10(), min=low) + 4.0) / 4.0).to(dtype)
+    if DEVICE.type == "cuda":  # libdevice's log10 is the one torch calls
+        assert torch.equal(got, want)
+    else:  # the interpreter's is numpy's, and its bf16 casts truncate
+        step = 2**-7 if dtype == torch.bfloat16 else 2**-23  # the values lie in [0.375, 1.375]
+        torch.testing.assert_close(got.float(), want.float(), rtol=0, atol=2 * step)
