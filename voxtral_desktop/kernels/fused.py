@@ -75,17 +75,7 @@ def _kernels() -> Any:
             from triton.language.extra import libdevice as fmath
         except ImportError:
             fmath = tl
-    try:  # programmatic dependent launch: every kernel waits first when PDL (kernels/pdl.py)
-        from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
-    except ImportError:  # pdl.enabled is False then: no kernel is built with PDL
-
-        @triton.jit
-        def gdc_wait():  # type: ignore[misc]
-            pass
-
-        @triton.jit
-        def gdc_launch_dependents():  # type: ignore[misc]
-            pass
+    gdc_wait, gdc_launch_dependents = pdl.triton_gdc()
 
     @triton.jit
     def rms_norm_kernel(

@@ -24,6 +24,7 @@ from __future__ import annotations
 import ctypes
 import os
 from functools import cache
+from typing import Any
 
 import torch
 
@@ -48,6 +49,24 @@ def enabled(device: torch.device) -> bool:
     if not ENABLED or device.type != "cuda":
         return False
     return _supported(device.index if device.index is not None else torch.cuda.current_device())
+
+
+def triton_gdc() -> tuple[Any, Any]:
+    """Triton's (gdc_wait, gdc_launch_dependents) for kernels built with PDL: wait for the
+    previous kernel, then let the next one launch. A Triton without them gets functions that do
+    nothing (`enabled` is False then, so no kernel is built with PDL)."""
+    try:
+        from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
+
+        return gdc_wait, gdc_launch_dependents
+    except ImportError:
+        import triton
+
+        @triton.jit
+        def nothing():
+            pass
+
+        return nothing, nothing
 
 
 def triton_options(device: torch.device) -> dict[str, bool]:

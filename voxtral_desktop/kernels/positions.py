@@ -50,17 +50,7 @@ def _kernel() -> Any:
 
     fused._kernels()  # chooses the math functions: libdevice's, or tl's under the interpreter
     fmath = fused.fmath
-    try:  # programmatic dependent launch (kernels/pdl.py)
-        from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
-    except ImportError:  # pdl.enabled is False then: no kernel is built with PDL
-
-        @triton.jit
-        def gdc_wait():  # type: ignore[misc]
-            pass
-
-        @triton.jit
-        def gdc_launch_dependents():  # type: ignore[misc]
-            pass
+    gdc_wait, gdc_launch_dependents = pdl.triton_gdc()
 
     @triton.jit
     def advance_kernel(

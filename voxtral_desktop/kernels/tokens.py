@@ -34,17 +34,7 @@ def _kernels() -> Any:
     import triton
     import triton.language as tl
 
-    try:  # programmatic dependent launch (kernels/pdl.py)
-        from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
-    except ImportError:  # pdl.enabled is False then: no kernel is built with PDL
-
-        @triton.jit
-        def gdc_wait():  # type: ignore[misc]
-            pass
-
-        @triton.jit
-        def gdc_launch_dependents():  # type: ignore[misc]
-            pass
+    gdc_wait, gdc_launch_dependents = pdl.triton_gdc()
 
     @triton.jit
     def embed_kernel(
