@@ -12,39 +12,23 @@ back to back from its saved state and `--steps` fed steps (p50 / p95) with their
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
-from full_model import full_size_model
-from tune_step_mma import measure_arm, noise_chunks, warmed
-
-from voxtral_desktop.device import host_threads_for
+from tune_step_mma import ab_alternate, ab_setup, warmed
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--warm", type=int, default=100, help="positions fed before the state is saved")
-    parser.add_argument("--replays", type=int, default=150)
-    parser.add_argument("--steps", type=int, default=150)
-    args = parser.parse_args()
-    torch.set_num_threads(host_threads_for(torch.device("cuda")))
-    print(torch.cuda.get_device_name(), flush=True)
-    model, tok = full_size_model()
-    chunks = noise_chunks(args.warm + args.steps + 1)
+    args, model, tok, chunks = ab_setup()
     sessions = {}
     with torch.no_grad():
         for name, int8 in (("int8", True), ("bf16", False)):
             model.kv_int8 = int8
-            sessions[name] = warmed(model, tok, chunks[: args.warm])
-        first: list[int] = []
-        fed = chunks[args.warm : args.warm + args.steps]
-        for _ in range(3):
-            for name, (session, saved) in sessions.items():
-                first = measure_arm(f"{name} caches", session, saved, fed, args.replays, first)
+            sessions[f"{name} caches"] = warmed(model, tok, chunks[: args.warm])
+        ab_alternate(sessions, chunks, args)
 
 
 if __name__ == "__main__":

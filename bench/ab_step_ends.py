@@ -20,7 +20,6 @@ with their tokens, which must be the same in all three.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from contextlib import contextmanager
@@ -28,10 +27,8 @@ from contextlib import contextmanager
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
-from full_model import full_size_model
-from tune_step_mma import measure_arm, noise_chunks, warmed
+from tune_step_mma import ab_alternate, ab_setup, warmed
 
-from voxtral_desktop.device import host_threads_for
 from voxtral_desktop.kernels import mel_tail, positions, tokens
 from voxtral_desktop.model import cache
 
@@ -71,15 +68,7 @@ def torch_forms(ends: bool, positions_too: bool, mel_too: bool):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--warm", type=int, default=100, help="positions fed before the state is saved")
-    parser.add_argument("--replays", type=int, default=150)
-    parser.add_argument("--steps", type=int, default=150)
-    args = parser.parse_args()
-    torch.set_num_threads(host_threads_for(torch.device("cuda")))
-    print(torch.cuda.get_device_name(), flush=True)
-    model, tok = full_size_model()
-    chunks = noise_chunks(args.warm + args.steps + 1)
+    args, model, tok, chunks = ab_setup()
     arms = {
         "torch": (True, True, True),
         "ends": (False, True, True),
@@ -92,11 +81,7 @@ def main() -> None:
         for name, forms in arms.items():
             with torch_forms(*forms):  # captured (and warmed) so
                 sessions[name] = warmed(model, tok, chunks[: args.warm])
-        first: list[int] = []
-        fed = chunks[args.warm : args.warm + args.steps]
-        for _ in range(3):
-            for name, (session, saved) in sessions.items():
-                first = measure_arm(name, session, saved, fed, args.replays, first)
+        ab_alternate(sessions, chunks, args)
 
 
 if __name__ == "__main__":

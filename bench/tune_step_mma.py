@@ -237,6 +237,32 @@ def measure_arm(
     return first
 
 
+def ab_setup() -> tuple[argparse.Namespace, VoxtralModel, TekkenTokenizer, list[np.ndarray]]:
+    """What the same-process A/B scripts share: their arguments (--warm positions fed before the
+    state is saved, --replays, --steps fed), the full-size model and the noise chunks."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--warm", type=int, default=100, help="positions fed before the state is saved")
+    parser.add_argument("--replays", type=int, default=150)
+    parser.add_argument("--steps", type=int, default=150)
+    args = parser.parse_args()
+    torch.set_num_threads(host_threads_for(torch.device("cuda")))
+    print(torch.cuda.get_device_name(), flush=True)
+    model, tok = full_size_model()
+    return args, model, tok, noise_chunks(args.warm + args.steps + 1)
+
+
+def ab_alternate(
+    sessions: dict[str, tuple[StreamingSession, Saved]], chunks: list[np.ndarray], args: argparse.Namespace
+) -> None:
+    """Each session's step replayed and `args.steps` chunks fed from its saved state, the sessions
+    alternated 3x, every run's tokens against the first run's (`measure_arm`)."""
+    first: list[int] = []
+    fed = chunks[args.warm : args.warm + args.steps]
+    for _ in range(3):
+        for name, (session, saved) in sessions.items():
+            first = measure_arm(name, session, saved, fed, args.replays, first)
+
+
 def heuristic_variants(shapes: Counter) -> dict[mma_q4.Variant, tuple[int, int]]:
     return {k: (mma_q4.choose_warps(k[0] // 16, k[1] // 64, k[2]), mma_q4.UNROLL) for k in shapes}
 
