@@ -63,18 +63,28 @@ fmath: Any = None
 
 
 @cache
+def math_functions() -> Any:
+    """The math functions the Triton kernels call: libdevice's, accurate (the tl builtins are
+    approximate), or tl's under the interpreter (numpy's; it has no libdevice)."""
+    import triton.language as tl
+
+    if os.environ.get("TRITON_INTERPRET", "") not in ("", "0"):
+        return tl
+    try:
+        from triton.language.extra import libdevice
+
+        return libdevice
+    except ImportError:
+        return tl
+
+
+@cache
 def _kernels() -> Any:
     global fmath
     import triton
     import triton.language as tl
 
-    if os.environ.get("TRITON_INTERPRET", "") not in ("", "0"):
-        fmath = tl  # the interpreter's tl.exp is numpy's; it has no libdevice
-    else:
-        try:  # accurate exp/rsqrt (the tl builtins are approximate)
-            from triton.language.extra import libdevice as fmath
-        except ImportError:
-            fmath = tl
+    fmath = math_functions()
     gdc_wait, gdc_launch_dependents = pdl.triton_gdc()
 
     @triton.jit

@@ -48,8 +48,7 @@ def _kernel() -> Any:
     import triton
     import triton.language as tl
 
-    fused._kernels()  # chooses the math functions: libdevice's, or tl's under the interpreter
-    fmath = fused.fmath
+    fmath = fused.math_functions()
     gdc_wait, gdc_launch_dependents = pdl.triton_gdc()
 
     @triton.jit
