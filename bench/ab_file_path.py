@@ -21,11 +21,10 @@ import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
 from ab_step_ends import torch_forms
-from full_model import full_size_model
+from full_model import on_the_gpu
 
 from voxtral_desktop.benchmark import noise
 from voxtral_desktop.config import SAMPLE_RATE, StreamConfig
-from voxtral_desktop.device import host_threads_for
 from voxtral_desktop.engine.session import StreamingSession
 from voxtral_desktop.engine.transcribe import transcribe_stream
 
@@ -34,9 +33,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=120.0)
     args = parser.parse_args()
-    torch.set_num_threads(host_threads_for(torch.device("cuda")))
-    print(torch.cuda.get_device_name(), flush=True)
-    model, tok = full_size_model()
+    model, tok = on_the_gpu()
     audio = noise(args.seconds, seed=2)
     chunks = [audio[i : i + 30 * SAMPLE_RATE] for i in range(0, len(audio), 30 * SAMPLE_RATE)]
     arms = {"torch": (True, True, True), "kernels": (False, False, False)}

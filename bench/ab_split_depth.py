@@ -22,10 +22,9 @@ from collections.abc import Callable
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
-from full_model import full_size_model
+from full_model import on_the_gpu
 from tune_step_mma import measure_arm, noise_chunks, recapture, warmed
 
-from voxtral_desktop.device import host_threads_for
 from voxtral_desktop.kernels import fused
 
 
@@ -40,9 +39,7 @@ def alternate_caps(depths_: str, caps_: str, steps: int, set_cap: Callable[[int]
     args = parser.parse_args()
     depths = [int(d) for d in args.depths.split(",")]
     caps = [int(c) for c in args.caps.split(",")]
-    torch.set_num_threads(host_threads_for(torch.device("cuda")))
-    print(torch.cuda.get_device_name(), flush=True)
-    model, tok = full_size_model()
+    model, tok = on_the_gpu()
     chunks = noise_chunks(max(depths) + args.steps + 1)
     with torch.no_grad():
         for depth in depths:

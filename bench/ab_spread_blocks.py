@@ -21,10 +21,9 @@ from collections.abc import Callable
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
-from full_model import full_size_model
+from full_model import on_the_gpu
 from tune_step_mma import alternate_fed, noise_chunks, warmed
 
-from voxtral_desktop.device import host_threads_for
 from voxtral_desktop.kernels import mma_q4
 
 ENCODER_HIDDEN = 5120  # the encoder's w2 reads this many columns
@@ -37,9 +36,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--kib", type=int, default=120, help="shared memory a spread block asks for")
     args = parser.parse_args()
-    torch.set_num_threads(host_threads_for(torch.device("cuda")))
-    print(torch.cuda.get_device_name(), flush=True)
-    model, tok = full_size_model()
+    model, tok = on_the_gpu()
     chunks = noise_chunks(args.depth + args.steps)
     original = mma_q4.staged_shared_bytes
 

@@ -15,6 +15,7 @@ import torch
 
 from voxtral_desktop.benchmark import random_q4_tensors
 from voxtral_desktop.config import SAMPLE_RATE, ModelConfig, StreamConfig
+from voxtral_desktop.device import host_threads_for
 from voxtral_desktop.engine.batch import BatchDecoder
 from voxtral_desktop.engine.session import StreamingSession
 from voxtral_desktop.engine.tokenizer import TekkenTokenizer
@@ -24,6 +25,14 @@ from voxtral_desktop.kernels.select import choose_kv_int8
 from voxtral_desktop.model.build import build_model
 from voxtral_desktop.model.voxtral import VoxtralModel
 from voxtral_desktop.synthetic.tekken import build_tekken_json
+
+
+def on_the_gpu() -> tuple[VoxtralModel, TekkenTokenizer]:
+    """What the device scripts start with: PyTorch's CPU threads as the app sets them beside a
+    GPU, the GPU's name printed, and `full_size_model()`."""
+    torch.set_num_threads(host_threads_for(torch.device("cuda")))
+    print(torch.cuda.get_device_name(), flush=True)
+    return full_size_model()
 
 
 def full_size_model(*, dense: bool = False) -> tuple[VoxtralModel, TekkenTokenizer]:

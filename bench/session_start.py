@@ -17,18 +17,15 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
-from full_model import full_size_model
+from full_model import on_the_gpu
 
 from voxtral_desktop.config import StreamConfig
-from voxtral_desktop.device import host_threads_for
 from voxtral_desktop.engine.session import StreamingSession
 from voxtral_desktop.kernels import fused
 
 
 def main() -> None:
-    torch.set_num_threads(host_threads_for(torch.device("cuda")))
-    print(torch.cuda.get_device_name(), flush=True)
-    model, tok = full_size_model()
+    model, tok = on_the_gpu()
     app = fused.SPLIT_STEP_DEEP
     for round_ in range(3):
         for name, deep in (("two graphs", app), ("one graph", (1 << 30, app[1]))):

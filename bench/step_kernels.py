@@ -23,10 +23,8 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, os.path.dirname(__file__))
-from full_model import full_size_model
+from full_model import on_the_gpu
 from tune_step_mma import noise_chunks, warmed
-
-from voxtral_desktop.device import host_threads_for
 
 
 def kind(name: str) -> str:
@@ -43,9 +41,7 @@ def main() -> None:
     parser.add_argument("--warm", type=int, default=100)
     parser.add_argument("--head", type=int, default=60, help="kernels listed from the start and the end")
     args = parser.parse_args()
-    torch.set_num_threads(host_threads_for(torch.device("cuda")))
-    print(torch.cuda.get_device_name(), flush=True)
-    model, tok = full_size_model()
+    model, tok = on_the_gpu()
     session, _ = warmed(model, tok, noise_chunks(args.warm + 1)[: args.warm])
     graph = session.graph
     assert graph is not None

@@ -31,10 +31,9 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
-from full_model import full_size_model
+from full_model import on_the_gpu
 from tune_step_mma import noise_chunks, recapture, replay_us, warmed
 
-from voxtral_desktop.device import host_threads_for
 from voxtral_desktop.kernels import mma_q4
 
 CU_FUNC_ATTRIBUTE_NUM_REGS = 4
@@ -171,9 +170,7 @@ def main() -> None:
     parser.add_argument("--replays", type=int, default=100)
     parser.add_argument("--save", help="a .npy file for the last round's records")
     args = parser.parse_args()
-    torch.set_num_threads(host_threads_for(torch.device("cuda")))
-    print(torch.cuda.get_device_name(), flush=True)
-    model, tok = full_size_model()
+    model, tok = on_the_gpu()
     chunks = noise_chunks(args.depth)
     kernels = Kernels()
     mma_q4._kernel = kernels  # type: ignore[assignment]

@@ -31,11 +31,10 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
-from full_model import full_size_model
+from full_model import on_the_gpu
 
 from voxtral_desktop.benchmark import noise
 from voxtral_desktop.config import SAMPLE_RATE, SAMPLES_PER_TOKEN, StreamConfig
-from voxtral_desktop.device import host_threads_for
 from voxtral_desktop.engine.session import StreamingSession
 from voxtral_desktop.engine.tokenizer import TekkenTokenizer
 from voxtral_desktop.kernels import mma_q4
@@ -156,9 +155,7 @@ def candidates(
 def warm_session(warm: int) -> tuple[StreamingSession, Saved, list[np.ndarray]]:
     """The full-size model's live session (CUDA graphs) fed `warm` positions of noise, its saved
     state, and the remaining chunks of 80 ms."""
-    torch.set_num_threads(host_threads_for(torch.device("cuda")))
-    print(torch.cuda.get_device_name(), flush=True)
-    model, tok = full_size_model()
+    model, tok = on_the_gpu()
     chunks = noise_chunks(1500)  # 120 s
     return (*warmed(model, tok, chunks[:warm]), chunks[warm:])
 
@@ -245,9 +242,7 @@ def ab_setup() -> tuple[argparse.Namespace, VoxtralModel, TekkenTokenizer, list[
     parser.add_argument("--replays", type=int, default=150)
     parser.add_argument("--steps", type=int, default=150)
     args = parser.parse_args()
-    torch.set_num_threads(host_threads_for(torch.device("cuda")))
-    print(torch.cuda.get_device_name(), flush=True)
-    model, tok = full_size_model()
+    model, tok = on_the_gpu()
     return args, model, tok, noise_chunks(args.warm + args.steps + 1)
 
 
