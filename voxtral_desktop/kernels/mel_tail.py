@@ -85,7 +85,7 @@ def log_mel(mel: torch.Tensor, floor: float, low: float, dtype: torch.dtype) -> 
     out = torch.empty(mel.shape, dtype=dtype, device=mel.device)
     n = mel.numel()
     _kernels()[1][(fused.triton_cdiv(n, BLOCK),)](
-        mel, out, n, floor, low, BLOCK=BLOCK, NO_LOG10=fmath is None or not hasattr(fmath, "log10"),
+        mel, out, n, floor, low, BLOCK=BLOCK, NO_LOG10=not hasattr(fmath, "log10"),
         **pdl.triton_options(mel.device),
     )  # fmt: skip
     return out

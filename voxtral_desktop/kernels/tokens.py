@@ -24,7 +24,7 @@ import torch
 
 from voxtral_desktop.kernels import fused, pdl
 
-TILE_ROWS, STEP_COLS = 16, 64  # mma_q4's layout (not imported: mma_q4 imports this module)
+STEP_COLS = 64  # input columns an mma_q4 iteration holds (not imported: mma_q4 imports this module)
 EMBED_BLOCK = 1024  # columns of a row a program dequantises
 ARGMAX_BLOCK = 2048  # logits a first-pass program reduces (131,072: 64 programs a row)
 
