@@ -830,27 +830,30 @@ def test_log_mel_on_the_gpu_equals_the_cpu() -> None:
     np.testing.assert_allclose(got, log_mel(audio), rtol=0, atol=1e-4)
 
 
-def test_the_step_graphs_front_end_equals_the_cpu() -> None:
+@pytest.mark.parametrize("kernels", [False, True])
+def test_the_step_graphs_front_end_equals_the_cpu(monkeypatch, kernels: bool) -> None:
     """A streaming session's step graph computes each position's log-mel on the GPU from the
-    samples of its 8 frames (copied in from pinned memory inside the graph): the frames the CPU
-    computes, in a graph replayed on new samples too. The spectrum is a matmul, not cuFFT, so
+    samples of its 8 frames (read from pinned memory inside the graph): the frames the CPU
+    computes, in a graph replayed on new samples too, by the three kernels of `mel_frames` and by
+    the torch ops (a copy node, then the DFT matmul...). The spectrum is a matmul, not cuFFT, so
     the graph keeps working when torch's cuFFT plan cache is cleared (files of many lengths
     make it evict plans)."""
+    from voxtral_desktop.kernels import mel_frames
+
+    monkeypatch.setattr(mel_frames, "ENABLED", kernels)
     from voxtral_desktop.audio.mel import frames_to_log_mel, window_span
     from voxtral_desktop.benchmark import noise
 
     span = window_span(8)
     host = torch.zeros(2, span, pin_memory=True)
-    samples = torch.zeros(2, span, device=CUDA)
     out = torch.zeros(2, 128, 8, device=CUDA)
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.stream(stream):
-        out.copy_(frames_to_log_mel(samples, 8))  # warm-up: the DFT basis is made outside capture
+        out.copy_(frames_to_log_mel(host, 8, device=CUDA))  # warm-up: the DFT basis is made outside capture
         with torch.cuda.graph(graph, stream=stream):
-            samples.copy_(host, non_blocking=True)
-            out.copy_(frames_to_log_mel(samples, 8))
+            out.copy_(frames_to_log_mel(host, 8, device=CUDA))
     torch.cuda.current_stream().wait_stream(stream)
     for seed in (1, 2):
         torch.backends.cuda.cufft_plan_cache.clear()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import pytest
 import torch
 
@@ -18,7 +19,7 @@ if not torch.cuda.is_available():
 
 import triton  # noqa: F401  (a missing Triton must fail, not skip)
 
-from voxtral_desktop.kernels import mel_tail, positions, tokens
+from voxtral_desktop.kernels import mel_frames, mel_tail, positions, tokens
 from voxtral_desktop.kernels.int4pack import q4_0_codes
 from voxtral_desktop.kernels.mma_q4 import MmaQ4, embed_rows, pack
 from voxtral_desktop.kernels.q4 import Q4Weight, quantize_q4_0
@@ -103,3 +104,25 @@ def test_log_mel_elementwise_kernels(dtype: torch.dtype) -> None:
     else:  # the interpreter's is numpy's, and its bf16 casts truncate
         step = 2**-7 if dtype == torch.bfloat16 else 2**-23  # the values lie in [0.375, 1.375]
         torch.testing.assert_close(got.float(), want.float(), rtol=0, atol=2 * step)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_a_steps_log_mel_in_three_kernels(dtype: torch.dtype) -> None:
+    """`mel_frames.log_mel` (the samples copied in from pinned memory on CUDA, the DFT and power,
+    the filter bank and the log) against the CPU's torch.stft frames, as the GPU's DFT matmul is
+    held to them (tests/test_mel.py): within 1e-5, or a bf16 step of the output."""
+    from voxtral_desktop.audio import mel
+    from voxtral_desktop.benchmark import noise
+
+    span = mel.window_span(8)
+    rows = torch.from_numpy(np.stack([noise(span / 16000, seed=s)[:span] for s in range(3)]))
+    rows[2, :600] = 0.0  # silence within a frame: the floor of the log must hold too
+    want = mel.frames_to_log_mel(rows, 8)  # the CPU's
+    basis = mel._dft_basis_on(DEVICE)
+    _, filters = mel._constants_on(DEVICE)
+    samples = rows.pin_memory() if DEVICE.type == "cuda" else rows
+    low = mel.GLOBAL_LOG_MEL_MAX - mel._DYNAMIC_RANGE
+    got = mel_frames.log_mel(samples, 8, mel.HOP_LENGTH, basis, filters, mel._LOG_FLOOR, low, dtype, DEVICE)
+    assert got.dtype == dtype and got.shape == (3, mel.N_MELS, 8) and got.device.type == DEVICE.type
+    step = 2**-7 * 1.375 if dtype == torch.bfloat16 else 0.0  # the values lie in [0.375, 1.375]
+    torch.testing.assert_close(got.float().cpu(), want, rtol=0, atol=1e-5 + 2 * step)

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from voxtral_desktop.config import HOP_LENGTH, N_FFT, SAMPLE_RATE
-from voxtral_desktop.kernels import mel_tail
+from voxtral_desktop.kernels import mel_frames, mel_tail
 
 N_MELS = 128
 N_FREQ_BINS = N_FFT // 2 + 1  # 201
@@ -145,25 +145,39 @@ def window_span(n_frames: int) -> int:
 
 
 def frames_to_log_mel(
-    segment: torch.Tensor, n_frames: int, dtype: torch.dtype = torch.float32
+    segment: torch.Tensor,
+    n_frames: int,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | None = None,
 ) -> torch.Tensor:
-    """Log-mel of `n_frames` consecutive frames whose windows tile `segment`, on its device.
+    """Log-mel of `n_frames` consecutive frames whose windows tile `segment`.
 
     segment: float32 [..., window_span(n_frames)], frame j = segment[..., j*160 : j*160 + 400]
-    (batch dimensions allowed). Returns [..., n_mels, n_frames] on the same device, computed in
+    (batch dimensions allowed). Returns [..., n_mels, n_frames] on `device`, computed in
     float32 and rounded once to `dtype`: the CPU for `LogMelStream`, the GPU inside a streaming
-    session's CUDA graph step (the elementwise work there in two kernels: kernels/mel_tail.py).
+    session's CUDA graph step. `device` (default: the segment's) is where it is computed and
+    returned; a CUDA device takes the segment from pinned host memory too (the step graph's input
+    buffer), read inside the graph.
 
     On the CPU the spectrum is torch.stft's, which keeps the frames within 1e-7 of HF. On a
     CUDA GPU it is a matmul with the windowed DFT basis instead of cuFFT: a CUDA graph that
     captured cuFFT would keep using the workspace of a plan that torch's plan cache may later
     free (every new signal length makes a plan), and a matmul has no such state. The two agree
-    within 1e-5 (tests/test_gpu.py).
+    within 1e-5 (tests/test_gpu.py). A step's few frames take three Triton kernels with the same
+    basis (kernels/mel_frames.py), where the torch ops were nine nodes of the step's graph.
     """
     if segment.shape[-1] != window_span(n_frames):
         raise ValueError(f"{n_frames} frames need {window_span(n_frames)} samples, got {segment.shape[-1]}")
-    window, filters = _constants_on(segment.device)
-    if segment.device.type == "cuda":
+    device = segment.device if device is None else device
+    window, filters = _constants_on(device)
+    if device.type == "cuda":
+        basis = _dft_basis_on(device)
+        if mel_frames.applies(segment, n_frames, basis):  # a step's frames: three kernels
+            low = GLOBAL_LOG_MEL_MAX - _DYNAMIC_RANGE
+            return mel_frames.log_mel(
+                segment, n_frames, HOP_LENGTH, basis, filters, _LOG_FLOOR, low, dtype, device
+            )
+        segment = segment.to(device, non_blocking=True)
         return _power_to_log_mel(dft_power(segment), filters, dtype)  # [..., 128, n_frames]
     rows = segment.reshape(-1, segment.shape[-1])  # torch.stft takes at most one batch dimension
     spec = torch.stft(rows, N_FFT, HOP_LENGTH, window=window, center=False, return_complex=True)

@@ -49,10 +49,11 @@ MAX_CHUNK_TOKENS = 64
 MEL_LOOKAHEAD = N_FFT // 2 - HOP_LENGTH
 
 
-def _position_log_mel(samples: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """The step graph's front end: [B, 1520] samples -> the log-mel of their 8 frames, in the
-    model's dtype (rounded once from float32, in the same kernel on CUDA)."""
-    return frames_to_log_mel(samples, MEL_FRAMES_PER_TOKEN, dtype)
+def _position_log_mel(samples: torch.Tensor, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """The step graph's front end: [B, 1520] samples in pinned host memory -> the log-mel of their
+    8 frames on `device`, in the model's dtype (rounded once from float32, in the same kernel on
+    CUDA)."""
+    return frames_to_log_mel(samples, MEL_FRAMES_PER_TOKEN, dtype, device)
 
 
 @dataclass
@@ -123,7 +124,7 @@ class StreamingSession:
         self.graph = (
             GraphStep(
                 model, self.state.encoder, self.state.decoder,
-                front_end=functools.partial(_position_log_mel, dtype=dtype),
+                front_end=functools.partial(_position_log_mel, dtype=dtype, device=device),
                 front_end_samples=window_span(MEL_FRAMES_PER_TOKEN),
             )
             if cuda_graphs

@@ -9,9 +9,9 @@ plain torch attention reads a fixed prefix of the cache instead, so without it t
 graph per prefix length ("bucket"). The current position chooses the graph. All graphs share
 the session's state tensors; the next token is fed back on the device.
 
-The step's input and output cross to the host inside the graph: the samples of the position's
-8 frames are copied in from a pinned host buffer and the log-mel computed on the GPU, and the
-token is copied out to a pinned buffer. On the H200 the CPU's STFT of 80 ms and the separate
+The step's input and output cross to the host inside the graph: the front end reads the samples
+of the position's 8 frames from a pinned host buffer and computes their log-mel on the GPU, and
+the token is copied out to a pinned buffer. On the H200 the CPU's STFT of 80 ms and the separate
 copies made a fed step ~0.5 ms longer than the GPU's work (bench/RESULTS.md, seventeenth
 session).
 """
@@ -71,9 +71,9 @@ class GraphStep:
         front_end_samples: int = 0,
     ) -> None:
         """Encoder graphs take `front_end`: the samples behind a position's 8 mel frames,
-        float32 [B, front_end_samples] on the device -> their log-mel [B, n_mels, 8] in any
-        float dtype (the session passes the audio package's `frames_to_log_mel`; the model
-        package does not import it)."""
+        float32 [B, front_end_samples] in pinned host memory -> their log-mel [B, n_mels, 8] on
+        the device in any float dtype, read (or copied in) inside the graph (the session passes
+        the audio package's `frames_to_log_mel`; the model package does not import it)."""
         if encoder is not None and (front_end is None or front_end_samples <= 0):
             raise ValueError("an encoder graph needs its front end and its input length")
         self.front_end = front_end
@@ -81,11 +81,10 @@ class GraphStep:
         batch = decoder.cache.k.shape[1]
         device = model.device
         # Encoder graphs: the samples behind the position's 8 mel frames, written by the host
-        # into pinned memory and copied in by the graph; the token is copied out the same way.
-        # (Decoder-only graphs keep none of these: their input is a device tensor.)
+        # into pinned memory and read by the graph's front end; the token is copied out to pinned
+        # memory too. (Decoder-only graphs keep none of these: their input is a device tensor.)
         span = front_end_samples if encoder is not None else 0
         self.samples_host = torch.zeros(batch, span, dtype=torch.float32, pin_memory=span > 0)
-        self.samples = torch.zeros(batch, span, device=device, dtype=torch.float32)
         self.token_host = torch.zeros(batch if span else 0, dtype=torch.long, pin_memory=span > 0)
         self._replayed = torch.cuda.Event()  # the last replay's copies have run once it completes
         self.audio = torch.zeros(batch, 1, model.config.decoder.dim, device=device, dtype=model.dtype)
@@ -104,9 +103,8 @@ class GraphStep:
         if self.encoder is None:
             audio = self.audio
         else:
-            self.samples.copy_(self.samples_host, non_blocking=True)
             assert self.front_end is not None
-            mel = self.front_end(self.samples)  # [B, n_mels, 8] (in the model's dtype: no cast then)
+            mel = self.front_end(self.samples_host)  # [B, n_mels, 8] (in the model's dtype: no cast then)
             audio = self.model.embed_audio(mel.to(self.model.dtype), self.encoder)  # [B, 1, dim]
         logits = self.model.decode(self.token, audio, self.decoder)  # [B, V]
         if tokens.greedy_applies(logits) and self.token.is_contiguous():
@@ -176,7 +174,7 @@ class GraphStep:
             samples = np.asarray(inputs, dtype=np.float32)
             if samples.shape != tuple(self.samples_host.shape):  # np.copyto would broadcast
                 raise ValueError(f"samples {samples.shape}, the graph takes {tuple(self.samples_host.shape)}")
-            self._replayed.synchronize()  # the last replay has copied the samples in
+            self._replayed.synchronize()  # the last replay has read the samples
             np.copyto(self.samples_host.numpy(), samples)
         if token is not None:
             self.token.copy_(token.view(-1, 1))
