@@ -38,6 +38,7 @@ BINS_A_PROGRAM = 16
 BANDS_A_PROGRAM = 16
 WARPS = 4
 CHUNK = 32  # samples (bins) a step of the DFT's (filter bank's) sums takes
+MAX_FRAMES = 16  # frames a call may take: each program holds them all
 
 
 @cache
@@ -118,9 +119,6 @@ def _kernels() -> Any:
         tl.store(dst, y.to(out_ptr.dtype.element_ty), mask=live_m[:, None] & live_f[None, :])
 
     return copy_kernel, power_kernel, mel_kernel
-
-
-MAX_FRAMES = 16  # frames a call may take: each program holds them all
 
 
 def applies(samples: torch.Tensor, n_frames: int, basis: torch.Tensor) -> bool:
