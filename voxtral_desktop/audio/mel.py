@@ -174,9 +174,7 @@ def frames_to_log_mel(
         basis = _dft_basis_on(device)
         if mel_frames.applies(segment, n_frames, basis):  # a step's frames: three kernels
             low = GLOBAL_LOG_MEL_MAX - _DYNAMIC_RANGE
-            return mel_frames.log_mel(
-                segment, n_frames, HOP_LENGTH, basis, filters, _LOG_FLOOR, low, dtype, device
-            )
+            return mel_frames.log_mel(segment, n_frames, HOP_LENGTH, basis, filters, _LOG_FLOOR, low, dtype)
         segment = segment.to(device, non_blocking=True)
         return _power_to_log_mel(dft_power(segment), filters, dtype)  # [..., 128, n_frames]
     rows = segment.reshape(-1, segment.shape[-1])  # torch.stft takes at most one batch dimension

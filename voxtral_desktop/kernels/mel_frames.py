@@ -139,12 +139,12 @@ def log_mel(
     floor: float,
     low: float,
     dtype: torch.dtype,
-    device: torch.device,
 ) -> torch.Tensor:
-    """samples [B, span] float32 (frame j is samples[:, j hop : j hop + n_fft]; on `device` or
-    pinned) -> the normalised log-mel [B, n_mels, n_frames] in `dtype` on `device`: the windowed
-    DFT `basis` [n_fft, 2 bins] (re | im), the mel `filters` [n_mels, bins], both on `device`."""
+    """samples [B, span] float32 (frame j is samples[:, j hop : j hop + n_fft]; on the device of
+    `basis` or pinned) -> the normalised log-mel [B, n_mels, n_frames] in `dtype` on that device:
+    the windowed DFT `basis` [n_fft, 2 bins] (re | im), the mel `filters` [n_mels, bins] there."""
     kernels = _kernels()
+    device = basis.device
     B, span = samples.shape
     n_fft, bins = basis.shape[0], basis.shape[1] // 2
     mels = filters.shape[0]
