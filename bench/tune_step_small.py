@@ -1,6 +1,6 @@
 """The small kernels' launch settings, chosen inside the streaming step's CUDA graph (device).
 
-    python bench/tune_step_small.py [--replays 150] [--steps 300] [--against]
+    python bench/tune_step_small.py [--replays 150] [--steps 300] [--against] [--knobs A,B]
 
 As bench/tune_step_mma.py does for the Q4 kernel's variants: the full-size random model's live
 session is warmed up and its state saved; for each setting of the Triton kernels the step
@@ -46,6 +46,8 @@ KNOBS: dict[str, list] = {
         ((32, 2, 2), 8),
     ],
     "ROPE_STEP": [(1024, 4), (1024, 8), (1024, 2), (2048, 4), (2048, 8)],
+    # a split step's slices on attn_keys_kernel (branch split-keys-rows, twenty-sixth session)
+    "SPLIT_ON_KEYS": [(32, 4, None), (16, 1, None), (16, 2, None), (32, 2, None), (16, 4, None)],
 }
 
 # The step settings the eighteenth session landed, for `--against`.
@@ -73,7 +75,9 @@ def main() -> None:
     parser.add_argument(
         "--against", action="store_true", help="no sweep: the defaults against EIGHTEENTH's, alternated"
     )
+    parser.add_argument("--knobs", default=",".join(KNOBS), help="the knobs to sweep, comma-separated")
     args = parser.parse_args()
+    knobs = {name: KNOBS[name] for name in args.knobs.split(",")}
     session, saved, chunks = warm_session(100)
     defaults = {name: getattr(fused, name) for name in KNOBS}
     best: dict[str, object] = {}
@@ -83,7 +87,7 @@ def main() -> None:
             alternate_fed(session, saved, chunks[: args.steps], arms, args.replays)
             use(defaults)()
             return
-        for name, values in KNOBS.items():
+        for name, values in knobs.items():
             times = {}
             for value in [defaults[name], *(v for v in values if v != defaults[name])]:
                 setattr(fused, name, value)

@@ -49,6 +49,8 @@ def _reference(q: torch.Tensor, kv: LayerKV, mask: KeyMask) -> torch.Tensor:
     ("B", "T", "H", "HKV", "path"),
     [
         (1, 1, 8, 2, "split"),  # one stream's step: keys split, then combined (SPLIT_STEP)
+        (1, 1, 8, 2, "split_keys"),  # ... the slices on attn_keys_kernel (SPLIT_ON_KEYS)
+        (1, 4, 4, 4, "split_keys"),  # ... an encoder's 4-frame step so
         (3, 2, 4, 4, "split"),  # a few streams' positions (> STEP_ROWS): SPLIT_TILE
         (6, 1, 8, 2, "rows"),  # many streams' step on attn_split_kernel
         (6, 1, 8, 2, "keys"),  # ... and on attn_keys_kernel
@@ -66,6 +68,7 @@ def test_fused_attention_paths_match_torch(
     # Many streams fill the GPU on their own when 4 programs do (no split); one stream splits.
     monkeypatch.setattr(fused, "_programs_to_fill", lambda device: 4 if path in ("rows", "keys") else 64)
     monkeypatch.setattr(fused, "KEYS_TILE", (16, 1, None) if path == "keys" else None)
+    monkeypatch.setattr(fused, "SPLIT_ON_KEYS", (32, 4, None) if path == "split_keys" else None)
     g = torch.Generator().manual_seed(7)
     q = torch.randn(B, H, T, D, generator=g).to(DEVICE)
     k = torch.randn(B, HKV, S, D, generator=g).to(DEVICE)
@@ -93,8 +96,9 @@ def test_fused_attention_paths_match_torch(
 @pytest.mark.filterwarnings("ignore:invalid value encountered in divide:RuntimeWarning")
 @pytest.mark.parametrize("int8", [False, True])
 @pytest.mark.parametrize("filled", [40, 290, 1100])
+@pytest.mark.parametrize("on_keys", [False, True])
 def test_a_step_split_for_the_whole_ring_reads_the_slices_in_use(
-    monkeypatch: pytest.MonkeyPatch, filled: int, int8: bool
+    monkeypatch: pytest.MonkeyPatch, filled: int, int8: bool, on_keys: bool
 ) -> None:
     """One stream's step over a ring of 1,100 slots is split among 9 programs a KV head (the
     step's graph is captured once for the whole ring), and the fill on the device decides how
@@ -102,6 +106,7 @@ def test_a_step_split_for_the_whole_ring_reads_the_slices_in_use(
     combine reads only the slices in use, so the partial buffers' stale contents never count."""
     monkeypatch.setattr(fused, "SPLIT_STEP", ((32, 4, None), 64))
     monkeypatch.setattr(fused, "_programs_to_fill", lambda device: 64)
+    monkeypatch.setattr(fused, "SPLIT_ON_KEYS", (32, 4, None) if on_keys else None)
     B, T, H, HKV, D, S = 1, 1, 8, 2, 16, 1100
     g = torch.Generator().manual_seed(5)
     q = torch.randn(B, H, T, D, generator=g).to(DEVICE)

@@ -460,13 +460,27 @@ def _q4_tiny(config: ModelConfig, seed: int, std: float = 0.5) -> dict:
     ],
 )
 @pytest.mark.parametrize("int8", [False, True])
+@pytest.mark.parametrize("on_keys", [None, (32, 4, None), (16, 1, None)])
 def test_fused_attention_matches_torch(
-    dtype: torch.dtype, B: int, T: int, H: int, HKV: int, D: int, C: int, S: int, int8: bool
+    monkeypatch,
+    dtype: torch.dtype,
+    B: int,
+    T: int,
+    H: int,
+    HKV: int,
+    D: int,
+    C: int,
+    S: int,
+    int8: bool,
+    on_keys: tuple | None,
 ) -> None:
     """Flash-decoding attention against the baddbmm/softmax/bmm path, over a strided cache view
     with a sliding-window mask (some key slices wholly masked); with an int8 cache, against the
-    same path on the dequantised keys and values."""
+    same path on the dequantised keys and values. `on_keys`: a split step's slices on
+    attn_keys_kernel (`fused.SPLIT_ON_KEYS`)."""
     from voxtral_desktop.kernels import fused
+
+    monkeypatch.setattr(fused, "SPLIT_ON_KEYS", on_keys)
     from voxtral_desktop.kernels.kv_int8 import LayerKV, quantize_kv
     from voxtral_desktop.model import layers
 

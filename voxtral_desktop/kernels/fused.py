@@ -322,10 +322,11 @@ def _kernels() -> Any:
 
     @triton.jit
     def attn_keys_kernel(
-        q_ptr, k_ptr, v_ptr, ks_ptr, vs_ptr, pos_ptr, held_ptr, valid_ptr, out_ptr,
-        S, R, T, WINDOW, HKV, s_kb, s_kh, s_ks, s_sb, s_sh, scale,
+        q_ptr, k_ptr, v_ptr, ks_ptr, vs_ptr, pos_ptr, held_ptr, valid_ptr, out_ptr, m_ptr, l_ptr, acc_ptr,
+        S, R, T, WINDOW, HKV, NS, s_kb, s_kh, s_ks, s_sb, s_sh, scale,
         RP: tl.constexpr, D: tl.constexpr, BS: tl.constexpr,
         IEEE: tl.constexpr, QUANT: tl.constexpr, ONE_POS: tl.constexpr, PDL: tl.constexpr,
+        SPLIT: tl.constexpr,
     ):  # fmt: skip
         if PDL:  # wait for the previous kernel, then let the next one launch (kernels/pdl.py)
             gdc_wait()
@@ -335,6 +336,8 @@ def _kernels() -> Any:
         # [BS, RP], so the keys fill the mma's 16 rows and the R <= 8 query rows pad only to
         # its 8 columns. The arithmetic is attn_split_kernel's (DIRECT, one slice); v is read
         # as v^T, so its load pipelines like k's.
+        # SPLIT: one slice of NS of the keys, as attn_split_kernel splits them, its partials
+        # (m, l, acc) stored for attn_combine_kernel in that kernel's layout (R_PAD = RP).
         bh = tl.program_id(0)
         b = bh // HKV
         h = bh % HKV
@@ -349,13 +352,19 @@ def _kernels() -> Any:
         k_base = k_ptr + b64 * s_kb + h * s_kh
         v_base = v_ptr + b64 * s_kb + h * s_kh
         n_valid = tl.minimum(tl.load(valid_ptr).to(tl.int32), S)
+        start = 0
+        end = n_valid
+        if SPLIT:
+            split = tl.cdiv(tl.cdiv(n_valid, NS), BS) * BS
+            start = tl.program_id(1) * split
+            end = tl.minimum(start + split, n_valid)
         if ONE_POS:
             qpos = tl.load(pos_ptr).to(tl.int32)
         else:
             qpos = tl.load(pos_ptr + cols % T, mask=cmask, other=0).to(tl.int32)
-        for s0 in range(0, n_valid, BS):
+        for s0 in range(start, end, BS):
             offs = s0 + tl.arange(0, BS)
-            smask = offs < n_valid
+            smask = offs < end
             held = tl.load(held_ptr + offs, mask=smask, other=-1).to(tl.int32)
             # (attn_split_kernel's per-key bounds made this kernel 17-19 % slower on the H200:
             # bench/h200_session12/ab_attention_mask.log)
@@ -391,11 +400,18 @@ def _kernels() -> Any:
             else:
                 acc_t = acc_t * alpha[None, :] + tl.dot(v_t, p.to(q_t.dtype))
             m = m_new
-        out = acc_t / l[None, :]
-        G = R // T  # out [B, T, H, D]: column (group g, position t) of KV head h is head h G + g
-        o_row = (b * T + cols % T) * (HKV * G) + h * G + cols // T
-        dst = out_ptr + o_row[None, :] * D + d[:, None]
-        tl.store(dst, out.to(out_ptr.dtype.element_ty), mask=cmask[None, :])
+        if SPLIT:
+            if (start < n_valid) | (tl.program_id(1) == 0):  # as attn_split_kernel
+                part = (bh * NS + tl.program_id(1)) * RP + cols
+                tl.store(m_ptr + part, m)
+                tl.store(l_ptr + part, l)
+                tl.store(acc_ptr + part[None, :] * D + d[:, None], acc_t)
+        else:
+            out = acc_t / l[None, :]
+            G = R // T  # out [B, T, H, D]: column (group g, position t) of KV head h is head h G + g
+            o_row = (b * T + cols % T) * (HKV * G) + h * G + cols // T
+            dst = out_ptr + o_row[None, :] * D + d[:, None]
+            tl.store(dst, out.to(out_ptr.dtype.element_ty), mask=cmask[None, :])
 
     @triton.jit
     def attn_combine_kernel(
@@ -644,6 +660,13 @@ SPLIT_STEP_DEEP: tuple[int, int] = (1024, 32)
 # 19-22 us off the step's replay (4 / 12 / 20 / 24 / 32: +50 / +7 / +7 / +10 / +51 us against 8,
 # 300 decoder positions deep, with the encoder's window full; bench/ab_split_rows.py).
 SPLIT_STEP_ROWS: dict[int, int] = {4: 16}
+# A step split among programs on `attn_keys_kernel` (the keys as the mma's rows; its tile: keys
+# per step, warps, stages) instead of `attn_split_kernel`; None: the latter. Branch
+# `split-keys-rows` only, never run on a GPU. Compiled here for sm_90 (Triton 3.9), at head size
+# 64 (the encoder) on (32, 4) it takes 145 registers a thread against the split kernel's 177
+# (three programs an SM instead of two), on (16, 1) 96; at 128 (the decoder) 178 against 176.
+# To measure: bench/tune_step_small.py --knobs SPLIT_ON_KEYS (bench/RESULTS.md, twenty-sixth session).
+SPLIT_ON_KEYS: tuple[int, int, int | None] | None = None
 COMBINE_WARPS = 4  # the combine kernel's warps (Triton's default; 1, 2 and 8 were within 3 us of it)
 
 
@@ -740,8 +763,8 @@ def attention(
     if n_split == 1 and KEYS_TILE is not None:
         keys, warps, stages = KEYS_TILE
         _kernels()[5][(B * Hkv,)](
-            q, k, v, ks, vs, *args, out, *sizes, *strides,
-            RP=max(2, _next_pow2(R)), BS=keys, **_tiling(warps, stages), **flags,
+            q, k, v, ks, vs, *args, out, out, out, out, *sizes, 1, *strides,
+            RP=max(2, _next_pow2(R)), BS=keys, **_tiling(warps, stages), **flags, SPLIT=False,
         )  # fmt: skip
         return out.transpose(1, 2)
     if n_split == 1:
@@ -757,11 +780,18 @@ def attention(
     m = torch.empty(B * Hkv * n_split * r_pad, dtype=torch.float32, device=q.device)
     l = torch.empty_like(m)
     acc = torch.empty(B * Hkv * n_split * r_pad, D, dtype=torch.float32, device=q.device)
-    split_kernel[(B * Hkv, n_split, 1)](
-        q, k, v, ks, vs, *args, m, l, acc, out, *sizes, n_split, *strides,
-        R_PAD=r_pad, RB=16, BS=keys, DIRECT=False, BOUNDS=BOUND_MASK, **_tiling(warps, stages), **flags,
-        LOG2=False, FULL=False,
-    )  # fmt: skip
+    if SPLIT_ON_KEYS is not None:  # the keys as the mma's rows (attn_keys_kernel, SPLIT)
+        keys, warps, stages = SPLIT_ON_KEYS
+        _kernels()[5][(B * Hkv, n_split)](
+            q, k, v, ks, vs, *args, out, m, l, acc, *sizes, n_split, *strides,
+            RP=r_pad, BS=keys, **_tiling(warps, stages), **flags, SPLIT=True,
+        )  # fmt: skip
+    else:
+        split_kernel[(B * Hkv, n_split, 1)](
+            q, k, v, ks, vs, *args, m, l, acc, out, *sizes, n_split, *strides,
+            R_PAD=r_pad, RB=16, BS=keys, DIRECT=False, BOUNDS=BOUND_MASK, **_tiling(warps, stages), **flags,
+            LOG2=False, FULL=False,
+        )  # fmt: skip
     combine_kernel[(B * Hkv * R,)](
         m, l, acc, out, valid, S, R, T, Hkv, n_split,
         R_PAD=r_pad, D=D, NS_PAD=_next_pow2(n_split), BS=keys, **launch, **_tiling(COMBINE_WARPS, None),
