@@ -46,8 +46,8 @@ KNOBS: dict[str, list] = {
         ((32, 2, 2), 8),
     ],
     "ROPE_STEP": [(1024, 4), (1024, 8), (1024, 2), (2048, 4), (2048, 8)],
-    # a split step's slices on attn_keys_kernel (branch split-keys-rows, twenty-sixth session)
-    "SPLIT_ON_KEYS": [(32, 4, None), (16, 1, None), (16, 2, None), (32, 2, None), (16, 4, None)],
+    # a split step's slices on attn_keys_kernel (twenty-seventh session), or attn_split_kernel
+    "SPLIT_ON_KEYS": [None, (32, 4, None), (16, 1, None), (16, 2, None), (32, 2, None), (16, 4, None)],
 }
 
 # The step settings the eighteenth session landed, for `--against`.

@@ -660,13 +660,15 @@ SPLIT_STEP_DEEP: tuple[int, int] = (1024, 32)
 # 19-22 us off the step's replay (4 / 12 / 20 / 24 / 32: +50 / +7 / +7 / +10 / +51 us against 8,
 # 300 decoder positions deep, with the encoder's window full; bench/ab_split_rows.py).
 SPLIT_STEP_ROWS: dict[int, int] = {4: 16}
-# A step split among programs on `attn_keys_kernel` (the keys as the mma's rows; its tile: keys
-# per step, warps, stages) instead of `attn_split_kernel`; None: the latter. Branch
-# `split-keys-rows` only, never run on a GPU. Compiled here for sm_90 (Triton 3.9), at head size
-# 64 (the encoder) on (32, 4) it takes 145 registers a thread against the split kernel's 177
-# (three programs an SM instead of two), on (16, 1) 96; at 128 (the decoder) 178 against 176.
-# To measure: bench/tune_step_small.py --knobs SPLIT_ON_KEYS (bench/RESULTS.md, twenty-sixth session).
-SPLIT_ON_KEYS: tuple[int, int, int | None] | None = None
+# A step split among programs on `attn_keys_kernel` (the keys as the mma's rows, the query rows
+# padded to its 8 columns; its tile: keys per step, warps, stages) instead of `attn_split_kernel`
+# (the query rows padded to the mma's 16); None: the latter. Compiled for sm_90 (Triton 3.9), at
+# head size 64 (the encoder) on (32, 4) it takes 145 registers a thread against the split
+# kernel's 177 (three programs an SM instead of two); at 128 (the decoder) 178 against 176. On
+# the H200 inside the step's graph: (32, 4) -14.5 us of replay, (16, 2) +8, (32, 2) +10,
+# (16, 4) +41, (16, 1) +63 (bench/tune_step_small.py --knobs SPLIT_ON_KEYS; bench/RESULTS.md,
+# twenty-seventh session).
+SPLIT_ON_KEYS: tuple[int, int, int | None] | None = (32, 4, None)
 COMBINE_WARPS = 4  # the combine kernel's warps (Triton's default; 1, 2 and 8 were within 3 us of it)
 
 
