@@ -716,9 +716,10 @@ def attention(
     `held[s]`, iff 0 <= positions[t] - held[s] < window) -> [B, H, T, D] (a view of a
     contiguous [B, T, H, D]), in fp32 with an online softmax and tensor-core dots. Two shapes:
     - a streaming step (<= 8 query rows per KV head): the keys are split among programs (flash
-      decoding; ~5.6 us a call on the H100 against 24 us for a broadcast multiply-reduce) and a
-      second kernel combines the slices, unless many streams fill the GPU on their own (then
-      one program a stream and KV head runs over all keys, `attn_keys_kernel`);
+      decoding; ~5.6 us a call on the H100 against 24 us for a broadcast multiply-reduce; the
+      slices on `attn_keys_kernel`, `SPLIT_ON_KEYS`) and a second kernel combines them, unless
+      many streams fill the GPU on their own (then one program a stream and KV head runs over
+      all keys, `attn_keys_kernel` again);
     - a chunk (prompt, encoder chunks of files): blocks of query rows each run over the keys
       they can see (flash attention), without materialising the [G*T, S] scores.
 
