@@ -3,9 +3,12 @@
 Decoding protocol (see the README's model notes):
 - the stream is the user's audio behind 32 tokens (2.56 s) of digital silence; `flush` adds
   silence up to a token boundary plus (delay + 1 + 10) tokens, exactly like the offline padding;
-- positions 0..L-1 (L = 1 + 32 + n_delay) hold BOS + [STREAMING_PAD]s and are prefilled
-  together; then each 80 ms position p adds its audio vector to the embedding of the token the
-  previous position chose; greedy argmax; emitted tokens are never revised;
+- positions 0..L-1 (L = 1 + 32 + n_delay) hold BOS + [STREAMING_PAD]s; the ones that hear only
+  the left pad (31) are the same for every stream, so they are encoded and decoded once, when
+  the session is made, and restored by `reset`; the rest of the prompt runs as its audio
+  arrives (one position at a time in the step's CUDA graph, the prompt's token fed); then each
+  80 ms position p adds its audio vector to the embedding of the token the previous position
+  chose; greedy argmax; emitted tokens are never revised;
 - the offline reference generates one token less than there are positions, so after `flush` the
   last position is never run.
 Feeding any chunking (1 sample .. minutes) runs the same positions in the same order.
@@ -145,8 +148,7 @@ class StreamingSession:
     def reset(self) -> None:
         """Start a new stream without reallocating anything."""
         st = self.state
-        st.decoder.cache.reset()
-        st.n_decoded = st.samples_fed = 0
+        st.samples_fed = 0
         st.last_token = -1
         st.finished = False
         self.detokenizer.reset()
@@ -191,42 +193,51 @@ class StreamingSession:
 
     # ---- internals --------------------------------------------------------------------------
     def _warm_up(self) -> None:
-        """Run the eager shapes once (a long encoder chunk, the prompt) so that their kernels are
-        compiled and tuned now rather than on the first utterance; then clear the state."""
+        """Run the eager encoder's long chunk (files, bursts) once so that its kernels are compiled
+        and tuned now rather than on the first utterance; then clear the state. (The silent
+        prefix runs the prompt's eager shape next; the graphs ran the step's.)"""
         st = self.state
         n_mels = self.model.config.encoder.n_mels
         mel = torch.zeros(
             1, n_mels, MAX_CHUNK_TOKENS * MEL_FRAMES_PER_TOKEN, device=self._device, dtype=self._dtype
         )
         with torch.no_grad():
-            audio = self.model.embed_audio(mel, st.encoder)
-            self.model.decode(self._prompt, audio[:, : self.config.n_prompt_tokens], st.decoder)
+            self.model.embed_audio(mel, st.encoder)
         st.encoder.reset()
-        st.decoder.cache.reset()
 
     def _start(self) -> None:
-        """Every stream begins with the left pad of silence."""
+        """Every stream begins with the left pad of silence: the positions that hear nothing else
+        (their mel frames end inside it) are encoded and decoded now, with the prompt's tokens."""
         self._advance(np.zeros(N_LEFT_PAD_TOKENS * SAMPLES_PER_TOKEN, np.float32), limit=None)
+        st = self.state
+        n = min(st.n_embedded, self.config.n_prompt_tokens - 1)  # the prompt's last emits a token
+        with torch.no_grad():
+            self.model.decode(self._prompt[:, :n], self._take_audio(n), st.decoder)
+        st.n_decoded = n
 
     def _snapshot(self) -> dict[str, object]:
         st = self.state
-        assert st.n_decoded == 0, "the silent prefix is taken before any decoding"
+        assert st.last_token == -1, "the silent prefix is taken before any token"
         return {
             "mel": copy.deepcopy(st.mel),
             "encoder": st.encoder.snapshot(),
+            "decoder": st.decoder.cache.snapshot(),  # the slots of the positions decoded: a few MB
             "audio": [a.clone() for a in st.audio_pending],
             "n_embedded": st.n_embedded,
+            "n_decoded": st.n_decoded,
         }
 
     def _restore(self, snap: dict[str, object]) -> None:
         st = self.state
-        mel, encoder, audio, n_embedded = snap["mel"], snap["encoder"], snap["audio"], snap["n_embedded"]
-        assert isinstance(mel, FrameWindows) and isinstance(encoder, dict)
-        assert isinstance(audio, list) and isinstance(n_embedded, int)
+        mel, encoder, decoder = snap["mel"], snap["encoder"], snap["decoder"]
+        audio, n_embedded, n_decoded = snap["audio"], snap["n_embedded"], snap["n_decoded"]
+        assert isinstance(mel, FrameWindows) and isinstance(encoder, dict) and isinstance(decoder, dict)
+        assert isinstance(audio, list) and isinstance(n_embedded, int) and isinstance(n_decoded, int)
         st.mel = copy.deepcopy(mel)
         st.encoder.restore(encoder)
+        st.decoder.cache.restore(decoder)
         st.audio_pending[:] = [a.clone() for a in audio]
-        st.n_embedded = n_embedded
+        st.n_embedded, st.n_decoded = n_embedded, n_decoded
 
     def _advance(self, samples: np.ndarray, limit: int | None) -> list[TimedToken]:
         """Push samples through mel -> encoder -> decoder. `limit` caps the positions (flush)."""
@@ -239,9 +250,11 @@ class StreamingSession:
         n_prompt = self.config.n_prompt_tokens
         with torch.no_grad():
             while n_ready > 0 and not st.finished:
-                if self.graph is not None and st.n_decoded >= n_prompt:
+                # Graphs after the prompt; in it, positions that arrive one at a time (live audio).
+                prompt_step = n_ready == 1 and st.n_embedded == st.n_decoded
+                if self.graph is not None and (st.n_decoded >= n_prompt or prompt_step):
                     if n_ready == 1 or self.bulk_graph is None:
-                        emitted.append(self._graph_step())
+                        emitted.extend(self._graph_step())
                         n_ready -= 1
                     else:
                         count = min(MAX_CHUNK_TOKENS, n_ready)
@@ -267,20 +280,24 @@ class StreamingSession:
         segment = torch.from_numpy(self.state.mel.take(n)).to(self._mel_device)
         return frames_to_log_mel(segment, n).to(self._device, self._dtype)[None]
 
-    def _graph_step(self) -> TimedToken:
+    def _graph_step(self) -> list[TimedToken]:
+        """One position in the step's graph: in the prompt, its token fed and (but at its last
+        position) no token out; the first after it fed the token the prompt chose."""
         st = self.state
         assert self.graph is not None and st.n_embedded == st.n_decoded
-        feed = (
-            torch.tensor([st.last_token], device=self._device)
-            if st.n_decoded == self.config.n_prompt_tokens
-            else None
-        )
+        n_prompt = self.config.n_prompt_tokens
+        feed = None
+        if st.n_decoded < n_prompt:
+            feed = self._prompt[0, st.n_decoded : st.n_decoded + 1]
+        elif st.n_decoded == n_prompt:  # the prompt's last position may have run eagerly
+            feed = torch.tensor([st.last_token], device=self._device)
         # The graph computes the position's log-mel from the samples of its 8 frames' windows.
         self.graph.run(self.state.mel.take(MEL_FRAMES_PER_TOKEN)[None], feed)
-        token = self.graph.tokens_on_host()[0]
         st.n_embedded += 1
         st.n_decoded += 1
-        return self._emit(token, step=st.n_decoded - 1)
+        if st.n_decoded < n_prompt:
+            return []
+        return [self._emit(self.graph.tokens_on_host()[0], step=st.n_decoded - 1)]
 
     def _bulk_steps(self, audio: torch.Tensor) -> list[TimedToken]:
         """Decoder-only graph replays over audio vectors [1, n, dim]; tokens read back once."""
@@ -307,10 +324,11 @@ class StreamingSession:
         st, cfg = self.state, self.config
         out: list[TimedToken] = []
         n_prompt = cfg.n_prompt_tokens
-        if st.n_decoded == 0:
+        if st.n_decoded < n_prompt:  # the rest of the prompt, together (its silent part ran at start)
             if n_positions < n_prompt:
                 return out
-            logits = self.model.decode(self._prompt, self._take_audio(n_prompt), st.decoder)
+            rest = self._prompt[:, st.n_decoded :]
+            logits = self.model.decode(rest, self._take_audio(rest.shape[1]), st.decoder)
             st.n_decoded = n_prompt
             out.append(self._emit(int(logits.argmax(-1)[0]), step=n_prompt - 1))
         while st.n_decoded < n_positions and not st.finished:
