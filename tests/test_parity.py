@@ -129,6 +129,14 @@ def test_reset_starts_over_without_reloading(tokenizer_small) -> None:
     first = our_tokens(session, a)
     our_tokens(session, b)
     assert our_tokens(session, a) == first
+    # a new stream starts from the silent prefix: its positions encoded and decoded when the
+    # session was made (the prompt's last one, which emits the first token, is never among them)
+    from voxtral_desktop.engine.batch import SILENT_POSITIONS
+
+    session.reset()
+    st = session.state
+    assert st.n_embedded == st.n_decoded == st.decoder.cache.next_pos == SILENT_POSITIONS == 31
+    assert not st.audio_pending and st.last_token == -1
 
 
 def test_padding_matches_mistral_common() -> None:

@@ -211,9 +211,10 @@ class StreamingSession:
         self._advance(np.zeros(N_LEFT_PAD_TOKENS * SAMPLES_PER_TOKEN, np.float32), limit=None)
         st = self.state
         n = min(st.n_embedded, self.config.n_prompt_tokens - 1)  # the prompt's last emits a token
-        with torch.no_grad():
-            self.model.decode(self._prompt[:, :n], self._take_audio(n), st.decoder)
-        st.n_decoded = n
+        if n > 0:
+            with torch.no_grad():
+                self.model.decode(self._prompt[:, :n], self._take_audio(n), st.decoder)
+            st.n_decoded = n
 
     def _snapshot(self) -> dict[str, object]:
         st = self.state
