@@ -85,8 +85,9 @@ class StreamingSession:
         *,
         cuda_graphs: bool = False,
     ) -> None:
-        """`cuda_graphs` runs every position after the prompt as replayed CUDA graphs: one for a
-        whole 80 ms step (encoder + decoder) when audio arrives in real time, and a decoder-only
+        """`cuda_graphs` runs every position after the prompt's silent part as replayed CUDA
+        graphs: one for a whole 80 ms step (encoder + decoder) when audio arrives in real time
+        (the prompt's own positions too, their tokens fed), and after the prompt a decoder-only
         one when many positions are ready at once (files, bursts, flush), whose encoder then runs
         in large chunks."""
         self.model = model
