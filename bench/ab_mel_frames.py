@@ -17,24 +17,10 @@ from __future__ import annotations
 import os
 import sys
 
-import torch
-
 sys.path.insert(0, os.path.dirname(__file__))
-from tune_step_mma import ab_alternate, ab_setup, warmed
+from tune_step_mma import ab_setting
 
 from voxtral_desktop.kernels import mel_frames
 
-
-def main() -> None:
-    args, model, tok, chunks = ab_setup()
-    with torch.no_grad():
-        sessions = {}
-        for name, enabled in (("torch ops", False), ("kernels", True)):
-            mel_frames.ENABLED = enabled  # captured (and warmed) so
-            sessions[name] = warmed(model, tok, chunks[: args.warm])
-        mel_frames.ENABLED = True
-        ab_alternate(sessions, chunks, args)
-
-
 if __name__ == "__main__":
-    main()
+    ab_setting(mel_frames, "ENABLED", {"torch ops": False, "kernels": True})

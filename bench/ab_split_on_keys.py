@@ -15,25 +15,10 @@ from __future__ import annotations
 import os
 import sys
 
-import torch
-
 sys.path.insert(0, os.path.dirname(__file__))
-from tune_step_mma import ab_alternate, ab_setup, warmed
+from tune_step_mma import ab_setting
 
 from voxtral_desktop.kernels import fused
 
-
-def main() -> None:
-    args, model, tok, chunks = ab_setup()
-    app = fused.SPLIT_ON_KEYS
-    with torch.no_grad():
-        sessions = {}
-        for name, value in (("split", None), ("keys", app)):
-            fused.SPLIT_ON_KEYS = value  # captured (and warmed) so
-            sessions[name] = warmed(model, tok, chunks[: args.warm])
-        fused.SPLIT_ON_KEYS = app
-        ab_alternate(sessions, chunks, args)
-
-
 if __name__ == "__main__":
-    main()
+    ab_setting(fused, "SPLIT_ON_KEYS", {"split": None, "keys": fused.SPLIT_ON_KEYS})

@@ -258,6 +258,20 @@ def ab_alternate(
             first = measure_arm(name, session, saved, fed, args.replays, first)
 
 
+def ab_setting(module: object, name: str, arms: dict[str, object]) -> None:
+    """A same-process A/B of one module setting (`ab_setup`'s arguments): a live session captured
+    and warmed under each arm's value, the module's own value put back, then `ab_alternate`."""
+    args, model, tok, chunks = ab_setup()
+    app = getattr(module, name)
+    with torch.no_grad():
+        sessions = {}
+        for arm, value in arms.items():
+            setattr(module, name, value)  # captured (and warmed) so
+            sessions[arm] = warmed(model, tok, chunks[: args.warm])
+        setattr(module, name, app)
+        ab_alternate(sessions, chunks, args)
+
+
 def heuristic_variants(shapes: Counter) -> dict[mma_q4.Variant, tuple[int, int]]:
     return {k: (mma_q4.choose_warps(k[0] // 16, k[1] // 64, k[2]), mma_q4.UNROLL) for k in shapes}
 
