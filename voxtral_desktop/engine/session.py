@@ -210,12 +210,10 @@ class StreamingSession:
         """Every stream begins with the left pad of silence: the positions that hear nothing else
         (their mel frames end inside it) are encoded and decoded now, with the prompt's tokens."""
         self._advance(np.zeros(N_LEFT_PAD_TOKENS * SAMPLES_PER_TOKEN, np.float32), limit=None)
-        st = self.state
-        n = min(st.n_embedded, self.config.n_prompt_tokens - 1)  # the prompt's last emits a token
+        n = min(self.state.n_embedded, self.config.n_prompt_tokens - 1)  # the last emits a token
         if n > 0:
             with torch.no_grad():
-                self.model.decode(self._prompt[:, :n], self._take_audio(n), st.decoder)
-            st.n_decoded = n
+                self._decode_prompt(n)
 
     def _snapshot(self) -> dict[str, object]:
         st = self.state
@@ -322,6 +320,15 @@ class StreamingSession:
         st.audio_pending[:] = [rest] if rest.shape[1] else []
         return taken
 
+    def _decode_prompt(self, end: int) -> torch.Tensor:
+        """The prompt's positions from the next undecoded one up to `end`, together, with their
+        pending audio vectors -> the logits of the last [1, V]."""
+        st = self.state
+        ids = self._prompt[:, st.n_decoded : end]
+        logits = self.model.decode(ids, self._take_audio(ids.shape[1]), st.decoder)
+        st.n_decoded = end
+        return logits
+
     def _decode_until(self, n_positions: int) -> list[TimedToken]:
         st, cfg = self.state, self.config
         out: list[TimedToken] = []
@@ -329,9 +336,7 @@ class StreamingSession:
         if st.n_decoded < n_prompt:  # the rest of the prompt, together (its silent part ran at start)
             if n_positions < n_prompt:
                 return out
-            rest = self._prompt[:, st.n_decoded :]
-            logits = self.model.decode(rest, self._take_audio(rest.shape[1]), st.decoder)
-            st.n_decoded = n_prompt
+            logits = self._decode_prompt(n_prompt)
             out.append(self._emit(int(logits.argmax(-1)[0]), step=n_prompt - 1))
         while st.n_decoded < n_positions and not st.finished:
             ids = torch.tensor([[st.last_token]], device=self._device)
