@@ -2,7 +2,8 @@
 in Triton's interpreter, on any machine: the token rows dequantised from the mma layout equal
 `mma_q4.embed_rows` bit for bit (with and without the audio vector added), the two-pass argmax
 equals torch.argmax, ties included, a captured step's positions, slots and rotations equal
-`KVCache.begin` and `rope_tables`, and the log-mel's elementwise kernels equal the torch ops. On
+`KVCache.begin` and `rope_tables`, the log-mel's elementwise kernels and the conv stem's unfolds
+equal the torch ops. On
 a GPU the same runs on CUDA, bit for bit (and tests/test_gpu.py runs the step's graphs with them).
 """
 
@@ -19,7 +20,7 @@ if not torch.cuda.is_available():
 
 import triton  # noqa: F401  (a missing Triton must fail, not skip)
 
-from voxtral_desktop.kernels import mel_frames, mel_tail, positions, tokens
+from voxtral_desktop.kernels import conv_stem, mel_frames, mel_tail, positions, tokens
 from voxtral_desktop.kernels.int4pack import q4_0_codes
 from voxtral_desktop.kernels.mma_q4 import MmaQ4, embed_rows, pack
 from voxtral_desktop.kernels.q4 import Q4Weight, quantize_q4_0
@@ -126,3 +127,56 @@ def test_a_steps_log_mel_in_three_kernels(dtype: torch.dtype) -> None:
     assert got.dtype == dtype and got.shape == (3, mel.N_MELS, 8) and got.device.type == DEVICE.type
     step = 2**-7 * 1.375 if dtype == torch.bfloat16 else 0.0  # the values lie in [0.375, 1.375]
     torch.testing.assert_close(got.float().cpu(), want, rtol=0, atol=1e-5 + 2 * step)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("frames", [8, 2])
+def test_conv_stem_unfolds_and_moves_the_tails_on(dtype: torch.dtype, frames: int) -> None:
+    """kernels/conv_stem.py against the encoder's torch ops (cat, the tail's copy, unfold, GELU):
+    conv1's input from its 2-frame tail and the mel [B, C, T]; conv2's from its 1-frame tail and
+    conv1's output [B, T, C] through GELU, stride 2. 40 channels: a program of 32 and a partial one."""
+    g = torch.Generator().manual_seed(11)
+    B, C = 2, 40
+    for tail_frames, stride, gelu in ((2, 1, False), (1, 2, True)):
+        tail = torch.randn(B, C, tail_frames, generator=g).to(DEVICE, dtype)
+        if gelu:  # the previous matmul's output, [B, T, C]
+            x = (2 * torch.randn(B, frames, C, generator=g)).to(DEVICE, dtype)
+            seq = torch.cat([tail, torch.nn.functional.gelu(x).transpose(1, 2)], dim=-1)
+        else:
+            x = torch.randn(B, C, frames, generator=g).to(DEVICE, dtype)
+            seq = torch.cat([tail, x], dim=-1)
+        want = seq.unfold(-1, 3, stride).permute(0, 2, 1, 3).reshape(B, -1, C * 3)
+        got = conv_stem.unfold(tail, x, stride, channels_last=gelu, gelu=gelu)
+        if gelu and dtype == torch.float32:
+            # erf: numpy's (interpreter) or libdevice's, against torch's: 1 + erf cancels for
+            # negative inputs, so a few fp32 steps of the sum's size (3e-7 seen on the CPU)
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+            torch.testing.assert_close(tail, seq[..., -tail_frames:], rtol=1e-5, atol=1e-6)
+        else:
+            _same(got, want)
+            _same(tail, seq[..., -tail_frames:].contiguous())
+
+
+def test_the_encoder_on_the_conv_stem_kernels_equals_the_torch_ops(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tiny encoder fed three steps of 8 mel frames with the conv stem's kernels (on CUDA
+    they apply to such steps by themselves; here made to) and with the torch ops: the same
+    frames out, and the same conv tails carried between the calls."""
+    from voxtral_desktop.model.encoder import EncoderState, WhisperEncoder
+    from voxtral_desktop.synthetic.model import tiny_config
+
+    cfg = tiny_config().encoder
+    torch.manual_seed(0)
+    encoder = WhisperEncoder(cfg).to(DEVICE).eval()
+    g = torch.Generator().manual_seed(12)
+    mels = [torch.randn(1, cfg.n_mels, 8, generator=g).to(DEVICE) for _ in range(3)]
+    runs, states = {}, {}
+    for on in (False, True):
+        monkeypatch.setattr(conv_stem, "applies", lambda tail, frames, on=on: on)
+        st = EncoderState.allocate(cfg, batch=1, max_chunk_frames=8, device=DEVICE, dtype=torch.float32)
+        with torch.no_grad():
+            runs[on] = [encoder(m, st) for m in mels]
+        states[on] = st
+    for got, want in zip(runs[True], runs[False], strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(states[True].conv1_tail, states[False].conv1_tail, rtol=0, atol=0)
+    torch.testing.assert_close(states[True].conv2_tail, states[False].conv2_tail, rtol=1e-5, atol=1e-6)

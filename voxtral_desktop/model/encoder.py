@@ -15,6 +15,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from voxtral_desktop.config import CONV_STRIDE, EncoderConfig
+from voxtral_desktop.kernels import conv_stem
 from voxtral_desktop.kernels.linear import add_bias
 from voxtral_desktop.kernels.norm_link import NormedRows
 from voxtral_desktop.model.cache import KeyMask, KVCache
@@ -96,6 +97,11 @@ class ConvLayer(nn.Module):
         super().__init__()
         self.conv = nn.Conv1d(c_in, c_out, kernel_size=3, stride=stride)
 
+    def linear(self, cols: torch.Tensor) -> torch.Tensor:
+        """The conv as a matmul over its unfolded input [B, T', C*3] -> [B, T', O], before GELU."""
+        w = self.conv.weight  # [O, C, 3]
+        return F.linear(cols, w.reshape(w.shape[0], -1), self.conv.bias)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Causal conv + GELU; the caller prepends the left context (the conv tail).
 
@@ -104,11 +110,10 @@ class ConvLayer(nn.Module):
         if not x.is_cuda:
             return F.gelu(self.conv(x))
         B, C, _ = x.shape
-        w = self.conv.weight  # [O, C, 3]
-        cols = x.unfold(-1, w.shape[-1], self.conv.stride[0])  # [B, C, T', 3]
-        cols = cols.permute(0, 2, 1, 3).reshape(B, -1, C * w.shape[-1])  # [B, T', C*3]
-        y = F.linear(cols, w.reshape(w.shape[0], -1), self.conv.bias)  # [B, T', O]
-        return F.gelu(y).transpose(1, 2)
+        taps = self.conv.weight.shape[-1]
+        cols = x.unfold(-1, taps, self.conv.stride[0])  # [B, C, T', 3]
+        cols = cols.permute(0, 2, 1, 3).reshape(B, -1, C * taps)  # [B, T', C*3]
+        return F.gelu(self.linear(cols)).transpose(1, 2)
 
 
 # A residual branch not yet added: its output and, if a fused kernel is to add it, its bias.
@@ -176,14 +181,21 @@ class WhisperEncoder(nn.Module):
         """mel [B, n_mels, T] (T even) -> encoder frames [B, T/2, dim], advancing `state`."""
         if mel.shape[-1] % CONV_STRIDE:
             raise ValueError(f"the encoder takes an even number of mel frames, got {mel.shape[-1]}")
-        x = torch.cat([state.conv1_tail, mel.to(state.conv1_tail.dtype)], dim=-1)  # [B, n_mels, T+2]
-        state.conv1_tail.copy_(x[..., -2:])
-        conv1, conv2 = self.conv_layers
-        x = conv1(x)  # [B, dim, T]
-        x = torch.cat([state.conv2_tail, x], dim=-1)  # [B, dim, T+1]
-        state.conv2_tail.copy_(x[..., -1:])
-        x = conv2(x)  # [B, dim, T/2]
-        x = x.transpose(1, 2)  # [B, T/2, dim]
+        convs: list[ConvLayer] = list(self.conv_layers)  # type: ignore[arg-type]
+        conv1, conv2 = convs
+        if conv_stem.applies(state.conv1_tail, mel.shape[-1]):  # a few frames on CUDA: 5 kernels less
+            cols = conv_stem.unfold(state.conv1_tail, mel, 1, channels_last=False, gelu=False)
+            y = conv1.linear(cols)  # [B, T, dim], before GELU (applied by the next unfold)
+            cols = conv_stem.unfold(state.conv2_tail, y, CONV_STRIDE, channels_last=True, gelu=True)
+            x = F.gelu(conv2.linear(cols))  # [B, T/2, dim]
+        else:
+            x = torch.cat([state.conv1_tail, mel.to(state.conv1_tail.dtype)], dim=-1)  # [B, n_mels, T+2]
+            state.conv1_tail.copy_(x[..., -2:])
+            x = conv1(x)  # [B, dim, T]
+            x = torch.cat([state.conv2_tail, x], dim=-1)  # [B, dim, T+1]
+            state.conv2_tail.copy_(x[..., -1:])
+            x = conv2(x)  # [B, dim, T/2]
+            x = x.transpose(1, 2)  # [B, T/2, dim]
 
         cfg = self.config
         _, mask, rotations = state.cache.begin_rotated(x.shape[1], cfg.head_dim, cfg.rope_theta)
