@@ -335,14 +335,24 @@ __device__ __forceinline__ void q4_mma(const uint4* __restrict__ codes, const ui
 #pragma unroll
             for (int u = 0; u < UR; ++u) {
                 const int i = base + u * WARPS;
+#ifdef Q4_LOOP_NO_MATH  // bench/loop_bound.py only: the weights streamed, not used
+                if (i < iters) acc[0][0] += __int_as_float((c[u].x ^ c[u].y ^ c[u].z ^ c[u].w ^ s[u].x ^ s[u].y) & 0x3F);
+#else
                 if (i < iters) accumulate<NT>(acc, c[u], s[u], xrow, i);
+#endif
             }
 #pragma unroll
             for (int u = 0; u < UR; ++u) {
                 const int i = base + (UR + u) * WARPS;
                 if (i < iters) {
+#ifdef Q4_LOOP_NO_LOADS  // bench/loop_bound.py only: no weights streamed; the first ones changed
+                    // by an add a word, so that their dequantisation stays in the loop
+                    c[u] = make_uint4(c[u].x + 1, c[u].y + 1, c[u].z + 1, c[u].w + 1);
+                    s[u] = make_uint2(s[u].x ^ 1, s[u].y ^ 1);
+#else
                     c[u] = load_stream<false>(c_tile + (size_t)i * 32);
                     s[u] = load_scales<false>(s_tile + (size_t)i * 8);
+#endif
                 }
             }
         }
