@@ -6,8 +6,9 @@ The twenty-third session found the step's matmuls no more than 7 % faster with t
 already in L2 (bench/l2_resident.py), so their time is not DRAM's. Here each step matrix (the
 app's kernel variant and rows, random packed weights) is timed as bench/l2_resident.py does, in
 a CUDA graph of launches over distinct matrices that hold 3x the L2 ("DRAM") and over one matrix
-launched again and again ("L2"), with the kernel compiled three ways:
+launched again and again ("L2"), with the kernel compiled four ways:
 - app: as the app runs it;
+- v1: the loop before the running activation pointers (`Q4_LOOP_V1`), where the two hooks are;
 - no math (`Q4_LOOP_NO_MATH`): the loop streams the weights as before but only XORs each
   iteration's words into an accumulator (no activations, no dequantisation, no mma);
 - no loads (`Q4_LOOP_NO_LOADS`): the loop does all its arithmetic and activation loads, on the
@@ -32,7 +33,13 @@ from l2_resident import DEV, SHAPES, graph_us, nbytes
 
 from voxtral_desktop.kernels import mma_q4
 
-FORMS = {"app": "", "no math": "#define Q4_LOOP_NO_MATH\n", "no loads": "#define Q4_LOOP_NO_LOADS\n"}
+V1 = "#define Q4_LOOP_V1\n"  # the hooks are in the loop before the running activation pointers
+FORMS = {
+    "app": "",
+    "v1": V1,
+    "no math": V1 + "#define Q4_LOOP_NO_MATH\n",
+    "no loads": V1 + "#define Q4_LOOP_NO_LOADS\n",
+}
 
 
 def compiled_as(prefix: str) -> None:

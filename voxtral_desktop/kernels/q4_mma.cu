@@ -163,6 +163,30 @@ __device__ __forceinline__ void accumulate(float (&acc)[NT][4], uint4 c, uint2 s
     }
 }
 
+// The same for the register loop: the activations at `at` words past the running row pointers
+// (a constant after unrolling: an immediate offset of the loads), each group's product added to
+// the accumulator by two FMAs (acc + d0 p, then + e0 q).
+template <int NT>
+__device__ __forceinline__ void accumulate_at(float (&acc)[NT][4], uint4 c, uint2 s, const u32* const (&xp)[NT],
+                                              int at) {
+    const float zero[4] = {0.f, 0.f, 0.f, 0.f};
+    const float d0 = half_to_float(s.x & 0xFFFF), d1 = half_to_float(s.y & 0xFFFF);
+    const float e0 = half_to_float(s.x >> 16), e1 = half_to_float(s.y >> 16);
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt) {
+        const uint4 b0 = load_x(xp[nt] + at), b1 = load_x(xp[nt] + at + 16);
+        float p[4], q[4];
+        mma(p, c.x, b0.x, b0.y, zero);
+        mma(p, c.y, b0.z, b0.w, p);
+        mma(q, c.z, b1.x, b1.y, zero);
+        mma(q, c.w, b1.z, b1.w, q);
+        acc[nt][0] = fmaf(e0, q[0], fmaf(d0, p[0], acc[nt][0]));
+        acc[nt][1] = fmaf(e0, q[1], fmaf(d0, p[1], acc[nt][1]));
+        acc[nt][2] = fmaf(e1, q[2], fmaf(d1, p[2], acc[nt][2]));
+        acc[nt][3] = fmaf(e1, q[3], fmaf(d1, p[3], acc[nt][3]));
+    }
+}
+
 // y[m, n] = sum_k x[m, k] w[n, k] (+ bias[n]: bias_kind 0 none, 1 bf16, 2 fp32) for
 // m < M <= 8 NT; one block per 16-row tile.
 // Output row r (0..15) of the tile for activation row m: the sum of the warps' partial tiles
@@ -331,6 +355,7 @@ __device__ __forceinline__ void q4_mma(const uint4* __restrict__ codes, const ui
             accumulate<NT, true>(acc, cw, sw, xsrow, warp + j * WARPS);
         }
     } else {
+#ifdef Q4_LOOP_V1  // bench/ab_q4_loop.py only: the loop before the running activation pointers
         for (int base = warp; base < iters; base += WARPS * UR) {
 #pragma unroll
             for (int u = 0; u < UR; ++u) {
@@ -356,6 +381,34 @@ __device__ __forceinline__ void q4_mma(const uint4* __restrict__ codes, const ui
                 }
             }
         }
+#else
+        // Running activation pointers, moved on once a pass, so the loads within a pass take
+        // immediate offsets (indexed by the iteration, their 64-bit addresses were recomputed
+        // every iteration: 18 of its ~95 instructions in the SASS). Full passes run unguarded;
+        // the last, partial one after the loop.
+        const u32* xp[NT];
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt) xp[nt] = xrow[nt] + 32 * warp;
+        int base = warp;
+#pragma unroll 1
+        for (; base + (UR - 1) * WARPS < iters; base += WARPS * UR) {
+#pragma unroll
+            for (int u = 0; u < UR; ++u) accumulate_at<NT>(acc, c[u], s[u], xp, 32 * u * WARPS);
+#pragma unroll
+            for (int u = 0; u < UR; ++u) {
+                const int i = base + (UR + u) * WARPS;
+                if (i < iters) {
+                    c[u] = load_stream<false>(c_tile + (size_t)i * 32);
+                    s[u] = load_scales<false>(s_tile + (size_t)i * 8);
+                }
+            }
+#pragma unroll
+            for (int nt = 0; nt < NT; ++nt) xp[nt] += 32 * WARPS * UR;
+        }
+#pragma unroll
+        for (int u = 0; u < UR - 1; ++u)
+            if (base + u * WARPS < iters) accumulate_at<NT>(acc, c[u], s[u], xp, 32 * u * WARPS);
+#endif
     }
 
     TIMELINE_MARK(2)
