@@ -38,6 +38,11 @@ SHAPES = [  # (name, out, in, rows, gated)
 ]
 
 
+def nbytes(m: MmaQ4) -> int:
+    """Bytes of a packed matrix: its codes and scales."""
+    return m.codes.numel() * m.codes.element_size() + m.scales.numel() * m.scales.element_size()
+
+
 def graph_us(mats: list[MmaQ4], x: torch.Tensor, gated: bool, replays: int) -> float:
     """Mean GPU time of one launch in a graph of launches over `mats` (median of 5 rounds)."""
     stream = torch.cuda.Stream()
@@ -64,12 +69,12 @@ def main() -> None:
     with torch.no_grad():
         for name, n, k, rows, gated in SHAPES:
             one = random_mma(n, k, g)
-            count = max(8, -(-3 * l2 // one.nbytes))
+            count = max(8, -(-3 * l2 // nbytes(one)))
             mats = [one] + [random_mma(n, k, g) for _ in range(count - 1)]
             x = torch.randn(rows, k, device=DEV).bfloat16()
             dram = graph_us(mats, x, gated, args.replays)
             cached = graph_us([one] * count, x, gated, args.replays)
-            mb, tb = one.nbytes / 2**20, one.nbytes / 1e6
+            mb, tb = nbytes(one) / 2**20, nbytes(one) / 1e6
             print(
                 f"{name:14s} {mb:6.2f} MiB x {count:3d}: DRAM {dram:6.2f} us ({tb / dram:5.2f} TB/s),"
                 f" L2 {cached:6.2f} us ({tb / cached:5.2f} TB/s)",

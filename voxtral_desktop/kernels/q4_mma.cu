@@ -133,24 +133,19 @@ __device__ __forceinline__ u16 float_to_bf16(float f) {
     return h;
 }
 
-// One iteration (64 input columns) of the tile for every n-tile: four mmas per n-tile, summed
-// in fp32 per 32-column group and scaled by that group's d.
-template <int NT, bool X_SHARED = false>
-__device__ __forceinline__ void accumulate(float (&acc)[NT][4], uint4 c, uint2 s, const u32* const (&xrow)[NT],
-                                           int i) {
+// One iteration (64 input columns) of the tile for every n-tile, from the activation rows staged
+// in shared memory: four mmas per n-tile, summed in fp32 per 32-column group and scaled by that
+// group's d.
+template <int NT>
+__device__ __forceinline__ void accumulate_staged(float (&acc)[NT][4], uint4 c, uint2 s, const u32* const (&xrow)[NT],
+                                                  int i) {
     const float zero[4] = {0.f, 0.f, 0.f, 0.f};
     const float d0 = half_to_float(s.x & 0xFFFF), d1 = half_to_float(s.y & 0xFFFF);
     const float e0 = half_to_float(s.x >> 16), e1 = half_to_float(s.y >> 16);
 #pragma unroll
     for (int nt = 0; nt < NT; ++nt) {
-        uint4 b0, b1;
-        if (X_SHARED) {
-            b0 = *(const uint4*)(xrow[nt] + 32 * i);
-            b1 = *(const uint4*)(xrow[nt] + 32 * i + 16);
-        } else {
-            b0 = load_x(xrow[nt] + 32 * i);
-            b1 = load_x(xrow[nt] + 32 * i + 16);
-        }
+        const uint4 b0 = *(const uint4*)(xrow[nt] + 32 * i);
+        const uint4 b1 = *(const uint4*)(xrow[nt] + 32 * i + 16);
         float p[4], q[4];
         mma(p, c.x, b0.x, b0.y, zero);
         mma(p, c.y, b0.z, b0.w, p);
@@ -160,6 +155,30 @@ __device__ __forceinline__ void accumulate(float (&acc)[NT][4], uint4 c, uint2 s
         acc[nt][1] += d0 * p[1] + e0 * q[1];
         acc[nt][2] += d1 * p[2] + e1 * q[2];
         acc[nt][3] += d1 * p[3] + e1 * q[3];
+    }
+}
+
+// The same from global memory for the register loop: the activations at `at` words past the
+// running row pointers (a constant after unrolling: an immediate offset of the loads), and each
+// group's product added to the accumulator by two FMAs (acc + d0 p, then + e0 q).
+template <int NT>
+__device__ __forceinline__ void accumulate_at(float (&acc)[NT][4], uint4 c, uint2 s, const u32* const (&xp)[NT],
+                                              int at) {
+    const float zero[4] = {0.f, 0.f, 0.f, 0.f};
+    const float d0 = half_to_float(s.x & 0xFFFF), d1 = half_to_float(s.y & 0xFFFF);
+    const float e0 = half_to_float(s.x >> 16), e1 = half_to_float(s.y >> 16);
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt) {
+        const uint4 b0 = load_x(xp[nt] + at), b1 = load_x(xp[nt] + at + 16);
+        float p[4], q[4];
+        mma(p, c.x, b0.x, b0.y, zero);
+        mma(p, c.y, b0.z, b0.w, p);
+        mma(q, c.z, b1.x, b1.y, zero);
+        mma(q, c.w, b1.z, b1.w, q);
+        acc[nt][0] = fmaf(e0, q[0], fmaf(d0, p[0], acc[nt][0]));
+        acc[nt][1] = fmaf(e0, q[1], fmaf(d0, p[1], acc[nt][1]));
+        acc[nt][2] = fmaf(e1, q[2], fmaf(d1, p[2], acc[nt][2]));
+        acc[nt][3] = fmaf(e1, q[3], fmaf(d1, p[3], acc[nt][3]));
     }
 }
 
@@ -328,24 +347,50 @@ __device__ __forceinline__ void q4_mma(const uint4* __restrict__ codes, const ui
         for (int j = 0; warp + j * WARPS < iters; ++j) {
             const uint4 cw = staged_codes[j * 32 + lane];
             const uint2 sw = staged_scales[j * 8 + g];
-            accumulate<NT, true>(acc, cw, sw, xsrow, warp + j * WARPS);
+            accumulate_staged<NT>(acc, cw, sw, xsrow, warp + j * WARPS);
         }
     } else {
-        for (int base = warp; base < iters; base += WARPS * UR) {
+        // Running activation pointers, moved on once a pass, so the loads within a pass take
+        // immediate offsets. Indexed by the iteration, their 64-bit addresses were recomputed
+        // every iteration: about 18 of the ~100 SASS instructions an iteration at unroll 3, in a
+        // loop bound by its instructions more than by its loads (bench/loop_bound.py; with the
+        // two FMAs a group below, the step's replay 1,922 -> 1,881 us on the H200:
+        // bench/RESULTS.md, twenty-eighth session). Full passes run unguarded; the last, partial
+        // one after the loop.
+        const u32* xp[NT];
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt) xp[nt] = xrow[nt] + 32 * warp;
+        int base = warp;
+#pragma unroll 1
+        for (; base + (UR - 1) * WARPS < iters; base += WARPS * UR) {
 #pragma unroll
             for (int u = 0; u < UR; ++u) {
-                const int i = base + u * WARPS;
-                if (i < iters) accumulate<NT>(acc, c[u], s[u], xrow, i);
+#ifdef Q4_LOOP_NO_MATH  // bench/loop_bound.py only: the weights streamed, not used
+                acc[0][0] += __int_as_float((c[u].x ^ c[u].y ^ c[u].z ^ c[u].w ^ s[u].x ^ s[u].y) & 0x3F);
+#else
+                accumulate_at<NT>(acc, c[u], s[u], xp, 32 * u * WARPS);
+#endif
             }
 #pragma unroll
             for (int u = 0; u < UR; ++u) {
                 const int i = base + (UR + u) * WARPS;
                 if (i < iters) {
+#ifdef Q4_LOOP_NO_LOADS  // bench/loop_bound.py only: no weights streamed; the first ones changed
+                    // by an add a word, so that their dequantisation stays in the loop
+                    c[u] = make_uint4(c[u].x + 1, c[u].y + 1, c[u].z + 1, c[u].w + 1);
+                    s[u] = make_uint2(s[u].x ^ 1, s[u].y ^ 1);
+#else
                     c[u] = load_stream<false>(c_tile + (size_t)i * 32);
                     s[u] = load_scales<false>(s_tile + (size_t)i * 8);
+#endif
                 }
             }
+#pragma unroll
+            for (int nt = 0; nt < NT; ++nt) xp[nt] += 32 * WARPS * UR;
         }
+#pragma unroll
+        for (int u = 0; u < UR - 1; ++u)
+            if (base + u * WARPS < iters) accumulate_at<NT>(acc, c[u], s[u], xp, 32 * u * WARPS);
     }
 
     TIMELINE_MARK(2)
