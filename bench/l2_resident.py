@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Iterator
 
 import torch
 
@@ -59,29 +60,40 @@ def graph_us(mats: list[MmaQ4], x: torch.Tensor, gated: bool, replays: int) -> f
     return replay_us(graph, replays) / len(mats)
 
 
+def each_step_matrix() -> Iterator[tuple[str, list[MmaQ4], torch.Tensor, bool]]:
+    """The GPU's name and L2 printed; then for each of `SHAPES`: its name, random matrices that
+    hold over 3x the L2 (the first also serves as the one launched again and again), the
+    activation rows and whether the matrix is a gated pair. Each is freed before the next."""
+    l2 = torch.cuda.get_device_properties(DEV).L2_cache_size
+    print(f"{torch.cuda.get_device_name()}, L2 {l2 / 2**20:.0f} MiB", flush=True)
+    g = torch.Generator(device=DEV).manual_seed(0)
+    for name, n, k, rows, gated in SHAPES:
+        one = random_mma(n, k, g)
+        count = max(8, -(-3 * l2 // nbytes(one)))
+        mats = [one] + [random_mma(n, k, g) for _ in range(count - 1)]
+        yield name, mats, torch.randn(rows, k, device=DEV).bfloat16(), gated
+        del mats, one
+        torch.cuda.empty_cache()
+
+
+def dram_and_l2_us(mats: list[MmaQ4], x: torch.Tensor, gated: bool, replays: int) -> tuple[float, float]:
+    """One launch's time over the distinct `mats` (from DRAM) and over the first one repeated (L2)."""
+    return graph_us(mats, x, gated, replays), graph_us([mats[0]] * len(mats), x, gated, replays)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--replays", type=int, default=20)
     args = parser.parse_args()
-    l2 = torch.cuda.get_device_properties(DEV).L2_cache_size
-    print(f"{torch.cuda.get_device_name()}, L2 {l2 / 2**20:.0f} MiB", flush=True)
-    g = torch.Generator(device=DEV).manual_seed(0)
     with torch.no_grad():
-        for name, n, k, rows, gated in SHAPES:
-            one = random_mma(n, k, g)
-            count = max(8, -(-3 * l2 // nbytes(one)))
-            mats = [one] + [random_mma(n, k, g) for _ in range(count - 1)]
-            x = torch.randn(rows, k, device=DEV).bfloat16()
-            dram = graph_us(mats, x, gated, args.replays)
-            cached = graph_us([one] * count, x, gated, args.replays)
-            mb, tb = nbytes(one) / 2**20, nbytes(one) / 1e6
+        for name, mats, x, gated in each_step_matrix():
+            dram, cached = dram_and_l2_us(mats, x, gated, args.replays)
+            mb, tb = nbytes(mats[0]) / 2**20, nbytes(mats[0]) / 1e6
             print(
-                f"{name:14s} {mb:6.2f} MiB x {count:3d}: DRAM {dram:6.2f} us ({tb / dram:5.2f} TB/s),"
+                f"{name:14s} {mb:6.2f} MiB x {len(mats):3d}: DRAM {dram:6.2f} us ({tb / dram:5.2f} TB/s),"
                 f" L2 {cached:6.2f} us ({tb / cached:5.2f} TB/s)",
                 flush=True,
             )
-            del mats, one
-            torch.cuda.empty_cache()
 
 
 if __name__ == "__main__":

@@ -27,8 +27,7 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
-from ab_norm_epilogue import random_mma
-from l2_resident import DEV, SHAPES, graph_us, nbytes
+from l2_resident import DEV, dram_and_l2_us, each_step_matrix, nbytes
 
 from voxtral_desktop.kernels import mma_q4
 
@@ -53,31 +52,22 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--replays", type=int, default=20)
     args = parser.parse_args()
-    l2 = torch.cuda.get_device_properties(DEV).L2_cache_size
-    print(f"{torch.cuda.get_device_name()}, L2 {l2 / 2**20:.0f} MiB", flush=True)
-    g = torch.Generator(device=DEV).manual_seed(0)
     with torch.no_grad():
-        for name, n, k, rows, gated in SHAPES:
-            one = random_mma(n, k, g)
-            count = max(8, -(-3 * l2 // nbytes(one)))
-            mats = [one] + [random_mma(n, k, g) for _ in range(count - 1)]
-            x = torch.randn(rows, k, device=DEV).bfloat16()
+        for name, mats, x, gated in each_step_matrix():
+            (n, k), rows = (mats[0].out_features, mats[0].in_features), x.shape[0]
             nt = 1 << max(0, (rows - 1) // 8).bit_length()
             warps, unroll = mma_q4.choose_variant(n, k, nt, gated, DEV.index or 0)
             cells = []
             for form, prefix in FORMS.items():
                 compiled_as(prefix)
-                dram = graph_us(mats, x, gated, args.replays)
-                cached = graph_us([one] * count, x, gated, args.replays)
+                dram, cached = dram_and_l2_us(mats, x, gated, args.replays)
                 cells.append(f"{form} {dram:6.2f} / {cached:6.2f}")
             compiled_as("")
             print(
-                f"{name:14s} w{warps}u{unroll} {nbytes(one) / 2**20:6.2f} MiB, us a launch DRAM / L2: "
+                f"{name:14s} w{warps}u{unroll} {nbytes(mats[0]) / 2**20:6.2f} MiB, us a launch DRAM / L2: "
                 + " | ".join(cells),
                 flush=True,
             )
-            del mats, one
-            torch.cuda.empty_cache()
 
 
 if __name__ == "__main__":

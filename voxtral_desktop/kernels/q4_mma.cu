@@ -133,24 +133,27 @@ __device__ __forceinline__ u16 float_to_bf16(float f) {
     return h;
 }
 
+// One iteration's two 32-column groups for one n-tile of activations (b0: the first group's
+// columns, b1: the second's): p and q, each summed over its two k-steps in fp32, not yet scaled.
+__device__ __forceinline__ void group_sums(float (&p)[4], float (&q)[4], uint4 c, uint4 b0, uint4 b1) {
+    const float zero[4] = {0.f, 0.f, 0.f, 0.f};
+    mma(p, c.x, b0.x, b0.y, zero);
+    mma(p, c.y, b0.z, b0.w, p);
+    mma(q, c.z, b1.x, b1.y, zero);
+    mma(q, c.w, b1.z, b1.w, q);
+}
+
 // One iteration (64 input columns) of the tile for every n-tile, from the activation rows staged
-// in shared memory: four mmas per n-tile, summed in fp32 per 32-column group and scaled by that
-// group's d.
+// in shared memory: each group's sums scaled by that group's d and added.
 template <int NT>
 __device__ __forceinline__ void accumulate_staged(float (&acc)[NT][4], uint4 c, uint2 s, const u32* const (&xrow)[NT],
                                                   int i) {
-    const float zero[4] = {0.f, 0.f, 0.f, 0.f};
     const float d0 = half_to_float(s.x & 0xFFFF), d1 = half_to_float(s.y & 0xFFFF);
     const float e0 = half_to_float(s.x >> 16), e1 = half_to_float(s.y >> 16);
 #pragma unroll
     for (int nt = 0; nt < NT; ++nt) {
-        const uint4 b0 = *(const uint4*)(xrow[nt] + 32 * i);
-        const uint4 b1 = *(const uint4*)(xrow[nt] + 32 * i + 16);
         float p[4], q[4];
-        mma(p, c.x, b0.x, b0.y, zero);
-        mma(p, c.y, b0.z, b0.w, p);
-        mma(q, c.z, b1.x, b1.y, zero);
-        mma(q, c.w, b1.z, b1.w, q);
+        group_sums(p, q, c, *(const uint4*)(xrow[nt] + 32 * i), *(const uint4*)(xrow[nt] + 32 * i + 16));
         acc[nt][0] += d0 * p[0] + e0 * q[0];
         acc[nt][1] += d0 * p[1] + e0 * q[1];
         acc[nt][2] += d1 * p[2] + e1 * q[2];
@@ -164,17 +167,12 @@ __device__ __forceinline__ void accumulate_staged(float (&acc)[NT][4], uint4 c, 
 template <int NT>
 __device__ __forceinline__ void accumulate_at(float (&acc)[NT][4], uint4 c, uint2 s, const u32* const (&xp)[NT],
                                               int at) {
-    const float zero[4] = {0.f, 0.f, 0.f, 0.f};
     const float d0 = half_to_float(s.x & 0xFFFF), d1 = half_to_float(s.y & 0xFFFF);
     const float e0 = half_to_float(s.x >> 16), e1 = half_to_float(s.y >> 16);
 #pragma unroll
     for (int nt = 0; nt < NT; ++nt) {
-        const uint4 b0 = load_x(xp[nt] + at), b1 = load_x(xp[nt] + at + 16);
         float p[4], q[4];
-        mma(p, c.x, b0.x, b0.y, zero);
-        mma(p, c.y, b0.z, b0.w, p);
-        mma(q, c.z, b1.x, b1.y, zero);
-        mma(q, c.w, b1.z, b1.w, q);
+        group_sums(p, q, c, load_x(xp[nt] + at), load_x(xp[nt] + at + 16));
         acc[nt][0] = fmaf(e0, q[0], fmaf(d0, p[0], acc[nt][0]));
         acc[nt][1] = fmaf(e0, q[1], fmaf(d0, p[1], acc[nt][1]));
         acc[nt][2] = fmaf(e1, q[2], fmaf(d1, p[2], acc[nt][2]));
