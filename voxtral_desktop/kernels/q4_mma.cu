@@ -387,8 +387,15 @@ __device__ __forceinline__ void q4_mma(const uint4* __restrict__ codes, const ui
             for (int nt = 0; nt < NT; ++nt) xp[nt] += 32 * WARPS * UR;
         }
 #pragma unroll
-        for (int u = 0; u < UR - 1; ++u)
-            if (base + u * WARPS < iters) accumulate_at<NT>(acc, c[u], s[u], xp, 32 * u * WARPS);
+        for (int u = 0; u < UR - 1; ++u) {
+            if (base + u * WARPS < iters) {
+#ifdef Q4_LOOP_NO_MATH
+                acc[0][0] += __int_as_float((c[u].x ^ c[u].y ^ c[u].z ^ c[u].w ^ s[u].x ^ s[u].y) & 0x3F);
+#else
+                accumulate_at<NT>(acc, c[u], s[u], xp, 32 * u * WARPS);
+#endif
+            }
+        }
     }
 
     TIMELINE_MARK(2)
